@@ -1,0 +1,1 @@
+"""Call-centre service for property-management hotlines."""

@@ -1,0 +1,29 @@
+"""Names shared with the Asterisk configuration in docker/asterisk/.
+
+Channel variables, dialplan contexts and the Stasis application name live here
+once, so the dialplan and the Python side cannot drift apart silently.
+"""
+
+STASIS_APP = "hotline"
+
+# Dialplan contexts (docker/asterisk/extensions.conf).
+CONTEXT_HOTLINE = "hotline"
+CONTEXT_SAFE_FALLBACK = "hotline-fallback"  # where any AGI error sends the caller
+CONTEXT_TEST_CALLERS = "sim-callers"
+CONTEXT_TEST_AGENTS = "sim-agents"
+
+# Channel variables set by the IVR (AGI) and read by routing (ARI).
+VAR_CALL_ID = "CC_CALL_ID"
+VAR_QUEUE = "CC_QUEUE"
+VAR_IVR_DIGITS = "CC_IVR_DIGITS"
+VAR_IVR_INTENT = "CC_IVR_INTENT"
+VAR_PRIORITY = "CC_PRIORITY"
+VAR_VIP = "CC_VIP"
+VAR_IVR_RESULT = "CC_IVR_RESULT"  # ok | hangup | error
+# Set by simulated callers/agents in the test context: which WAV to play.
+VAR_SIM_CALLER_AUDIO = "SIM_CALLER_AUDIO"
+VAR_SIM_CALLER_DIGITS = "SIM_CALLER_DIGITS"
+VAR_SIM_AGENT_AUDIO = "SIM_AGENT_AUDIO"
+
+# Queue names (skills). Digit -> queue mapping lives in callcenter/ivr/menu.yaml.
+QUEUES = ("repair", "complaint", "consultation", "general")

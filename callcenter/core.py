@@ -1,0 +1,129 @@
+"""Core types of the product: plain dataclasses with no I/O.
+
+Adapters (AGI, ARI, database, web, files) convert to and from these at the edge.
+The string values used here (legs, categories, urgency levels, rule ids) are the
+contract of ../shared/spec/hotline-standards.md: never rename them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+LegName = Literal["caller", "agent"]
+LEGS: tuple[LegName, ...] = ("caller", "agent")
+
+CATEGORIES = ("engineering", "cleaning", "security", "landscaping", "complaint", "consultation")
+URGENCIES = ("P1", "P2", "P3", "P4")
+COMPLAINT_SEVERITIES = ("minor", "important", "major")
+VIP_KINDS = ("none", "elderly", "disabled")
+
+# Where a call ended; stored on the call row so supervisors see how far it got.
+CALL_STAGES = ("greeting", "menu", "queue", "ringing", "conversation", "completed", "failed")
+
+
+@dataclass(slots=True)
+class Word:
+    """One recognised word with its time in the leg's recording (seconds)."""
+
+    w: str
+    start: float
+    end: float
+    conf: float = 1.0
+
+
+@dataclass(slots=True)
+class Segment:
+    """One utterance of one leg: what was said, when, and its words."""
+
+    leg: LegName
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(slots=True)
+class Timeline:
+    """Both legs of a call merged into one time-ordered list of segments."""
+
+    segments: list[Segment]
+    duration: float
+
+    def by_leg(self, leg: LegName) -> list[Segment]:
+        return [s for s in self.segments if s.leg == leg]
+
+    def text_of(self, leg: LegName) -> str:
+        return "".join(s.text for s in self.by_leg(leg))
+
+
+@dataclass(slots=True)
+class CallFacts:
+    """What the call itself gives the analysis besides speech."""
+
+    call_id: str | None = None
+    caller_number: str = ""
+    ivr_digits: str = ""
+    started_at: datetime | None = None
+    answered_after_s: float | None = None  # queue entry -> agent answer
+    hangup_by: LegName | None = None
+
+
+@dataclass(slots=True)
+class Evidence:
+    """A clickable piece of proof: which leg, when, and what was said."""
+
+    leg: LegName
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(slots=True)
+class RuleResult:
+    """One QA rule's verdict. passed=None means the rule does not apply."""
+
+    id: str
+    passed: bool | None
+    evidence: list[Evidence] = field(default_factory=list)
+    detail: str = ""
+    weight: float = 0.0
+
+
+@dataclass(slots=True)
+class QaResult:
+    score: float
+    rules: list[RuleResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": self.score, "rules": [asdict(r) for r in self.rules]}
+
+
+@dataclass(slots=True)
+class Ticket:
+    category: str
+    urgency: str
+    description: str
+    complaint_severity: str | None = None
+    repeat_complaint: bool = False
+    vip: str = "none"
+    caller_name: str = ""
+    phone: str = ""
+    building: str = ""
+    unit: str = ""
+    room: str = ""
+    channel: str = "phone"
+    deadline: datetime | None = None
+    escalate_to: str | None = None
+    incomplete: list[str] = field(default_factory=list)
+    callback_required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["deadline"] = self.deadline.isoformat() if self.deadline else None
+        return data

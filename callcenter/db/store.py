@@ -1,0 +1,275 @@
+"""The PostgreSQL adapter: every state change of a call is a row, written before
+the next step, so a restart of the service resumes from the database.
+
+``PgStore`` implements the IVR's ``CallSink``, the routing app's
+``RoutingStore`` and the worker's persistence in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.queries import Queries
+
+from callcenter.core import QaResult, Segment, Ticket
+
+log = logging.getLogger("callcenter.db")
+
+PROCESS_CALL_JOB = "process_call"
+
+# Columns a caller of update_call may set; anything else is a programming error.
+_CALL_FIELDS = {
+    "stage", "status", "ivr_digits", "ivr_intent", "queue", "priority", "agent_id",
+    "queued_at", "answered_at", "ended_at", "hangup_by", "duration_s", "error", "channel_id",
+}
+_ACTIVE_STAGES = ("greeting", "menu", "queue", "ringing", "conversation")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PgStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # ---- calls (IVR sink and routing store) ---------------------------------------------
+
+    async def open_call(
+        self, call_id: str, *, caller_number: str, channel_id: str, source: str = "asterisk"
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO calls (id, caller_number, channel_id, source) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO NOTHING",
+                call_id, caller_number, channel_id, source,
+            )
+            await _event(conn, call_id, "opened", {"caller_number": caller_number})
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _CALL_FIELDS
+        if unknown:
+            raise ValueError(f"update_call: unknown fields {sorted(unknown)}")
+        if not fields:
+            return
+        names = list(fields)
+        assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"UPDATE calls SET {assignments} WHERE id = $1",
+                call_id, *[fields[n] for n in names],
+            )
+            await _event(conn, call_id, "updated", _jsonable(fields))
+
+    async def add_leg(
+        self, call_id: str, leg: str, *, channel_id: str | None,
+        recording_name: str | None = None, agent_id: str | None = None,
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO legs (call_id, leg, channel_id, agent_id) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (call_id, leg) DO UPDATE SET channel_id = EXCLUDED.channel_id,"
+                " agent_id = COALESCE(EXCLUDED.agent_id, legs.agent_id)",
+                call_id, leg, channel_id, agent_id,
+            )
+            if recording_name:
+                await conn.execute(
+                    "INSERT INTO recordings (call_id, leg, path) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (call_id, leg) DO UPDATE SET path = EXCLUDED.path",
+                    call_id, leg, recording_name,
+                )
+            await _event(conn, call_id, "leg", {"leg": leg, "recording": recording_name})
+
+    async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> bool:
+        """Close the call once and queue its processing in the same transaction.
+
+        Returns False when the call was already finished (a second hang-up event).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE calls SET stage = $2, hangup_by = $3, ended_at = now(), status = 'ended',"
+                " duration_s = EXTRACT(EPOCH FROM now() - COALESCE(answered_at, started_at))"
+                " WHERE id = $1 AND status = 'active' RETURNING id",
+                call_id, stage, hangup_by,
+            )
+            if row is None:
+                return False
+            await _event(conn, call_id, "finished", {"stage": stage, "hangup_by": hangup_by})
+            has_recordings = await conn.fetchval(
+                "SELECT count(*) FROM recordings WHERE call_id = $1", call_id
+            )
+            if has_recordings:
+                await enqueue_processing(conn, call_id)
+        return True
+
+    async def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            await _event(conn, call_id, kind, _jsonable(data))
+
+    async def active_calls(self) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT c.*, (SELECT json_object_agg(l.leg, l.channel_id) FROM legs l"
+            "  WHERE l.call_id = c.id) AS leg_channels"
+            " FROM calls c WHERE status = 'active' AND stage = ANY($1::text[])"
+            " ORDER BY started_at",
+            list(_ACTIVE_STAGES),
+        )
+        return [dict(r) for r in rows]
+
+    # ---- agents -------------------------------------------------------------------------
+
+    async def upsert_agent(
+        self, agent_id: str, *, name: str, endpoint: str, skills: Sequence[str],
+        state: str = "available",
+    ) -> None:
+        await self.pool.execute(
+            "INSERT INTO agents (id, name, endpoint, skills, state) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, endpoint = EXCLUDED.endpoint,"
+            " skills = EXCLUDED.skills, state = EXCLUDED.state, state_since = now()",
+            agent_id, name, endpoint, list(skills), state,
+        )
+
+    async def agent_rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]
+
+    async def set_agent_state(self, agent_id: str, state: str) -> None:
+        await self.pool.execute(
+            "UPDATE agents SET state = $2, state_since = now() WHERE id = $1", agent_id, state
+        )
+
+    async def count_no_answer(self, agent_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE agents SET no_answer_count = no_answer_count + 1 WHERE id = $1", agent_id
+        )
+
+    # ---- worker side --------------------------------------------------------------------
+
+    async def call_row(self, call_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow("SELECT * FROM calls WHERE id = $1", call_id)
+        return dict(row) if row else None
+
+    async def recordings_of(self, call_id: str) -> dict[str, dict[str, Any]]:
+        rows = await self.pool.fetch("SELECT * FROM recordings WHERE call_id = $1", call_id)
+        return {r["leg"]: dict(r) for r in rows}
+
+    async def prior_tickets(self, phone: str, *, before_call: str) -> list[dict[str, Any]]:
+        if not phone:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT id, number, category, description, created_at, call_id FROM tickets"
+            " WHERE phone = $1 AND call_id IS DISTINCT FROM $2 ORDER BY created_at DESC LIMIT 20",
+            phone, before_call,
+        )
+        return [dict(r) for r in rows]
+
+    async def set_status(self, call_id: str, status: str, error: str | None = None) -> None:
+        await self.pool.execute(
+            "UPDATE calls SET status = $2, error = $3 WHERE id = $1", call_id, status, error
+        )
+
+    async def save_recording_facts(
+        self, call_id: str, leg: str, *, duration_s: float, sample_rate: int, size_bytes: int
+    ) -> None:
+        await self.pool.execute(
+            "UPDATE recordings SET duration_s = $3, sample_rate = $4, size_bytes = $5"
+            " WHERE call_id = $1 AND leg = $2",
+            call_id, leg, duration_s, sample_rate, size_bytes,
+        )
+
+    async def save_analysis(
+        self, call_id: str, *, segments: Iterable[Segment], ticket: Ticket | None,
+        qa: QaResult | None, qa_source: str, history: Sequence[int] = (),
+    ) -> str | None:
+        """Replace the call's transcript, ticket and QA result in one transaction.
+
+        Idempotent, so a job retried after a crash leaves one set of results.
+        Returns the ticket number.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM transcript_segments WHERE call_id = $1", call_id)
+            await conn.executemany(
+                "INSERT INTO transcript_segments (call_id, leg, start_s, end_s, text, words)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (call_id, s.leg, s.start, s.end, s.text, [asdict(w) for w in s.words])
+                    for s in segments
+                ],
+            )
+            number = await _save_ticket(conn, call_id, ticket, history) if ticket else None
+            await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
+            if qa is not None:
+                await _save_qa(conn, call_id, qa, qa_source)
+            await conn.execute(
+                "UPDATE calls SET status = 'processed', error = NULL WHERE id = $1", call_id
+            )
+            await _event(conn, call_id, "processed",
+                         {"ticket": number, "score": qa.score if qa else None})
+            return number
+
+
+async def enqueue_processing(conn: asyncpg.Connection, call_id: str) -> None:
+    """Queue the transcription job on this connection (inside the caller's transaction)."""
+    await Queries(AsyncpgDriver(conn)).enqueue(
+        PROCESS_CALL_JOB, call_id.encode(), dedupe_key=f"process:{call_id}", on_conflict="skip"
+    )
+
+
+async def _save_ticket(
+    conn: asyncpg.Connection, call_id: str, ticket: Ticket, history: Sequence[int]
+) -> str:
+    existing = await conn.fetchval("SELECT number FROM tickets WHERE call_id = $1", call_id)
+    number = existing or await conn.fetchval(
+        "SELECT 'T' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'"
+        " || lpad(nextval('ticket_number_seq')::text, 6, '0')"
+    )
+    status = "incomplete" if ticket.incomplete else "open"
+    await conn.execute(
+        "INSERT INTO tickets (number, call_id, category, urgency, complaint_severity,"
+        " repeat_complaint, vip, caller_name, phone, building, unit, room, description, channel,"
+        " status, deadline, escalate_to, incomplete, callback_required, history)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+        " ON CONFLICT (call_id) DO UPDATE SET category = EXCLUDED.category,"
+        " urgency = EXCLUDED.urgency, complaint_severity = EXCLUDED.complaint_severity,"
+        " repeat_complaint = EXCLUDED.repeat_complaint, vip = EXCLUDED.vip,"
+        " caller_name = EXCLUDED.caller_name, phone = EXCLUDED.phone,"
+        " building = EXCLUDED.building, unit = EXCLUDED.unit, room = EXCLUDED.room,"
+        " description = EXCLUDED.description, status = EXCLUDED.status,"
+        " deadline = EXCLUDED.deadline, escalate_to = EXCLUDED.escalate_to,"
+        " incomplete = EXCLUDED.incomplete, callback_required = EXCLUDED.callback_required,"
+        " history = EXCLUDED.history",
+        number, call_id, ticket.category, ticket.urgency, ticket.complaint_severity,
+        ticket.repeat_complaint, ticket.vip, ticket.caller_name, ticket.phone, ticket.building,
+        ticket.unit, ticket.room, ticket.description, ticket.channel, status, ticket.deadline,
+        ticket.escalate_to, list(ticket.incomplete), ticket.callback_required, list(history),
+    )
+    return str(number)
+
+
+async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source: str) -> None:
+    await conn.execute(
+        "INSERT INTO qa_results (call_id, score, source) VALUES ($1, $2, $3)",
+        call_id, qa.score, source,
+    )
+    await conn.executemany(
+        "INSERT INTO qa_rule_results (call_id, rule_id, passed, weight, detail, evidence)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence])
+         for r in qa.rules],
+    )
+
+
+async def _event(conn: asyncpg.Connection, call_id: str, kind: str, data: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO call_events (call_id, kind, data) VALUES ($1, $2, $3)", call_id, kind, data
+    )
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data, default=str))

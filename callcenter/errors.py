@@ -1,0 +1,37 @@
+"""Machine-readable errors: every failure the API or CLI reports has a status,
+a stable error id and details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 500
+    error_id = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "error": self.error_id, "message": self.message,
+            "details": self.details,
+        }
+
+
+class NotFound(ServiceError):
+    status = 404
+    error_id = "not_found"
+
+
+class BadRequest(ServiceError):
+    status = 400
+    error_id = "bad_request"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    error_id = "unavailable"

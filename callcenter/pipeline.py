@@ -1,0 +1,134 @@
+"""From a finished call to transcript, ticket and QA result.
+
+The worker and ``callcenter analyze`` run exactly these functions in this
+order; ``analyze`` only feeds them from files instead of the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from callcenter.audio import read_mono, read_stereo_legs
+from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
+from callcenter.dialogue import build_timeline, timeline_from_meta
+from callcenter.qa.engine import score
+from callcenter.tickets.classifier import PriorTicket, classify
+
+log = logging.getLogger("callcenter.pipeline")
+
+
+@dataclass(slots=True)
+class LegAudio:
+    leg: str
+    path: str
+    duration_s: float
+    sample_rate: int
+    size_bytes: int
+
+
+@dataclass(slots=True)
+class Analysis:
+    timeline: Timeline
+    ticket: Ticket | None
+    qa: QaResult | None
+    source: str  # "asr" (recognised speech) or "text" (a ground-truth timeline)
+    legs: dict[str, LegAudio] = field(default_factory=dict)
+
+
+class Transcribing:
+    """Lazily loaded Vosk transcriber, one per process (loading costs ~1 s)."""
+
+    def __init__(self, model_path: Path) -> None:
+        self.model_path = model_path
+        self._transcriber: Any = None
+
+    def get(self) -> Any:
+        if self._transcriber is None:
+            from callcenter.asr.decoder import Transcriber
+
+            self._transcriber = Transcriber(self.model_path)
+        return self._transcriber
+
+
+def transcribe_two_legs(
+    caller_path: Path, agent_path: Path, transcriber: Any
+) -> tuple[Timeline, dict[str, LegAudio]]:
+    legs: dict[str, LegAudio] = {}
+    segments: dict[str, list[Segment]] = {}
+    duration = 0.0
+    for leg, path in (("caller", caller_path), ("agent", agent_path)):
+        samples, rate = read_mono(path)
+        legs[leg] = _leg_audio(leg, path, len(samples), rate)
+        duration = max(duration, legs[leg].duration_s)
+        segments[leg] = transcriber.transcribe(samples, rate, leg)
+    return build_timeline(segments["caller"], segments["agent"], duration), legs
+
+
+def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str, LegAudio]]:
+    left, right, rate = read_stereo_legs(path)
+    legs = {
+        "caller": _leg_audio("caller", path, len(left), rate),
+        "agent": _leg_audio("agent", path, len(right), rate),
+    }
+    caller = transcriber.transcribe(left, rate, "caller")
+    agent = transcriber.transcribe(right, rate, "agent")
+    return build_timeline(caller, agent, len(left) / rate), legs
+
+
+def timeline_from_file_meta(meta: dict[str, Any]) -> tuple[Timeline, CallFacts]:
+    """A ground-truth timeline plus the facts an evaluation may hand us (no labels)."""
+    facts = CallFacts(
+        call_id=str(meta.get("id") or "") or None,
+        caller_number=str((meta.get("caller") or {}).get("phone") or ""),
+        ivr_digits=str(meta.get("ivr_digits") or ""),
+    )
+    return timeline_from_meta(meta), facts
+
+
+def analyze(
+    timeline: Timeline, facts: CallFacts, *, source: str, now: datetime | None = None,
+    prior_tickets: list[PriorTicket] | tuple[PriorTicket, ...] = (),
+) -> tuple[Ticket | None, QaResult | None]:
+    """Ticket and QA result for one call. No agent speech means no QA result;
+    a call that never reached an agent still gets a call-back ticket."""
+    now = now or datetime.now(UTC)
+    ticket = classify(timeline, facts, now=now, prior_tickets=prior_tickets)
+    has_agent = any(s.leg == "agent" for s in timeline.segments)
+    if not has_agent:
+        ticket.callback_required = True
+    qa = score(timeline, facts, source=source) if has_agent else None
+    return ticket, qa
+
+
+def analysis_document(call: dict[str, Any], analysis: Analysis) -> dict[str, Any]:
+    """The JSON document printed by ``callcenter analyze`` and served by the API."""
+    return {
+        "call": call,
+        "transcript": [
+            {
+                "leg": s.leg,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "words": [
+                    {"w": w.w, "start": round(w.start, 3), "end": round(w.end, 3),
+                     "conf": round(w.conf, 3)}
+                    for w in s.words
+                ],
+            }
+            for s in analysis.timeline.segments
+        ],
+        "ticket": analysis.ticket.to_json() if analysis.ticket else None,
+        "qa": analysis.qa.to_json() if analysis.qa else None,
+    }
+
+
+def _leg_audio(leg: str, path: Path, frames: int, rate: int) -> LegAudio:
+    return LegAudio(
+        leg=leg, path=str(path), duration_s=round(frames / rate, 3), sample_rate=rate,
+        size_bytes=path.stat().st_size,
+    )

@@ -1,0 +1,124 @@
+"""Service settings: environment variables, then an optional TOML file, then defaults.
+
+Every field documents itself; `callcenter config` prints the effective values.
+Environment variables win over the file. Names are upper-case field names with the
+``CALLCENTER_`` prefix, except the two conventional ones, ``DATABASE_URL`` and
+``VOSK_MODEL_PATH``, which are read without a prefix.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "callcenter"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLCENTER_", extra="forbid", validate_default=True
+    )
+
+    config_file: Path | None = Field(
+        default=None, description="Optional TOML file with any of these settings."
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CALLCENTER_DATABASE_URL", "database_url"),
+        description="PostgreSQL DSN. Unset: an embedded PostgreSQL in data_dir/pg.",
+    )
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "var",
+        description="Where the embedded database, recordings and runtime files live.",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Downloads and unpacked models, the Asterisk sandbox root.",
+    )
+    recordings_dir: Path | None = Field(
+        default=None,
+        description="Recordings shared with Asterisk. Default: data_dir/recordings.",
+    )
+    vosk_model_path: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VOSK_MODEL_PATH", "CALLCENTER_VOSK_MODEL_PATH",
+                                      "vosk_model_path"),
+        description="Unpacked Vosk model folder. Unset: resolved from ../shared/models.",
+    )
+    shared_dir: Path = Field(default=SHARED_DIR, description="The shared test-data folder.")
+
+    agi_host: str = Field(default="127.0.0.1", description="FastAGI listen address.")
+    agi_port: int = Field(default=4573, ge=1, le=65535, description="FastAGI listen port.")
+    ari_url: str = Field(default="http://127.0.0.1:8088", description="Asterisk ARI base URL.")
+    ari_user: str = Field(default="callcenter", description="ARI user (ari.conf).")
+    ari_password: str = Field(default="callcenter", description="ARI password (ari.conf).")
+    web_host: str = Field(default="127.0.0.1", description="Web UI/API listen address.")
+    web_port: int = Field(default=8080, ge=1, le=65535, description="Web UI/API port.")
+    workers: int = Field(default=1, ge=0, le=64, description="Transcription workers in serve.")
+
+    ring_timeout_s: float = Field(default=15.0, gt=0, description="Agent no-answer timeout.")
+    ring_seconds: float = Field(default=5.0, gt=0, description="One ring, for answer_speed.")
+    timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_json: bool = Field(default=False, description="Log JSON lines instead of console text.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def recordings(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CALLCENTER_CONFIG_FILE")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"CALLCENTER_CONFIG_FILE: no such file {config_file}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def describe(settings: Settings) -> list[dict[str, Any]]:
+    """Every setting with its value and description, for `callcenter config`."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "ari_password" or (name == "database_url" and value and "@" in str(value)):
+            value = "***"
+        rows.append({"name": name, "value": str(value), "description": info.description})
+    return rows
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

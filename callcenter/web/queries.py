@@ -1,0 +1,72 @@
+"""Read models for the web: calls with their transcript, ticket and QA result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from callcenter.errors import NotFound
+
+
+def _iso(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+async def list_calls(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT c.id, c.source, c.caller_number, c.stage, c.status, c.queue, c.agent_id,"
+        " c.started_at, c.ended_at, c.duration_s, c.hangup_by, t.number AS ticket_number,"
+        " t.category, t.urgency, q.score AS qa_score"
+        " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
+        " LEFT JOIN qa_results q ON q.call_id = c.id"
+        " ORDER BY c.started_at DESC LIMIT $1",
+        limit,
+    )
+    return [_iso(dict(r)) for r in rows]
+
+
+async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
+    call = await pool.fetchrow("SELECT * FROM calls WHERE id = $1", call_id)
+    if call is None:
+        raise NotFound(f"no call {call_id}", call_id=call_id)
+    segments = await pool.fetch(
+        "SELECT leg, start_s, end_s, text, words FROM transcript_segments"
+        " WHERE call_id = $1 ORDER BY start_s, id",
+        call_id,
+    )
+    ticket = await pool.fetchrow("SELECT * FROM tickets WHERE call_id = $1", call_id)
+    qa = await pool.fetchrow("SELECT * FROM qa_results WHERE call_id = $1", call_id)
+    rules = await pool.fetch(
+        "SELECT rule_id AS id, passed, weight, detail, evidence FROM qa_rule_results"
+        " WHERE call_id = $1 ORDER BY rule_id",
+        call_id,
+    )
+    recordings = await pool.fetch(
+        "SELECT leg, path, duration_s, sample_rate FROM recordings WHERE call_id = $1", call_id
+    )
+    events = await pool.fetch(
+        "SELECT at, kind, data FROM call_events WHERE call_id = $1 ORDER BY id", call_id
+    )
+    return {
+        "call": _iso(dict(call)),
+        "recordings": [dict(r) for r in recordings],
+        "transcript": [
+            {"leg": s["leg"], "start": s["start_s"], "end": s["end_s"], "text": s["text"],
+             "words": s["words"]}
+            for s in segments
+        ],
+        "ticket": _iso(dict(ticket)) if ticket else None,
+        "qa": {"score": qa["score"], "rules": [dict(r) for r in rules]} if qa else None,
+        "events": [_iso(dict(e)) for e in events],
+    }
+
+
+async def list_tickets(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM tickets ORDER BY created_at DESC LIMIT $1", limit)
+    return [_iso(dict(r)) for r in rows]
+
+
+async def list_agents(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT * FROM agents ORDER BY id")
+    return [_iso(dict(r)) for r in rows]

@@ -1,0 +1,133 @@
+"""The transcription worker: takes ``process_call`` jobs from PostgreSQL.
+
+Jobs are queued in the same transaction that finishes a call, so a crash
+between hang-up and processing loses nothing; a failing job is retried with
+back-off and, after the last attempt, held (status 'failed') for a person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
+from pgqueuer.models import Job
+from pgqueuer.qm import QueueManager
+
+from callcenter.core import CallFacts, Timeline
+from callcenter.db.store import PROCESS_CALL_JOB, PgStore
+from callcenter.pipeline import (
+    Analysis,
+    Transcribing,
+    analysis_document,
+    analyze,
+    transcribe_two_legs,
+)
+from callcenter.settings import Settings
+from callcenter.tickets.classifier import PriorTicket
+
+log = logging.getLogger("callcenter.worker")
+
+
+class CallNotReady(RuntimeError):
+    """The call's recordings are missing or unreadable."""
+
+
+async def process_call(
+    store: PgStore, settings: Settings, call_id: str, transcribing: Transcribing
+) -> dict[str, Any]:
+    """Transcribe both legs, open the ticket, score QA, store everything."""
+    call = await store.call_row(call_id)
+    if call is None:
+        raise CallNotReady(f"no call {call_id}")
+    await store.set_status(call_id, "processing")
+    recordings = await store.recordings_of(call_id)
+    facts = _facts(call)
+    if {"caller", "agent"} <= recordings.keys():
+        paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
+        timeline, legs = await asyncio.to_thread(
+            transcribe_two_legs, paths["caller"], paths["agent"], transcribing.get()
+        )
+        for leg in legs.values():
+            await store.save_recording_facts(
+                call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
+                size_bytes=leg.size_bytes,
+            )
+    else:
+        timeline, legs = Timeline(segments=[], duration=0.0), {}
+    prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
+    ticket, qa = analyze(
+        timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
+        prior_tickets=[_prior(p) for p in prior],
+    )
+    number = await store.save_analysis(
+        call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
+        history=[p["id"] for p in prior],
+    )
+    log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
+    call = await store.call_row(call_id) or call
+    doc = analysis_document(
+        _call_json(call, number), Analysis(timeline, ticket, qa, "asr", legs)
+    )
+    return doc
+
+
+def _facts(call: dict[str, Any]) -> CallFacts:
+    answered_after = None
+    if call.get("answered_at") and call.get("queued_at"):
+        answered_after = (call["answered_at"] - call["queued_at"]).total_seconds()
+    return CallFacts(
+        call_id=call["id"], caller_number=call["caller_number"] or "",
+        ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
+        answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
+    )
+
+
+def _prior(row: dict[str, Any]) -> PriorTicket:
+    return PriorTicket(
+        category=row["category"], description=row["description"], created_at=row["created_at"]
+    )
+
+
+def _call_json(call: dict[str, Any], ticket_number: str | None) -> dict[str, Any]:
+    keys = ("id", "source", "caller_number", "stage", "status", "ivr_digits", "queue",
+            "agent_id", "hangup_by", "duration_s")
+    data = {k: call.get(k) for k in keys}
+    for k in ("started_at", "answered_at", "ended_at"):
+        data[k] = call[k].isoformat() if call.get(k) else None
+    data["ticket_number"] = ticket_number
+    return data
+
+
+def build_queue_manager(
+    conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing
+) -> QueueManager:
+    qm = QueueManager(AsyncpgDriver(conn))
+
+    def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
+        return DatabaseRetryEntrypointExecutor(
+            parameters=params, max_attempts=3, initial_delay=timedelta(seconds=2)
+        )
+
+    @qm.entrypoint(PROCESS_CALL_JOB, executor_factory=retrying, on_failure="hold")
+    async def process_call_job(job: Job) -> None:
+        call_id = (job.payload or b"").decode()
+        try:
+            await process_call(store, settings, call_id, transcribing)
+        except Exception as exc:
+            log.exception("processing call %s failed", call_id)
+            await store.set_status(call_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    return qm
+
+
+def model_transcribing(settings: Settings) -> Transcribing:
+    from callcenter.asr.model import resolve_model
+
+    return Transcribing(Path(resolve_model(settings)))

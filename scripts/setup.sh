@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything the service and the tests need, idempotently:
+#   1. the virtualenv with the pinned dependencies (.venv),
+#   2. the Vosk model (verified and unpacked into the cache),
+#   3. the Asterisk 22 sandbox root (Debian sid, cached; needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "==> virtualenv (.venv) with pinned dependencies"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
+
+echo "==> speech model"
+.venv/bin/python -m callcenter.asr.model
+
+if [ "$(id -u)" = 0 ]; then
+    echo "==> Asterisk sandbox"
+    .venv/bin/callcenter sandbox build
+else
+    echo "==> skipping the Asterisk sandbox (needs root: chroot and mounts)"
+fi
