@@ -18,6 +18,7 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
 from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
+from pgqueuer.queries import Queries
 
 from callcenter.core import CallFacts, Timeline
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore
@@ -107,7 +108,7 @@ def _call_json(call: dict[str, Any], ticket_number: str | None) -> dict[str, Any
 def build_queue_manager(
     conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing
 ) -> QueueManager:
-    qm = QueueManager(AsyncpgDriver(conn))
+    qm = QueueManager(Queries(AsyncpgDriver(conn)))
 
     def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
         return DatabaseRetryEntrypointExecutor(

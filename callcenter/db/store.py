@@ -19,6 +19,7 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
 from callcenter.core import QaResult, Segment, Ticket
+from callcenter.routing.policy import AgentInfo
 
 log = logging.getLogger("callcenter.db")
 
@@ -94,7 +95,8 @@ class PgStore:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "UPDATE calls SET stage = $2, hangup_by = $3, ended_at = now(), status = 'ended',"
+                "UPDATE calls SET stage = $2, hangup_by = COALESCE($3, hangup_by),"
+                " ended_at = now(), status = 'ended',"
                 " duration_s = EXTRACT(EPOCH FROM now() - COALESCE(answered_at, started_at))"
                 " WHERE id = $1 AND status = 'active' RETURNING id",
                 call_id, stage, hangup_by,
@@ -135,6 +137,16 @@ class PgStore:
             " skills = EXCLUDED.skills, state = EXCLUDED.state, state_since = now()",
             agent_id, name, endpoint, list(skills), state,
         )
+
+    async def agents(self) -> list[AgentInfo]:
+        """Agents as routing sees them; ``state_since`` is when they became idle."""
+        return [
+            AgentInfo(
+                id=r["id"], name=r["name"], endpoint=r["endpoint"], skills=tuple(r["skills"]),
+                state=r["state"], idle_since=r["state_since"], priority=r["priority"],
+            )
+            for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")
+        ]
 
     async def agent_rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]

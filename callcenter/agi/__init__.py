@@ -1,0 +1,1 @@
+"""agi package."""

@@ -1,0 +1,1 @@
+"""ari package."""

@@ -1,0 +1,372 @@
+"""A small asyncio client for the Asterisk REST Interface (ARI, Asterisk 22).
+
+REST: ``get``/``post``/``delete`` return the decoded JSON (or None for an empty
+reply) and raise ``AriNotFound`` on 404 and ``AriError`` on any other HTTP error.
+A 404 on a channel operation is normal in telephony (the channel hung up a
+moment ago): callers catch ``AriNotFound``; the convenience methods that are
+typically used on vanishing channels (hangup, stop_recording...) do it already.
+
+Events: ``events()`` is an async iterator over the application's websocket that
+reconnects with exponential backoff and calls ``on_connect`` after every
+successful (re)connection, before yielding that connection's events, so the
+application can reconcile its state with ``GET /channels``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+
+from callcenter.constants import STASIS_APP
+
+log = logging.getLogger("callcenter.ari")
+
+Json = Any
+OnConnect = Callable[[], Awaitable[None]]
+
+
+class AriError(Exception):
+    """An ARI request answered with an HTTP error status."""
+
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        super().__init__(f"ARI {method} {path} -> {status}: {body[:200]}")
+        self.status = status
+        self.method = method
+        self.path = path
+        self.body = body
+
+
+class AriNotFound(AriError):
+    """404: the channel, bridge, recording or variable does not exist (any more)."""
+
+
+def _seg(value: str) -> str:
+    """One URL path segment: everything escaped, '/' included."""
+    return quote(value, safe="")
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (params or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            out[key] = ",".join(str(v) for v in value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+class AriClient:
+    """ARI over aiohttp. ``base_url`` is the HTTP server, e.g. http://127.0.0.1:8088."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        app: str = STASIS_APP,
+        *,
+        request_timeout_s: float = 10.0,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 10.0,
+        heartbeat_s: float = 20.0,
+    ) -> None:
+        base = base_url.rstrip("/")
+        if base.endswith("/ari"):
+            base = base[: -len("/ari")]
+        self.base_url = base
+        self.user = user
+        self.password = password
+        self.app = app
+        self.request_timeout_s = request_timeout_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.heartbeat_s = heartbeat_s
+        self.connections = 0  # successful websocket connections so far
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._closed = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Basic {token}"},
+                timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Stop the event stream and close HTTP connections."""
+        self._closed = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AriClient:
+        """From ``callcenter.settings.Settings`` (ari_url, ari_user, ari_password)."""
+        return cls(settings.ari_url, settings.ari_user, settings.ari_password, STASIS_APP)
+
+    async def __aenter__(self) -> AriClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- REST -----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Json = None,
+    ) -> Json:
+        """``path`` is relative to /ari, e.g. ``/channels``; returns decoded JSON or None."""
+        url = f"{self.base_url}/ari{path}"
+        async with self.session.request(method, url, params=_params(params), json=body) as resp:
+            text = await resp.text()
+            if resp.status == 404:
+                raise AriNotFound(resp.status, method, path, text)
+            if resp.status >= 400:
+                raise AriError(resp.status, method, path, text)
+            if not text.strip():
+                return None
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+
+    async def get(self, path: str, **params: Any) -> Json:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, body: Json = None, **params: Any) -> Json:
+        return await self.request("POST", path, params=params, body=body)
+
+    async def delete(self, path: str, **params: Any) -> Json:
+        return await self.request("DELETE", path, params=params)
+
+    # ---- channels -------------------------------------------------------------------------
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        return list(await self.get("/channels") or [])
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return dict(await self.get(f"/channels/{_seg(channel_id)}"))
+
+    async def get_var(self, channel_id: str, variable: str) -> str | None:
+        """A channel variable, or None when it is unset or the channel is gone.
+
+        Asterisk answers 404 both for a missing channel and a missing variable;
+        both mean "no value" here, so this never raises ``AriNotFound``.
+        """
+        try:
+            data = await self.get(f"/channels/{_seg(channel_id)}/variable", variable=variable)
+        except AriNotFound:
+            return None
+        if isinstance(data, dict):
+            value = data.get("value")
+            return None if value is None else str(value)
+        return None
+
+    async def set_var(self, channel_id: str, variable: str, value: str) -> None:
+        await self.post(f"/channels/{_seg(channel_id)}/variable", variable=variable, value=value)
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        app_args: str,
+        timeout_s: float,
+        caller_id: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        channel_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /channels`` into this Stasis app; the channel enters it once answered."""
+        params = {
+            "endpoint": endpoint,
+            "app": self.app,
+            "appArgs": app_args,
+            "timeout": max(1, round(timeout_s)),
+            "callerId": caller_id,
+            "channelId": channel_id,
+        }
+        body = {"variables": dict(variables)} if variables else None
+        return dict(await self.post("/channels", body, **params) or {})
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        """Hang a channel up; False when it was already gone (404)."""
+        try:
+            await self.delete(f"/channels/{_seg(channel_id)}", reason=reason)
+        except AriNotFound:
+            log.debug("hangup: channel %s already gone", channel_id)
+            return False
+        return True
+
+    async def answer(self, channel_id: str) -> None:
+        await self.post(f"/channels/{_seg(channel_id)}/answer")
+
+    async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
+        await self.post(f"/channels/{_seg(channel_id)}/moh", mohClass=moh_class)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self.delete(f"/channels/{_seg(channel_id)}/moh")
+
+    async def ring(self, channel_id: str) -> None:
+        await self.post(f"/channels/{_seg(channel_id)}/ring")
+
+    async def ring_stop(self, channel_id: str) -> None:
+        await self.delete(f"/channels/{_seg(channel_id)}/ring")
+
+    async def snoop(
+        self,
+        channel_id: str,
+        *,
+        app_args: str,
+        spy: str = "in",
+        whisper: str = "none",
+        snoop_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A snoop channel on ``channel_id``, placed into this Stasis app."""
+        path = f"/channels/{_seg(channel_id)}/snoop"
+        if snoop_id:
+            path = f"/channels/{_seg(channel_id)}/snoop/{_seg(snoop_id)}"
+        return dict(
+            await self.post(path, spy=spy, whisper=whisper, app=self.app, appArgs=app_args) or {}
+        )
+
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        fmt: str = "wav",
+        if_exists: str = "overwrite",
+        terminate_on: str = "none",
+        beep: bool = False,
+    ) -> dict[str, Any]:
+        """Start a live recording ``name`` (relative to Asterisk's recording dir)."""
+        return dict(
+            await self.post(
+                f"/channels/{_seg(channel_id)}/record",
+                name=name,
+                format=fmt,
+                ifExists=if_exists,
+                terminateOn=terminate_on,
+                beep=beep,
+            )
+            or {}
+        )
+
+    # ---- bridges and recordings ---------------------------------------------------------
+
+    async def create_bridge(
+        self, bridge_type: str = "mixing", *, name: str | None = None
+    ) -> dict[str, Any]:
+        return dict(await self.post("/bridges", type=bridge_type, name=name) or {})
+
+    async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
+        await self.post(f"/bridges/{_seg(bridge_id)}/addChannel", channel=channel_ids)
+
+    async def list_bridges(self) -> list[dict[str, Any]]:
+        return list(await self.get("/bridges") or [])
+
+    async def destroy_bridge(self, bridge_id: str) -> bool:
+        try:
+            await self.delete(f"/bridges/{_seg(bridge_id)}")
+        except AriNotFound:
+            return False
+        return True
+
+    async def stop_recording(self, name: str) -> bool:
+        """Stop and keep a live recording; False when it had already ended (404)."""
+        try:
+            await self.post(f"/recordings/live/{_seg(name)}/stop")
+        except AriNotFound:
+            log.debug("stop_recording: %s not live", name)
+            return False
+        return True
+
+    # ---- events ---------------------------------------------------------------------------
+
+    @property
+    def events_url(self) -> str:
+        scheme, rest = self.base_url.split("://", 1)
+        ws_scheme = "wss" if scheme == "https" else "ws"
+        query = urlencode(
+            {
+                "app": self.app,
+                "api_key": f"{self.user}:{self.password}",
+                "subscribeAll": "false",
+            }
+        )
+        return f"{ws_scheme}://{rest}/ari/events?{query}"
+
+    async def events(self, on_connect: OnConnect | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Parsed ARI events, forever: reconnects with backoff until ``close()``.
+
+        ``on_connect`` is awaited after each successful connection, before that
+        connection's first event is yielded (events arriving meanwhile wait in
+        the socket). Malformed messages are logged and skipped.
+        """
+        delay = self.reconnect_min_s
+        while not self._closed:
+            try:
+                async with self.session.ws_connect(
+                    self.events_url,
+                    heartbeat=self.heartbeat_s,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                ) as ws:
+                    self._ws = ws
+                    self.connections += 1
+                    delay = self.reconnect_min_s
+                    log.info("ARI events connected (connection %d)", self.connections)
+                    if on_connect is not None:
+                        try:
+                            await on_connect()
+                        except Exception:
+                            log.exception("ARI on_connect callback failed")
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            event = self._parse(msg.data)
+                            if event is not None:
+                                yield event
+                        elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                            break
+                    log.warning("ARI events websocket closed")
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("ARI events connection failed: %s", exc)
+            finally:
+                self._ws = None
+            if self._closed:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    @staticmethod
+    def _parse(data: str) -> dict[str, Any] | None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.warning("ARI: malformed event skipped: %.200r", data)
+            return None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            log.warning("ARI: event without a type skipped: %.200r", data)
+            return None
+        return event
