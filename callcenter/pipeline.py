@@ -100,7 +100,7 @@ def analyze(
     has_agent = any(s.leg == "agent" for s in timeline.segments)
     if not has_agent:
         ticket.callback_required = True
-    qa = score(timeline, facts, source=source) if has_agent else None
+    qa = score(timeline, facts, source=source, category=ticket.category) if has_agent else None
     return ticket, qa
 
 

@@ -1,0 +1,356 @@
+"""Address, caller name and phone number from what was said in a call.
+
+Pure functions over text and timelines. The marker words (栋/幢/号楼/单元/室 and
+their ASR homophones), the surname list and the honorifics are data in
+``terms.yaml`` (section ``address``/``names``), not code.
+
+Numbers arrive in every spelling a call can produce: Arabic digits (``8栋``),
+digit-by-digit Chinese numerals (``一七零二``, ``幺零幺``), positional numerals
+(``六百零一``, ``一千七百零二``, ``二十三``) and, from the recognizer, numerals
+split by spaces (``一 七 零 二``). All are normalised to Arabic digit strings the
+way ``meta.json`` stores them (``"8"``, ``"2"``, ``"1702"``).
+
+Caller name: a call rarely yields a full name (callers say 我姓刘, agents then say
+刘女士), so ``extract_caller_name`` returns what the call gives: the full name when
+the caller says it (我叫刘思雨 / 我姓欧阳，欧阳倩), otherwise surname + the honorific
+the agent used (刘女士, 赵阿姨), otherwise the bare surname. The residents table
+may hold the full name; matching is the caller of this module's business.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from callcenter.core import Timeline
+
+DIGITS = {
+    "零": 0, "〇": 0, "0": 0,
+    "一": 1, "幺": 1, "1": 1,
+    "二": 2, "两": 2, "2": 2,
+    "三": 3, "3": 3,
+    "四": 4, "4": 4,
+    "五": 5, "5": 5,
+    "六": 6, "6": 6,
+    "七": 7, "7": 7,
+    "八": 8, "8": 8,
+    "九": 9, "9": 9,
+}  # fmt: skip
+UNITS = {"十": 10, "百": 100, "千": 1000}
+NUMERAL_CHARS = "零〇一幺二两三四五六七八九十百千0123456789"
+_NUM = f"[{NUMERAL_CHARS}]+"
+# Characters that separate clauses: the address of one clause never spans them.
+PUNCT = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] \t\r\n")
+
+
+def numeral_to_digits(token: str) -> str:
+    """One numeral token to an Arabic digit string ("" when it is not a number).
+
+    Digit-by-digit spellings keep leading zeros (工号零三五 -> "035"); positional
+    spellings are evaluated (六百零一 -> "601", 十二 -> "12").
+    """
+    token = "".join(ch for ch in token if not ch.isspace())
+    if not token:
+        return ""
+    if not any(ch in UNITS for ch in token):
+        if all(ch in DIGITS for ch in token):
+            return "".join(str(DIGITS[ch]) for ch in token)
+        return ""
+    total, current = 0, None
+    for ch in token:
+        if ch in UNITS:
+            unit = UNITS[ch]
+            total += (1 if current is None else current) * unit
+            current = None
+        elif ch in DIGITS:
+            if current is not None and current != 0:
+                # Two digits in a row inside a positional number: not well formed.
+                return ""
+            current = DIGITS[ch]
+        else:
+            return ""
+    if current:
+        # 一千七百零二 ends with a plain digit; 一千七 (=1700) is spoken short-hand.
+        last_unit = next((UNITS[c] for c in reversed(token) if c in UNITS), 1)
+        prev = token[-2] if len(token) >= 2 else ""
+        if prev in UNITS and last_unit >= 100:
+            total += current * (last_unit // 10)
+        else:
+            total += current
+    return str(total)
+
+
+def compact(text: str) -> str:
+    """Drop whitespace that ASR puts between numerals and words (一 七 零 二 -> 一七零二)."""
+    return re.sub(r"\s+", "", text)
+
+
+@dataclass(slots=True)
+class AddressTerms:
+    building_markers: list[str]
+    building_homophones: list[str]
+    unit_markers: list[str]
+    room_markers: list[str]
+    room_not_followed_by: list[str]
+    room_not_preceded_by: list[str]
+    self_markers: list[str]
+    other_markers: list[str]
+    correction_markers: list[str]
+    question_markers: list[str]
+
+
+@dataclass(slots=True)
+class NameTerms:
+    surnames: list[str]
+    honorifics: list[str]
+    not_names: list[str]
+
+
+@dataclass(slots=True)
+class _Mention:
+    field: str
+    value: str
+    score: float
+    order: tuple[int, int, int]
+
+
+def _alternation(items: Sequence[str]) -> str:
+    return "|".join(re.escape(i) for i in sorted(items, key=len, reverse=True))
+
+
+def _clauses(text: str) -> list[tuple[int, str]]:
+    """Split into clauses at punctuation, keeping each clause's start offset."""
+    out: list[tuple[int, str]] = []
+    start = 0
+    for i, ch in enumerate(text + "。"):
+        if ch in PUNCT:
+            if i > start:
+                out.append((start, text[start:i]))
+            start = i + 1
+    return out
+
+
+def _mentions_in(
+    text: str, terms: AddressTerms, base: float, order: tuple[int, int]
+) -> list[_Mention]:
+    """Every building/unit/room mention in one stretch of speech, with a plausibility score."""
+    found: list[_Mention] = []
+    b_alt = _alternation(terms.building_markers)
+    u_alt = _alternation(terms.unit_markers)
+
+    def add(field: str, value: str, pos: int, penalty: float = 0.0) -> None:
+        score = base - penalty
+        before = text[max(0, pos - 6) : pos]
+        if any(s in before for s in terms.self_markers):
+            score += 2.0
+        if any(s in before for s in terms.other_markers):
+            score -= 3.0
+        found.append(_Mention(field, value, score, (*order, pos)))
+
+    for off, clause in _clauses(text):
+        for m in re.finditer(f"({_NUM})({b_alt})", clause):
+            value = numeral_to_digits(m.group(1))
+            if value and 0 < int(value) < 200:
+                add("building", str(int(value)), off + m.start())
+        # "N楼" directly followed by "M单元" is a building (三楼二单元), otherwise a floor.
+        for m in re.finditer(f"({_NUM})楼(?=({_NUM})({u_alt}))", clause):
+            value = numeral_to_digits(m.group(1))
+            if value and 0 < int(value) < 200:
+                add("building", str(int(value)), off + m.start())
+        # Homophones the recognizer writes for 栋 (八栋 -> 八动): a building, ranked
+        # below a properly marked one.
+        if terms.building_homophones:
+            h_alt = _alternation(terms.building_homophones)
+            for m in re.finditer(f"({_NUM})({h_alt})", clause):
+                value = numeral_to_digits(m.group(1))
+                if value and 0 < int(value) < 200 and not clause[m.end() :].startswith("不"):
+                    add("building", str(int(value)), off + m.start(), 0.5)
+        # ASR mangles the building marker (二十三栋 -> 二十三多) but keeps the unit:
+        # "N?M单元" still names building N, below a properly marked one.
+        for m in re.finditer(f"({_NUM})[\u4e00-\u9fff](?=({_NUM})({u_alt}))", clause):
+            value = numeral_to_digits(m.group(1))
+            if value and 0 < int(value) < 200:
+                add("building", str(int(value)), off + m.start(), 0.5)
+        for m in re.finditer(f"({_NUM})({u_alt})", clause):
+            value = numeral_to_digits(m.group(1))
+            if value and 0 < int(value) < 30:
+                add("unit", str(int(value)), off + m.start())
+        for m in re.finditer(_NUM, clause):
+            after = clause[m.end() :]
+            room = _room_value(text[: off + m.start()], m.group(0), after, terms)
+            if room:
+                add("room", room, off + m.start(), 1.0 if _bare_number(after, terms) else 0.0)
+    return found
+
+
+def _room_value(before: str, token: str, after: str, terms: AddressTerms) -> str:
+    """The room number a numeral token stands for, or "" when it is something else."""
+    if any(after.startswith(s) for s in terms.room_not_followed_by) and not any(
+        after.startswith(s) for s in terms.other_markers
+    ):
+        return ""
+    if any(before.endswith(s) for s in terms.room_not_preceded_by):
+        return ""
+    if re.search(r"负[一二三四五六七八九1-9]层[，,、]?$", before):
+        return ""
+    value = numeral_to_digits(token)
+    if not value or len(value) not in (3, 4):
+        return ""
+    floor, door = int(value[:-2]), int(value[-2:])
+    if floor < 1 or floor > 80 or door < 1 or door > 30:
+        return ""
+    return value
+
+
+def _bare_number(after: str, terms: AddressTerms) -> bool:
+    """A room number neither ending its clause (一七零二。) nor marked (室/号): ASR text
+    has no punctuation, so it still counts, below a marked or clause-final one."""
+    return (
+        bool(after)
+        and not any(after.startswith(r) for r in terms.room_markers)
+        and (after[0] != "的")
+    )
+
+
+def extract_address(text: str, terms: AddressTerms | None = None) -> tuple[str, str, str]:
+    """(building, unit, room) from one stretch of speech; "" for what is not said.
+
+    Within the text, the part after a correction (哦不对, 说错了) wins; a room
+    after 我家/我住 beats one after 楼上/对门.
+    """
+    terms = terms or _default_address_terms()
+    return _resolve(_scan_text(compact(text), terms, 0.0, 0))
+
+
+def _scan_text(text: str, terms: AddressTerms, base: float, seg_index: int) -> list[_Mention]:
+    parts = _split_corrections(text, terms.correction_markers)
+    found: list[_Mention] = []
+    for p_index, part in enumerate(parts):
+        # A correction outranks what it corrects.
+        found += _mentions_in(part, terms, base + 3.0 * p_index, (seg_index, p_index))
+    return found
+
+
+def _split_corrections(text: str, markers: Sequence[str]) -> list[str]:
+    if not markers:
+        return [text]
+    return [p for p in re.split(_alternation(markers), text) if p] or [text]
+
+
+def _resolve(mentions: Sequence[_Mention]) -> tuple[str, str, str]:
+    best: dict[str, _Mention] = {}
+    for m in sorted(mentions, key=lambda m: m.order):
+        cur = best.get(m.field)
+        if cur is None or m.score >= cur.score:
+            best[m.field] = m
+    return (
+        best["building"].value if "building" in best else "",
+        best["unit"].value if "unit" in best else "",
+        best["room"].value if "room" in best else "",
+    )
+
+
+def extract_address_from_timeline(
+    timeline: Timeline, terms: AddressTerms | None = None
+) -> tuple[str, str, str]:
+    """The caller's home address over a whole call.
+
+    The caller's own words count first; an answer to the agent's address question
+    (哪栋/几单元/哪一户) counts more; later mentions beat earlier equal ones. The
+    agent's words (the read-back) only fill fields the caller never gave.
+    """
+    terms = terms or _default_address_terms()
+    mentions: list[_Mention] = []
+    prev_agent = ""
+    for index, seg in enumerate(timeline.segments):
+        text = compact(seg.text)
+        if seg.leg == "agent":
+            prev_agent = text
+            mentions += _scan_text(text, terms, -10.0, index)
+            continue
+        base = 1.0 if any(q in prev_agent for q in terms.question_markers) else 0.0
+        mentions += _scan_text(text, terms, base, index)
+    return _resolve(mentions)
+
+
+def extract_phone(timeline: Timeline, default: str = "") -> str:
+    """The caller ID when known, otherwise a mobile number the caller spells out."""
+    if default:
+        return default
+    for seg in timeline.by_leg("caller"):
+        for m in re.finditer(_NUM, compact(seg.text)):
+            digits = numeral_to_digits(m.group(0))
+            if re.fullmatch(r"1[3-9]\d{9}", digits) or re.fullmatch(r"0\d{9,11}", digits):
+                return digits
+    return ""
+
+
+def extract_caller_name(timeline: Timeline, terms: NameTerms | None = None) -> str:
+    """Full name when said (我叫刘思雨), else surname + the agent's honorific (刘女士),
+    else the bare surname (刘); "" when the call yields none."""
+    terms = terms or _default_name_terms()
+    surnames = sorted(terms.surnames, key=len, reverse=True)
+    s_alt = _alternation(surnames)
+    surname = ""
+    full = ""
+    for seg in timeline.by_leg("caller"):
+        text = compact(seg.text)
+        m = re.search(r"(?:我叫|户主叫|名字叫|名字是)([\u4e00-\u9fff]{2,4})", text)
+        if m and m.group(1)[:1] in _surname_heads(surnames):
+            full = _trim_name(m.group(1), surnames)
+        # 我姓刘 / 免贵姓罗 / an answer that starts with 姓刘; not 管家姓李, 我爸姓龚.
+        m = re.search(rf"(?:^|[，。！？,.!?]|我|免贵)姓({s_alt})", text)
+        if m:
+            surname = m.group(1)
+            # 我姓欧阳，欧阳倩: the full name right after.
+            m2 = re.search(
+                rf"{re.escape(surname)}[\u4e00-\u9fff]{{1,2}}(?=[，。,.！!？?]|$)", text[m.end() :]
+            )
+            if m2 and m2.group(0) != surname and not _has_honorific(m2.group(0), terms):
+                full = m2.group(0)
+    if full:
+        return full
+    h_alt = _alternation(terms.honorifics)
+    titled: list[tuple[str, str]] = []
+    for seg in timeline.by_leg("agent"):
+        for m in re.finditer(rf"({s_alt})({h_alt})", compact(seg.text)):
+            if m.group(0) in terms.not_names:
+                continue
+            titled.append((m.group(1), m.group(2)))
+    if surname:
+        for s, h in titled:
+            if s == surname:
+                return s + h
+        return surname
+    if titled:
+        s, h = titled[-1]
+        return s + h
+    return ""
+
+
+def _surname_heads(surnames: Sequence[str]) -> set[str]:
+    return {s[0] for s in surnames}
+
+
+def _trim_name(name: str, surnames: Sequence[str]) -> str:
+    for cut in ("电话", "就是", "我家", "住"):
+        if cut in name:
+            name = name[: name.index(cut)]
+    return name
+
+
+def _has_honorific(text: str, terms: NameTerms) -> bool:
+    return any(h in text for h in terms.honorifics)
+
+
+def _default_address_terms() -> AddressTerms:
+    from callcenter.tickets.classifier import load_terms
+
+    return load_terms().address
+
+
+def _default_name_terms() -> NameTerms:
+    from callcenter.tickets.classifier import load_terms
+
+    return load_terms().names
