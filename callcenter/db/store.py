@@ -107,7 +107,8 @@ class PgStore:
             has_recordings = await conn.fetchval(
                 "SELECT count(*) FROM recordings WHERE call_id = $1", call_id
             )
-            if has_recordings:
+            # A caller who gave up waiting still gets a call-back ticket.
+            if has_recordings or stage in ("queue", "ringing"):
                 await enqueue_processing(conn, call_id)
         return True
 

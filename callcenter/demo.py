@@ -1,0 +1,129 @@
+"""``callcenter demo``: scenario calls through the sandboxed Asterisk.
+
+Starts the sandbox and the whole service in this process (embedded
+PostgreSQL, FastAGI, ARI routing, worker, web), logs in simulated agents,
+places calls from ../shared/scenarios/dev and waits until each has its ticket
+and QA result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from callcenter.settings import Settings
+
+log = logging.getLogger("callcenter.demo")
+
+# Simulated agents: Local channels in the sandbox's sim-agents context.
+DEMO_AGENTS = (
+    ("1001", "周", ("repair", "complaint", "consultation", "general")),
+    ("1002", "王", ("repair", "complaint", "consultation", "general")),
+)
+DEFAULT_SCENARIOS = ("d007", "d006", "d012")
+
+
+def scenario_ids(shared: Path, wanted: list[str], count: int) -> list[str]:
+    dev = shared / "scenarios" / "dev"
+    if not dev.is_dir():
+        raise FileNotFoundError(f"no scenarios at {dev}")
+    if wanted:
+        missing = [s for s in wanted if not (dev / s / "meta.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"unknown scenarios: {', '.join(missing)}")
+        return wanted
+    return list(DEFAULT_SCENARIOS[:count]) + sorted(
+        p.name for p in dev.iterdir() if p.name not in DEFAULT_SCENARIOS
+    )[: max(0, count - len(DEFAULT_SCENARIOS))]
+
+
+async def seed_demo_agents(store: Any) -> None:
+    for number, surname, skills in DEMO_AGENTS:
+        await store.upsert_agent(
+            f"agent{number}", name=f"客服{surname}", endpoint=f"Local/{number}@sim-agents/n",
+            skills=skills,
+        )
+
+
+async def place_scenario_call(settings: Settings, scenario: str) -> str:
+    """Dial the hotline as the scenario's caller; return the PBX-side channel id."""
+    from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call, scenario_audio
+
+    audio = scenario_audio(settings.shared_dir, scenario)
+    sim_id = await place_call(
+        AriParams(settings.ari_url, settings.ari_user, settings.ari_password),
+        number="12345", caller_phone=str(audio.meta["caller"]["phone"]),
+        caller_audio=audio.caller, digits=str(audio.meta.get("ivr_digits") or ""),
+        agent_audio=audio.agent, shared_dir=settings.shared_dir,
+    )
+    return pbx_channel_id(sim_id)
+
+
+async def wait_processed(pool: Any, channel_ids: list[str], timeout_s: float) -> dict[str, Any]:
+    """Poll until every call placed on these channels is processed (or failed)."""
+    deadline = time.monotonic() + timeout_s
+    rows: list[Any] = []
+    while time.monotonic() < deadline:
+        rows = await pool.fetch(
+            "SELECT c.id, c.channel_id, c.stage, c.status, c.hangup_by, t.number AS ticket,"
+            " t.category, t.urgency, q.score AS qa_score"
+            " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
+            " LEFT JOIN qa_results q ON q.call_id = c.id WHERE c.channel_id = ANY($1::text[])",
+            channel_ids,
+        )
+        if len(rows) == len(channel_ids) and all(
+            r["status"] in ("processed", "failed") for r in rows
+        ):
+            break
+        await asyncio.sleep(1.0)
+    return {r["channel_id"]: dict(r) for r in rows}
+
+
+async def run_demo(
+    settings: Settings, *, calls: int, scenarios: list[str], keep_running: bool
+) -> dict[str, Any]:
+    from callcenter.cli import CliError
+    from callcenter.sandbox.asterisk import sandbox_from_settings
+    from callcenter.web.app import POOL, STORE, create_app
+
+    try:
+        ids = scenario_ids(settings.shared_dir, scenarios, calls)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    box = sandbox_from_settings(settings)
+    await asyncio.to_thread(box.start)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    await site.start()
+    from callcenter.cli import _announce
+
+    _announce(settings, telephony=True)
+    try:
+        await seed_demo_agents(app[STORE])
+        channels = {}
+        for scenario in ids:
+            channels[await place_scenario_call(settings, scenario)] = scenario
+            print(json.dumps({"placed": scenario}), flush=True)
+            await asyncio.sleep(1.0)
+        results = await wait_processed(app[POOL], list(channels), timeout_s=900)
+        for channel, row in results.items():
+            row["scenario"] = channels[channel]
+        summary = {"ok": all(r.get("status") == "processed" for r in results.values())
+                   and len(results) == len(channels), "calls": list(results.values()),
+                   "web": f"http://{settings.web_host}:{settings.web_port}/"}
+        if keep_running:
+            print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
+            print("serving until Ctrl-C", flush=True)
+            await asyncio.Event().wait()
+        return summary
+    finally:
+        await runner.cleanup()
+        await asyncio.to_thread(box.stop)

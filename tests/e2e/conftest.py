@@ -1,0 +1,31 @@
+"""Fixtures for end-to-end tests through the real, sandboxed Asterisk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from callcenter.sandbox.asterisk import AsteriskSandbox
+
+
+@pytest.fixture(scope="session")
+def asterisk_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsteriskSandbox]:
+    """A running sandboxed Asterisk (built on first use), stopped at the end.
+
+    Recordings land in a fresh temporary folder (``sandbox.recordings_dir``).
+    An Asterisk already running from the same root is reused, re-bound to that
+    folder, and left running.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("the Asterisk sandbox needs root (debootstrap, chroot and mount)")
+    sandbox = AsteriskSandbox(recordings_dir=tmp_path_factory.mktemp("recordings"))
+    sandbox.build()
+    was_running = sandbox.is_running()
+    sandbox.start()
+    try:
+        yield sandbox
+    finally:
+        if not was_running:
+            sandbox.stop()

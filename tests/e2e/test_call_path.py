@@ -1,0 +1,186 @@
+"""Whole calls through the real sandboxed Asterisk, the real service (FastAGI,
+ARI routing, worker with Vosk) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from callcenter.demo import place_scenario_call
+from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.sandbox.simulator import AriParams, place_call
+from callcenter.settings import Settings
+from callcenter.web.app import POOL, SETTINGS, STORE, create_app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asr]
+
+SCENARIO = "d007"  # the shortest dev call (78 s), IVR key 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def service(
+    asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
+) -> AsyncIterator[web.Application]:
+    settings = Settings(
+        database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
+        shared_dir=shared_dir, web_port=_free_port(), wrap_up_s=0, ring_timeout_s=6,
+    )
+    app = create_app(settings, telephony=True, workers=1)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+async def _agent(app: web.Application, number: str) -> None:
+    await app[STORE].upsert_agent(
+        f"agent{number}", name=f"agent {number}", endpoint=f"Local/{number}@sim-agents/n",
+        skills=["repair", "complaint", "consultation", "general"],
+    )
+
+
+async def _eventually(check: Callable[[], Awaitable[Any]], within_s: float, what: str) -> Any:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+
+
+async def _call_on(pool: asyncpg.Pool, channel_id: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM calls WHERE channel_id = $1", channel_id)
+
+
+def _wav_seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
+    service: web.Application, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    pool = service[POOL]
+    await _agent(service, "1001")
+    settings = service[SETTINGS]
+    channel = await place_scenario_call(settings, SCENARIO)
+
+    async def processed() -> asyncpg.Record | None:
+        row = await _call_on(pool, channel)
+        return row if row and row["status"] in ("processed", "failed") else None
+
+    call = await _eventually(processed, 420, "the call to be processed")
+    assert call["status"] == "processed", call["error"]
+    assert (call["stage"], call["hangup_by"], call["queue"], call["ivr_digits"]) == (
+        "conversation", "caller", "repair", "1")
+    assert call["agent_id"] == "agent1001"
+
+    recordings = await pool.fetch("SELECT * FROM recordings WHERE call_id = $1", call["id"])
+    assert sorted(r["leg"] for r in recordings) == ["agent", "caller"]
+    talk = (call["ended_at"] - call["answered_at"]).total_seconds()
+    for rec in recordings:
+        path = settings.recordings / rec["path"]
+        seconds = _wav_seconds(path)
+        assert path.stat().st_size > 100_000
+        assert abs(seconds - talk) < 3.0, (rec["leg"], seconds, talk)
+        assert abs(seconds - 78.47) < 6.0, (rec["leg"], seconds)
+
+    legs = {r["leg"]: r["n"] for r in await pool.fetch(
+        "SELECT leg, count(*) AS n FROM transcript_segments WHERE call_id = $1 GROUP BY leg",
+        call["id"])}
+    assert legs.get("caller", 0) > 0 and legs.get("agent", 0) > 0
+    words = await pool.fetchval(
+        "SELECT words FROM transcript_segments WHERE call_id = $1 AND leg = 'agent'"
+        " ORDER BY start_s LIMIT 1", call["id"])
+    assert words and all(w["start"] <= w["end"] for w in words)
+
+    ticket = await pool.fetchrow("SELECT * FROM tickets WHERE call_id = $1", call["id"])
+    assert ticket is not None and ticket["category"] == "engineering"
+    assert ticket["phone"] == "18761450923"
+    qa = await pool.fetchrow("SELECT * FROM qa_results WHERE call_id = $1", call["id"])
+    assert qa is not None and 0 <= qa["score"] <= 100
+    assert await pool.fetchval(
+        "SELECT count(*) FROM qa_rule_results WHERE call_id = $1", call["id"]) == 14
+    agent = await pool.fetchrow("SELECT state FROM agents WHERE id = 'agent1001'")
+    assert agent["state"] == "available"
+
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{settings.web_port}"
+        async with http.get(f"{base}/api/calls/{call['id']}") as resp:
+            doc = await resp.json()
+            assert resp.status == 200 and doc["ticket"]["number"] == ticket["number"]
+        async with http.get(f"{base}/recordings/{call['id']}/agent.wav",
+                            headers={"Range": "bytes=0-99"}) as resp:
+            assert resp.status == 206 and len(await resp.read()) == 100
+    _no_errors_logged(caplog)
+
+
+@pytest.mark.parametrize("stage", ["greeting", "menu", "queue", "ringing", "conversation"])
+async def test_caller_hanging_up_at_each_stage_is_recorded(
+    service: web.Application, caplog: pytest.LogCaptureFixture, stage: str, shared_dir: Path
+) -> None:
+    caplog.set_level(logging.WARNING)
+    pool = service[POOL]
+    if stage == "ringing":
+        await _agent(service, "9999")  # rings forever
+    elif stage == "conversation":
+        await _agent(service, "1001")
+    folder = shared_dir / "scenarios" / "dev" / SCENARIO
+    sim = await place_call(
+        AriParams(), number="12345", caller_phone="13800000000",
+        caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
+        digits="" if stage in ("greeting", "menu") else "1", menu_wait_s=1.0,
+        shared_dir=shared_dir,
+    )
+    channel = f"{sim}-pbx"
+
+    async def reached() -> bool:
+        row = await _call_on(pool, channel)
+        return bool(row and row["stage"] == stage)
+
+    await _eventually(reached, 60, f"stage {stage}")
+    if stage == "conversation":
+        await asyncio.sleep(3)
+    auth = {"Authorization": aiohttp.encode_basic_auth("callcenter", "callcenter")}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.delete(f"http://127.0.0.1:8088/ari/channels/{sim}") as resp:
+            assert resp.status in (204, 404)
+
+    async def ended() -> asyncpg.Record | None:
+        row = await _call_on(pool, channel)
+        return row if row and row["status"] != "active" else None
+
+    call = await _eventually(ended, 30, "the call to end")
+    assert call["stage"] == stage
+    assert call["hangup_by"] == "caller"
+    await asyncio.sleep(1)  # let late events (agent hang-up, recordings) settle
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM agents WHERE state NOT IN ('available', 'wrap_up')")
+    _no_errors_logged(caplog)

@@ -1,0 +1,76 @@
+"""Vosk transcription of real scenario legs (loads the model: marked ``asr``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callcenter.asr.decoder import Transcriber
+from callcenter.asr.model import ModelNotFound
+from callcenter.audio import read_mono, write_wav
+from callcenter.settings import SHARED_DIR
+
+pytestmark = pytest.mark.asr
+
+LEG = SHARED_DIR / "scenarios" / "dev" / "d007" / "agent.wav"
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    try:
+        return Transcriber(allow_network=False)
+    except ModelNotFound as exc:
+        pytest.skip(f"no Vosk model: {exc}")
+
+
+def test_agent_leg_words_and_times(transcriber: Transcriber) -> None:
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    samples, rate = read_mono(LEG)
+    length = len(samples) / rate
+    segments = transcriber.transcribe_file(LEG, "agent")
+    assert len(segments) >= 5
+    text = "".join(s.text for s in segments)
+    for expected in ("您好", "客服", "请问", "卫生间", "马桶", "单元", "师傅"):
+        assert expected in text
+    assert " " not in text
+    previous_end = 0.0
+    for s in segments:
+        assert s.leg == "agent"
+        assert s.text == "".join(w.w for w in s.words)
+        assert 0.0 <= s.start <= s.end <= length
+        assert s.start >= previous_end - 1e-6  # utterances do not overlap within a leg
+        previous_end = s.end
+        for w in s.words:
+            assert s.start <= w.start <= w.end <= s.end
+            assert 0.0 <= w.conf <= 1.0
+    # the greeting is at the start of the call (ground truth: 0.5-6.0 s)
+    assert segments[0].text.startswith("您好")
+    assert 0.3 <= segments[0].start <= 1.5
+    assert 5.0 <= segments[0].end <= 6.5
+
+
+def test_silence_yields_no_segments(transcriber: Transcriber, tmp_path: Path) -> None:
+    rate = 8000
+    rng = np.random.default_rng(7)
+    path = tmp_path / "silent.wav"
+    write_wav(path, rng.normal(0, 3, 10 * rate).astype(np.int16), rate)  # line-noise floor
+    assert transcriber.transcribe_file(path, "caller") == []
+    assert transcriber.transcribe(np.zeros(5 * rate, dtype=np.int16), rate, "agent") == []
+    assert transcriber.transcribe(np.zeros(0, dtype=np.int16), rate, "agent") == []
+
+
+def test_vad_mode_and_16k_feed_agree_on_times(transcriber: Transcriber) -> None:
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    samples, rate = read_mono(LEG)
+    vad = Transcriber(transcriber.model_path, use_vad=True)
+    up = Transcriber(transcriber.model_path, feed_rate=16000)
+    for tr in (vad, up):
+        segments = tr.transcribe(samples, rate, "agent")
+        assert "卫生间" in "".join(s.text for s in segments)
+        # "家里还有别的卫生间吗" is at 14.4-16.3 s in the ground truth
+        hit = [w for s in segments for w in s.words if w.w == "卫生间"]
+        assert hit and 14.0 <= hit[0].start <= 16.5
