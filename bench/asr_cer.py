@@ -8,7 +8,7 @@ and prints the baseline from ../shared/realspeech/README.md beside the figures.
 
     .venv/bin/python bench/asr_cer.py            # default: 3 calls, about 2 minutes
     .venv/bin/python bench/asr_cer.py --calls 0  # all 45 calls (about 10+ minutes)
-    .venv/bin/python bench/asr_cer.py --examples 5 --no-vad
+    .venv/bin/python bench/asr_cer.py --examples 5 --vad
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def main() -> int:
         help="scenario calls to use: 0 = all, default: 3 fixed ones",
     )
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--no-vad", action="store_true", help="decode the whole leg")
+    parser.add_argument(
+        "--vad", action="store_true", help="decode only voiced stretches (default: whole leg)"
+    )
     parser.add_argument(
         "--examples",
         type=int,
@@ -162,10 +164,10 @@ def main() -> int:
         calls = all_calls[: args.calls]
 
     t0 = time.perf_counter()
-    tr8 = Transcriber(use_vad=not args.no_vad)
+    tr8 = Transcriber(use_vad=args.vad)
     load_s = time.perf_counter() - t0
-    tr16 = Transcriber(feed_rate=16000, use_vad=not args.no_vad)
-    vad = "off" if args.no_vad else "on"
+    tr16 = Transcriber(feed_rate=16000, use_vad=args.vad)
+    vad = "on" if args.vad else "off"
     print(
         f"model {tr8.model_path.name} loaded in {load_s:.2f} s; VAD {vad}; "
         f"{args.workers} worker threads; calls {', '.join(calls)}"

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callcenter.audio import AudioError
+from callcenter.audio import AudioError, read_wav, write_wav
 from callcenter.core import CallFacts
 from callcenter.pipeline import (
     Analysis,
@@ -46,6 +48,7 @@ class AnalyzeRequest:
 
 async def run_analyze(request: AnalyzeRequest, settings: Settings) -> dict[str, Any]:
     from callcenter.cli import CliError
+    from callcenter.db.connect import DatabaseUnavailable
 
     try:
         analysis, facts = await asyncio.to_thread(_run_pipeline, request, settings)
@@ -53,7 +56,12 @@ async def run_analyze(request: AnalyzeRequest, settings: Settings) -> dict[str, 
         raise CliError(str(exc)) from exc
     call = _call_json(facts, analysis)
     if request.store:
-        call["ticket_number"] = await _store(settings, facts, analysis)
+        try:
+            call["ticket_number"] = await _store(settings, facts, analysis)
+        except AnalyzeInputError as exc:
+            raise CliError(str(exc)) from exc
+        except DatabaseUnavailable as exc:
+            raise CliError(f"cannot store the call ({exc}); use --no-store") from exc
     return analysis_document(call, analysis)
 
 
@@ -62,7 +70,10 @@ def _run_pipeline(request: AnalyzeRequest, settings: Settings) -> tuple[Analysis
                       ivr_digits=request.ivr_digits, started_at=datetime.now(UTC))
     if request.timeline:
         meta = _read_meta(request.timeline)
-        timeline, meta_facts = timeline_from_file_meta(meta)
+        try:
+            timeline, meta_facts = timeline_from_file_meta(meta)
+        except (ValueError, TypeError) as exc:
+            raise AnalyzeInputError(f"{request.timeline}: {exc}") from exc
         facts.caller_number = request.phone or meta_facts.caller_number
         facts.ivr_digits = request.ivr_digits or meta_facts.ivr_digits
         legs: dict[str, LegAudio] = {}
@@ -75,10 +86,26 @@ def _run_pipeline(request: AnalyzeRequest, settings: Settings) -> tuple[Analysis
             timeline, legs = transcribe_stereo(request.stereo, transcriber)
         else:
             assert request.caller and request.agent
+            for path in (request.caller, request.agent):
+                _require_mono(path)
             timeline, legs = transcribe_two_legs(request.caller, request.agent, transcriber)
         source = "asr"
     ticket, qa = analyze(timeline, facts, source=source, now=facts.started_at)
     return Analysis(timeline, ticket, qa, source, legs), facts
+
+
+def _require_mono(path: Path) -> None:
+    """A leg given with --caller/--agent must be one channel, not a whole call."""
+    frames, _rate = read_wav(path)
+    if frames.shape[1] != 1:
+        raise AnalyzeInputError(
+            f"{path}: expected a mono leg, got {frames.shape[1]} channels (use --stereo)"
+        )
+
+
+def _is_time(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -86,17 +113,30 @@ def _read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise AnalyzeInputError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise AnalyzeInputError(f"{path}: not a regular file") from exc
+    except OSError as exc:
+        raise AnalyzeInputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnalyzeInputError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("timeline"), list):
         raise AnalyzeInputError(f"{path}: no 'timeline' list (see the meta.json format)")
     for i, turn in enumerate(meta["timeline"]):
-        if not isinstance(turn, dict) or turn.get("who") not in ("agent", "caller") or not all(
-            isinstance(turn.get(k), int | float) for k in ("start", "end")
+        if (
+            not isinstance(turn, dict)
+            or turn.get("who") not in ("agent", "caller")
+            or not all(_is_time(turn.get(k)) for k in ("start", "end"))
+            or not isinstance(turn.get("text", ""), str)
         ):
             raise AnalyzeInputError(f"{path}: timeline[{i}] needs who/start/end/text")
+        if turn["end"] < turn["start"]:
+            raise AnalyzeInputError(f"{path}: timeline[{i}] ends before it starts")
     if not meta["timeline"]:
         raise AnalyzeInputError(f"{path}: the timeline is empty")
+    if meta.get("duration_s") is not None and not _is_time(meta["duration_s"]):
+        raise AnalyzeInputError(f"{path}: duration_s must be a number of seconds")
+    if meta.get("caller") is not None and not isinstance(meta["caller"], dict):
+        raise AnalyzeInputError(f"{path}: 'caller' must be an object")
     return meta
 
 
@@ -118,17 +158,11 @@ def _call_json(facts: CallFacts, analysis: Analysis) -> dict[str, Any]:
 
 
 async def _store(settings: Settings, facts: CallFacts, analysis: Analysis) -> str | None:
-    from callcenter.db.connect import connect, create_pool, database_dsn
-    from callcenter.db.migrate import migrate
+    from callcenter.db.connect import create_pool
+    from callcenter.db.migrate import prepare_database
     from callcenter.db.store import PgStore
 
-    dsn = await asyncio.to_thread(database_dsn, settings)
-    conn = await connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    pool = await create_pool(dsn, max_size=2)
+    pool = await create_pool(await prepare_database(settings), max_size=2)
     try:
         store = PgStore(pool)
         assert facts.call_id
@@ -137,11 +171,11 @@ async def _store(settings: Settings, facts: CallFacts, analysis: Analysis) -> st
         await store.update_call(facts.call_id, ivr_digits=facts.ivr_digits,
                                 duration_s=analysis.timeline.duration)
         for leg in analysis.legs.values():
-            await store.add_leg(facts.call_id, leg.leg, channel_id=None,
-                                recording_name=str(Path(leg.path).resolve()))
+            name, size = await asyncio.to_thread(_keep_recording, settings, facts.call_id, leg)
+            await store.add_leg(facts.call_id, leg.leg, channel_id=None, recording_name=name)
             await store.save_recording_facts(
                 facts.call_id, leg.leg, duration_s=leg.duration_s,
-                sample_rate=leg.sample_rate, size_bytes=leg.size_bytes)
+                sample_rate=leg.sample_rate, size_bytes=size)
         await store.update_call(facts.call_id, status="ended", stage="conversation",
                                 ended_at=datetime.now(UTC))
         return await store.save_analysis(
@@ -150,3 +184,21 @@ async def _store(settings: Settings, facts: CallFacts, analysis: Analysis) -> st
         )
     finally:
         await pool.close()
+
+
+def _keep_recording(settings: Settings, call_id: str, leg: LegAudio) -> tuple[str, int]:
+    """Copy one leg into the recordings folder as ``<call_id>/<leg>.wav``, the name
+    Asterisk's recordings get, so the stored path is relative to that folder (as the
+    schema says) and the web UI can play the evidence. A stereo call is split."""
+    name = f"{call_id}/{leg.leg}.wav"
+    dest = settings.recordings / name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        frames, rate = read_wav(leg.path)
+        if frames.shape[1] == 1:
+            shutil.copyfile(leg.path, dest)
+        else:  # left caller, right agent
+            write_wav(dest, frames[:, 0 if leg.leg == "caller" else 1], rate)
+        return name, dest.stat().st_size
+    except OSError as exc:
+        raise AnalyzeInputError(f"{dest}: cannot store the recording ({exc})") from exc

@@ -150,7 +150,7 @@ def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.db.migrate import migrate
 
     async def run() -> list[str]:
-        conn = await connect(database_dsn(settings))
+        conn = await connect(await asyncio.to_thread(database_dsn, settings))
         try:
             return await migrate(conn)
         finally:
@@ -188,18 +188,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_store(settings: Settings, action: Any) -> Any:
-    from callcenter.db.connect import connect, create_pool, database_dsn
-    from callcenter.db.migrate import migrate
+    from callcenter.db.connect import create_pool
+    from callcenter.db.migrate import prepare_database
     from callcenter.db.store import PgStore
 
     async def run() -> Any:
-        dsn = database_dsn(settings)
-        conn = await connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        pool = await create_pool(dsn, max_size=2)
+        pool = await create_pool(await prepare_database(settings), max_size=2)
         try:
             return await action(PgStore(pool))
         finally:

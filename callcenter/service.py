@@ -52,14 +52,13 @@ async def ari_context(app: web.Application) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings) -> None:
     """``callcenter worker``: only the job consumer, until interrupted."""
-    from callcenter.db.connect import connect, create_pool, database_dsn
-    from callcenter.db.migrate import migrate
+    from callcenter.db.connect import connect, create_pool
+    from callcenter.db.migrate import prepare_database
     from callcenter.db.store import PgStore
     from callcenter.worker import build_queue_manager, model_transcribing
 
-    dsn = await asyncio.to_thread(database_dsn, settings)
+    dsn = await prepare_database(settings)
     conn = await connect(dsn)
-    await migrate(conn)
     pool = await create_pool(dsn)
     transcribing = await asyncio.to_thread(model_transcribing, settings)
     qm = build_queue_manager(conn, PgStore(pool), settings, transcribing)

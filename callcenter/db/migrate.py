@@ -8,6 +8,7 @@ after ours.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from importlib import resources
@@ -15,6 +16,9 @@ from importlib import resources
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
+
+from callcenter.db.connect import connect, database_dsn
+from callcenter.settings import Settings
 
 log = logging.getLogger("callcenter.db")
 
@@ -57,6 +61,17 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def prepare_database(settings: Settings) -> str:
+    """Find (or start) the database, bring its schema up to date, return its DSN."""
+    dsn = await asyncio.to_thread(database_dsn, settings)
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
 
 
 async def _install_job_queue(conn: asyncpg.Connection) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from callcenter.db.connect import connect, create_pool, database_dsn
-from callcenter.db.migrate import migrate
+from callcenter.db.connect import connect, create_pool
+from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore
-from callcenter.errors import BadRequest, NotFound, ServiceError
+from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
 from callcenter.settings import Settings
 from callcenter.web import pages, queries
 
@@ -52,13 +52,7 @@ def create_app(
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    dsn = await asyncio.to_thread(database_dsn, settings)
-    conn = await connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    dsn = await prepare_database(app[SETTINGS])
     app[DSN] = dsn
     app[POOL] = await create_pool(dsn)
     app[STORE] = PgStore(app[POOL])
@@ -139,7 +133,11 @@ async def call_html(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    await request.app[POOL].fetchval("SELECT 1")
+    try:
+        await request.app[POOL].fetchval("SELECT 1", timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # A health check answers "unavailable" (503), not a logged internal error (500).
+        raise Unavailable("database unreachable", reason=str(exc)) from exc
     live = {name: _snapshot(obj).get("connected") for name, obj in request.app[LIVE].items()}
     return web.json_response({"status": "ok", "database": "ok", "live": live})
 

@@ -1,0 +1,374 @@
+"""The web API and pages over real HTTP, on a real (embedded) PostgreSQL.
+
+Data goes in through ``PgStore`` exactly as the worker writes it; the app is
+the one ``callcenter serve --no-telephony`` runs, without workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Word
+from callcenter.db.store import PgStore
+from callcenter.settings import Settings
+from callcenter.web.app import POOL, create_app
+
+CALL = "c0ffee0000000001"
+OTHER = "c0ffee0000000002"  # a call without results
+ESCAPING = "c0ffee0000000003"  # a recording row whose path leaves the folder
+ABSOLUTE = "c0ffee0000000004"  # a recording row with an absolute path
+LINKED = "c0ffee0000000005"  # a recording that is a symlink to a file outside
+SECRET = b"RIFF-not-for-you"
+
+
+@dataclass
+class Web:
+    client: TestClient
+    rec_dir: Path
+    ticket_number: str
+    agent_wav: bytes
+
+
+def _wav_bytes(path: Path, seconds: float = 1.0, rate: int = 8000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (3000 * np.sin(2 * np.pi * 440 * t)).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(rate)
+        wf.writeframes(samples.tobytes())
+    return path.read_bytes()
+
+
+def _segment(leg: Any, start: float, text: str) -> Segment:
+    step = 0.25
+    words = [Word(ch, start + i * step, start + (i + 1) * step, 0.9) for i, ch in enumerate(text)]
+    return Segment(leg=leg, start=start, end=start + step * len(text), text=text, words=words)
+
+
+async def _seed(store: PgStore, rec_dir: Path, outside: Path) -> tuple[str, bytes]:
+    await store.open_call(CALL, caller_number="18761450923", channel_id="1.1")
+    await store.update_call(CALL, stage="conversation", ivr_digits="1", queue="repair")
+    await store.add_leg(CALL, "caller", channel_id="1.1", recording_name=f"{CALL}/caller.wav")
+    await store.add_leg(CALL, "agent", channel_id="1.2", recording_name=f"{CALL}/agent.wav")
+    _wav_bytes(rec_dir / CALL / "caller.wav")
+    agent_wav = _wav_bytes(rec_dir / CALL / "agent.wav")
+    assert await store.finish_call(CALL, stage="conversation", hangup_by="caller")
+    segments = [
+        _segment("agent", 0.5, "您好我姓许请问有什么可以帮助您"),
+        _segment("caller", 6.6, "我家马桶堵了"),
+        _segment("agent", 9.0, "好的再见"),
+    ]
+    ticket = Ticket(
+        category="engineering",
+        urgency="P2",
+        description="马桶堵了 <b>urgent</b>",
+        caller_name="林先生",
+        phone="18761450923",
+        building="15",
+        unit="2",
+        room="604",
+        deadline=datetime.now(UTC) + timedelta(hours=4),
+    )
+    qa = QaResult(
+        score=82.5,
+        rules=[
+            RuleResult(
+                "greeting",
+                True,
+                [Evidence("agent", 0.5, 4.25, "您好我姓许请问有什么可以帮助您")],
+                "您好 and an offer of help",
+                10.0,
+            ),
+            RuleResult(
+                "closing",
+                False,
+                [Evidence("agent", 9.0, 10.0, "好的再见")],
+                "no thanks for calling",
+                10.0,
+            ),
+            RuleResult("hold_etiquette", None, [], "no hold", 5.0),
+        ],
+    )
+    number = await store.save_analysis(
+        CALL, segments=segments, ticket=ticket, qa=qa, qa_source="asr"
+    )
+    assert number
+
+    await store.open_call(OTHER, caller_number="", channel_id="2.1")
+
+    outside.write_bytes(SECRET)
+    await store.open_call(ESCAPING, caller_number="", channel_id="3.1")
+    await store.add_leg(ESCAPING, "agent", channel_id=None, recording_name="../outside.wav")
+    await store.open_call(ABSOLUTE, caller_number="", channel_id="4.1")
+    await store.add_leg(ABSOLUTE, "agent", channel_id=None, recording_name=str(outside))
+    await store.open_call(LINKED, caller_number="", channel_id="5.1")
+    (rec_dir / LINKED).mkdir(parents=True)
+    (rec_dir / LINKED / "agent.wav").symlink_to(outside)
+    await store.add_leg(LINKED, "agent", channel_id=None, recording_name=f"{LINKED}/agent.wav")
+    return number, agent_wav
+
+
+@pytest.fixture
+async def web(db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Web]:
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    number, agent_wav = await _seed(PgStore(db_pool), rec_dir, tmp_path / "outside.wav")
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=rec_dir)
+    app = create_app(settings, telephony=False, workers=0)
+    async with TestClient(TestServer(app)) as client:
+        yield Web(client, rec_dir, number, agent_wav)
+
+
+async def _json(resp: Any, status: int) -> Any:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    return json.loads(await resp.text())
+
+
+async def _raw_get(client: TestClient, path: str) -> tuple[int, bytes]:
+    """One request with the path sent exactly as written (no client normalising)."""
+    host, port = client.server.host, client.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _assert_error(body: dict[str, Any], status: int, error: str) -> None:
+    assert body["status"] == status
+    assert body["error"] == error
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["details"], dict)
+
+
+# ---- API ---------------------------------------------------------------------------------
+
+
+async def test_healthz(web: Web) -> None:
+    body = await _json(await web.client.get("/healthz"), 200)
+    assert body == {"status": "ok", "database": "ok", "live": {}}
+
+
+async def test_healthz_without_database_is_503(web: Web) -> None:
+    await web.client.app[POOL].close()  # the database is gone
+    body = await _json(await web.client.get("/healthz"), 503)
+    _assert_error(body, 503, "unavailable")
+
+
+async def test_calls_list(web: Web) -> None:
+    calls = await _json(await web.client.get("/api/calls"), 200)
+    by_id = {c["id"]: c for c in calls}
+    assert set(by_id) == {CALL, OTHER, ESCAPING, ABSOLUTE, LINKED}
+    call = by_id[CALL]
+    assert call["ticket_number"] == web.ticket_number
+    assert (call["category"], call["urgency"], call["qa_score"]) == ("engineering", "P2", 82.5)
+    assert (call["stage"], call["status"], call["hangup_by"]) == (
+        "conversation",
+        "processed",
+        "caller",
+    )
+    datetime.fromisoformat(call["started_at"])  # ISO timestamps
+    assert by_id[OTHER]["ticket_number"] is None and by_id[OTHER]["qa_score"] is None
+    started = [c["started_at"] for c in calls]
+    assert started == sorted(started, reverse=True)  # newest first
+
+    assert len(await _json(await web.client.get("/api/calls", params={"limit": "2"}), 200)) == 2
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "1001", "-5", "1.5", ""])
+async def test_calls_bad_limit_is_400_with_error_id(web: Web, limit: str) -> None:
+    body = await _json(await web.client.get("/api/calls", params={"limit": limit}), 400)
+    _assert_error(body, 400, "bad_request")
+    assert "limit" in body["message"]
+    assert "limit" in body["details"]
+
+
+async def test_call_document(web: Web) -> None:
+    doc = await _json(await web.client.get(f"/api/calls/{CALL}"), 200)
+    assert doc["call"]["id"] == CALL
+    assert doc["call"]["caller_number"] == "18761450923"
+
+    transcript = doc["transcript"]
+    assert [(s["leg"], s["start"]) for s in transcript] == [
+        ("agent", 0.5),
+        ("caller", 6.6),
+        ("agent", 9.0),
+    ]
+    first = transcript[0]
+    assert first["text"] == "您好我姓许请问有什么可以帮助您"
+    assert first["words"][0] == {"w": "您", "start": 0.5, "end": 0.75, "conf": 0.9}
+
+    ticket = doc["ticket"]
+    assert ticket["number"] == web.ticket_number
+    assert (ticket["category"], ticket["urgency"]) == ("engineering", "P2")
+    assert (ticket["building"], ticket["unit"], ticket["room"]) == ("15", "2", "604")
+    assert ticket["status"] == "open"
+    datetime.fromisoformat(ticket["deadline"])
+
+    qa = doc["qa"]
+    assert qa["score"] == 82.5
+    rules = {r["id"]: r for r in qa["rules"]}
+    assert set(rules) == {"greeting", "closing", "hold_etiquette"}
+    assert rules["closing"]["passed"] is False
+    assert rules["closing"]["evidence"] == [
+        {"leg": "agent", "start": 9.0, "end": 10.0, "text": "好的再见"}
+    ]
+    assert rules["hold_etiquette"]["passed"] is None
+    assert rules["hold_etiquette"]["evidence"] == []
+
+    assert {r["leg"]: r["path"] for r in doc["recordings"]} == {
+        "caller": f"{CALL}/caller.wav",
+        "agent": f"{CALL}/agent.wav",
+    }
+    kinds = [e["kind"] for e in doc["events"]]
+    assert kinds[0] == "opened" and "finished" in kinds and kinds[-1] == "processed"
+
+
+async def test_call_without_results(web: Web) -> None:
+    doc = await _json(await web.client.get(f"/api/calls/{OTHER}"), 200)
+    assert doc["transcript"] == [] and doc["ticket"] is None and doc["qa"] is None
+
+
+async def test_unknown_call_is_404_json(web: Web) -> None:
+    body = await _json(await web.client.get("/api/calls/no-such-call"), 404)
+    _assert_error(body, 404, "not_found")
+    assert body["details"] == {"call_id": "no-such-call"}
+    # The page of an unknown call, and an unknown route, answer the same way.
+    _assert_error(await _json(await web.client.get("/calls/no-such-call"), 404), 404, "not_found")
+    _assert_error(await _json(await web.client.get("/api/nothing-here"), 404), 404, "not_found")
+
+
+async def test_wrong_method_is_405_json(web: Web) -> None:
+    body = await _json(await web.client.post("/api/calls"), 405)
+    _assert_error(body, 405, "method_not_allowed")
+
+
+async def test_tickets_agents_and_queues(web: Web) -> None:
+    tickets = await _json(await web.client.get("/api/tickets"), 200)
+    assert [t["number"] for t in tickets] == [web.ticket_number]
+    assert await _json(await web.client.get("/api/agents"), 200) == []
+    # No telephony: no routing app, but still a JSON answer.
+    assert await _json(await web.client.get("/api/queues"), 200) == {"queues": {}}
+
+
+# ---- recordings --------------------------------------------------------------------------
+
+
+async def test_recording_whole_file(web: Web) -> None:
+    resp = await web.client.get(f"/recordings/{CALL}/agent.wav")
+    assert resp.status == 200
+    assert await resp.read() == web.agent_wav
+    assert resp.headers.get("Accept-Ranges") == "bytes"
+
+
+async def test_recording_range_request_is_206(web: Web) -> None:
+    size = len(web.agent_wav)
+    resp = await web.client.get(
+        f"/recordings/{CALL}/agent.wav", headers={"Range": "bytes=100-1099"}
+    )
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == f"bytes 100-1099/{size}"
+    assert await resp.read() == web.agent_wav[100:1100]
+    # Seeking to the end (an open range) works too.
+    resp = await web.client.get(
+        f"/recordings/{CALL}/agent.wav", headers={"Range": f"bytes={size - 10}-"}
+    )
+    assert resp.status == 206
+    assert await resp.read() == web.agent_wav[-10:]
+
+
+async def test_unknown_leg_or_recording_is_404(web: Web) -> None:
+    for path in (
+        f"/recordings/{CALL}/bystander.wav",
+        f"/recordings/{OTHER}/agent.wav",
+        "/recordings/no-such-call/caller.wav",
+        f"/recordings/{ESCAPING}/caller.wav",
+    ):
+        body = await _json(await web.client.get(path), 404)
+        _assert_error(body, 404, "not_found")
+    (web.rec_dir / CALL / "caller.wav").unlink()  # the row is there, the file is gone
+    _assert_error(
+        await _json(await web.client.get(f"/recordings/{CALL}/caller.wav"), 404), 404, "not_found"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/recordings/..%2F..%2Fetc/passwd.wav",
+        "/recordings/..%2F..%2F..%2F..%2Fetc%2Fpasswd/agent.wav",
+        "/recordings/%2e%2e/agent.wav",
+        "/recordings/../../etc/passwd.wav",
+        f"/recordings/{CALL}/..%2F..%2Foutside.wav",
+        "/recordings/%2Fetc%2Fpasswd/agent.wav",
+    ],
+)
+async def test_path_traversal_in_url_is_404(web: Web, path: str) -> None:
+    status, body = await _raw_get(web.client, path)
+    assert status == 404
+    assert b"root:" not in body and SECRET not in body
+
+
+@pytest.mark.parametrize("call_id", [ESCAPING, ABSOLUTE, LINKED])
+async def test_recording_row_outside_the_folder_is_404(web: Web, call_id: str) -> None:
+    resp = await web.client.get(f"/recordings/{call_id}/agent.wav")
+    body = await _json(resp, 404)
+    _assert_error(body, 404, "not_found")
+    assert SECRET.decode() not in json.dumps(body)
+
+
+# ---- pages -------------------------------------------------------------------------------
+
+
+async def test_index_page(web: Web) -> None:
+    resp = await web.client.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    html = await resp.text()
+    assert web.ticket_number in html
+    assert f"href='/calls/{CALL}'" in html
+    assert "<td>engineering</td><td>P2</td><td>82</td>" in html  # QA 82.5, rounded
+
+
+async def test_call_page_plays_evidence(web: Web) -> None:
+    resp = await web.client.get(f"/calls/{CALL}")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    html = await resp.text()
+    assert web.ticket_number in html
+    assert "function play(leg,s,e)" in html
+    # A QA evidence item and a transcript line, each playing its leg at its time.
+    assert "<span class='ev' onclick=\"play('agent',9.0,10.0)\">" in html
+    assert "onclick=\"play('caller',6.6," in html
+    assert (
+        f"<audio id='audio-agent' controls preload='none' src='/recordings/{CALL}/agent.wav'>"
+        in html
+    )
+    assert "id='audio-caller'" in html
+    # Stored text is escaped, never markup.
+    assert "<b>urgent</b>" not in html and "&lt;b&gt;urgent&lt;/b&gt;" in html
+
+
+async def test_pages_bad_limit_is_400(web: Web) -> None:
+    body = await _json(await web.client.get("/", params={"limit": "abc"}), 400)
+    _assert_error(body, 400, "bad_request")
