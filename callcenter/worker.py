@@ -79,9 +79,11 @@ async def process_call(
 
 
 def _facts(call: dict[str, Any]) -> CallFacts:
+    # Rings are counted from the offer to the agent who answered, not from queue entry.
     answered_after = None
-    if call.get("answered_at") and call.get("queued_at"):
-        answered_after = (call["answered_at"] - call["queued_at"]).total_seconds()
+    offered_at = call.get("ringing_at") or call.get("queued_at")
+    if call.get("answered_at") and offered_at:
+        answered_after = max(0.0, (call["answered_at"] - offered_at).total_seconds())
     return CallFacts(
         call_id=call["id"], caller_number=call["caller_number"] or "",
         ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],

@@ -27,8 +27,21 @@ PROCESS_CALL_JOB = "process_call"
 
 # Columns a caller of update_call may set; anything else is a programming error.
 _CALL_FIELDS = {
-    "stage", "status", "ivr_digits", "ivr_intent", "queue", "priority", "agent_id",
-    "queued_at", "answered_at", "ended_at", "hangup_by", "duration_s", "error", "channel_id",
+    "stage",
+    "status",
+    "ivr_digits",
+    "ivr_intent",
+    "queue",
+    "priority",
+    "agent_id",
+    "queued_at",
+    "ringing_at",
+    "answered_at",
+    "ended_at",
+    "hangup_by",
+    "duration_s",
+    "error",
+    "channel_id",
 }
 _ACTIVE_STAGES = ("greeting", "menu", "queue", "ringing", "conversation")
 
@@ -50,7 +63,10 @@ class PgStore:
             await conn.execute(
                 "INSERT INTO calls (id, caller_number, channel_id, source) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (id) DO NOTHING",
-                call_id, caller_number, channel_id, source,
+                call_id,
+                caller_number,
+                channel_id,
+                source,
             )
             await _event(conn, call_id, "opened", {"caller_number": caller_number})
 
@@ -60,31 +76,44 @@ class PgStore:
             raise ValueError(f"update_call: unknown fields {sorted(unknown)}")
         if not fields:
             return
+        if fields.get("stage") == "ringing" and "ringing_at" not in fields:
+            fields["ringing_at"] = _now()  # each new offer restarts the ring count
         names = list(fields)
         assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 f"UPDATE calls SET {assignments} WHERE id = $1",
-                call_id, *[fields[n] for n in names],
+                call_id,
+                *[fields[n] for n in names],
             )
             await _event(conn, call_id, "updated", _jsonable(fields))
 
     async def add_leg(
-        self, call_id: str, leg: str, *, channel_id: str | None,
-        recording_name: str | None = None, agent_id: str | None = None,
+        self,
+        call_id: str,
+        leg: str,
+        *,
+        channel_id: str | None,
+        recording_name: str | None = None,
+        agent_id: str | None = None,
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO legs (call_id, leg, channel_id, agent_id) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (call_id, leg) DO UPDATE SET channel_id = EXCLUDED.channel_id,"
                 " agent_id = COALESCE(EXCLUDED.agent_id, legs.agent_id)",
-                call_id, leg, channel_id, agent_id,
+                call_id,
+                leg,
+                channel_id,
+                agent_id,
             )
             if recording_name:
                 await conn.execute(
                     "INSERT INTO recordings (call_id, leg, path) VALUES ($1, $2, $3)"
                     " ON CONFLICT (call_id, leg) DO UPDATE SET path = EXCLUDED.path",
-                    call_id, leg, recording_name,
+                    call_id,
+                    leg,
+                    recording_name,
                 )
             await _event(conn, call_id, "leg", {"leg": leg, "recording": recording_name})
 
@@ -99,7 +128,9 @@ class PgStore:
                 " ended_at = now(), status = 'ended',"
                 " duration_s = EXTRACT(EPOCH FROM now() - COALESCE(answered_at, started_at))"
                 " WHERE id = $1 AND status = 'active' RETURNING id",
-                call_id, stage, hangup_by,
+                call_id,
+                stage,
+                hangup_by,
             )
             if row is None:
                 return False
@@ -129,22 +160,36 @@ class PgStore:
     # ---- agents -------------------------------------------------------------------------
 
     async def upsert_agent(
-        self, agent_id: str, *, name: str, endpoint: str, skills: Sequence[str],
+        self,
+        agent_id: str,
+        *,
+        name: str,
+        endpoint: str,
+        skills: Sequence[str],
         state: str = "available",
     ) -> None:
         await self.pool.execute(
             "INSERT INTO agents (id, name, endpoint, skills, state) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, endpoint = EXCLUDED.endpoint,"
             " skills = EXCLUDED.skills, state = EXCLUDED.state, state_since = now()",
-            agent_id, name, endpoint, list(skills), state,
+            agent_id,
+            name,
+            endpoint,
+            list(skills),
+            state,
         )
 
     async def agents(self) -> list[AgentInfo]:
         """Agents as routing sees them; ``state_since`` is when they became idle."""
         return [
             AgentInfo(
-                id=r["id"], name=r["name"], endpoint=r["endpoint"], skills=tuple(r["skills"]),
-                state=r["state"], idle_since=r["state_since"], priority=r["priority"],
+                id=r["id"],
+                name=r["name"],
+                endpoint=r["endpoint"],
+                skills=tuple(r["skills"]),
+                state=r["state"],
+                idle_since=r["state_since"],
+                priority=r["priority"],
             )
             for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")
         ]
@@ -178,7 +223,8 @@ class PgStore:
         rows = await self.pool.fetch(
             "SELECT id, number, category, description, created_at, call_id FROM tickets"
             " WHERE phone = $1 AND call_id IS DISTINCT FROM $2 ORDER BY created_at DESC LIMIT 20",
-            phone, before_call,
+            phone,
+            before_call,
         )
         return [dict(r) for r in rows]
 
@@ -193,12 +239,22 @@ class PgStore:
         await self.pool.execute(
             "UPDATE recordings SET duration_s = $3, sample_rate = $4, size_bytes = $5"
             " WHERE call_id = $1 AND leg = $2",
-            call_id, leg, duration_s, sample_rate, size_bytes,
+            call_id,
+            leg,
+            duration_s,
+            sample_rate,
+            size_bytes,
         )
 
     async def save_analysis(
-        self, call_id: str, *, segments: Iterable[Segment], ticket: Ticket | None,
-        qa: QaResult | None, qa_source: str, history: Sequence[int] = (),
+        self,
+        call_id: str,
+        *,
+        segments: Iterable[Segment],
+        ticket: Ticket | None,
+        qa: QaResult | None,
+        qa_source: str,
+        history: Sequence[int] = (),
     ) -> str | None:
         """Replace the call's transcript, ticket and QA result in one transaction.
 
@@ -222,8 +278,9 @@ class PgStore:
             await conn.execute(
                 "UPDATE calls SET status = 'processed', error = NULL WHERE id = $1", call_id
             )
-            await _event(conn, call_id, "processed",
-                         {"ticket": number, "score": qa.score if qa else None})
+            await _event(
+                conn, call_id, "processed", {"ticket": number, "score": qa.score if qa else None}
+            )
             return number
 
 
@@ -257,10 +314,26 @@ async def _save_ticket(
         " deadline = EXCLUDED.deadline, escalate_to = EXCLUDED.escalate_to,"
         " incomplete = EXCLUDED.incomplete, callback_required = EXCLUDED.callback_required,"
         " history = EXCLUDED.history",
-        number, call_id, ticket.category, ticket.urgency, ticket.complaint_severity,
-        ticket.repeat_complaint, ticket.vip, ticket.caller_name, ticket.phone, ticket.building,
-        ticket.unit, ticket.room, ticket.description, ticket.channel, status, ticket.deadline,
-        ticket.escalate_to, list(ticket.incomplete), ticket.callback_required, list(history),
+        number,
+        call_id,
+        ticket.category,
+        ticket.urgency,
+        ticket.complaint_severity,
+        ticket.repeat_complaint,
+        ticket.vip,
+        ticket.caller_name,
+        ticket.phone,
+        ticket.building,
+        ticket.unit,
+        ticket.room,
+        ticket.description,
+        ticket.channel,
+        status,
+        ticket.deadline,
+        ticket.escalate_to,
+        list(ticket.incomplete),
+        ticket.callback_required,
+        list(history),
     )
     return str(number)
 
@@ -268,13 +341,17 @@ async def _save_ticket(
 async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source: str) -> None:
     await conn.execute(
         "INSERT INTO qa_results (call_id, score, source) VALUES ($1, $2, $3)",
-        call_id, qa.score, source,
+        call_id,
+        qa.score,
+        source,
     )
     await conn.executemany(
         "INSERT INTO qa_rule_results (call_id, rule_id, passed, weight, detail, evidence)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
-        [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence])
-         for r in qa.rules],
+        [
+            (call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence])
+            for r in qa.rules
+        ],
     )
 
 

@@ -32,6 +32,8 @@ async def test_call_lifecycle_queues_one_processing_job(db_pool: asyncpg.Pool) -
     await store.open_call("c1", caller_number="13900000000", channel_id="1.1")
     await store.update_call("c1", stage="menu", ivr_digits="1")
     await store.update_call("c1", stage="queue", queue="repair", queued_at=datetime.now(UTC))
+    await store.update_call("c1", stage="ringing", agent_id=None)
+    assert (await store.call_row("c1") or {})["ringing_at"] is not None
     await store.add_leg("c1", "caller", channel_id="1.1", recording_name="c1/caller.wav")
     await store.add_leg("c1", "agent", channel_id="1.2", recording_name="c1/agent.wav")
     assert await store.finish_call("c1", stage="conversation", hangup_by="caller")
