@@ -9,12 +9,15 @@ and QA result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from callcenter.settings import Settings
@@ -88,42 +91,81 @@ async def wait_processed(pool: Any, channel_ids: list[str], timeout_s: float) ->
 async def run_demo(
     settings: Settings, *, calls: int, scenarios: list[str], keep_running: bool
 ) -> dict[str, Any]:
+    """Place scenario calls; attach to a running ``callcenter serve`` if there is one,
+    else run the whole service in this process for the demo's duration."""
     from callcenter.cli import CliError
     from callcenter.sandbox.asterisk import sandbox_from_settings
-    from callcenter.web.app import POOL, STORE, create_app
 
     try:
         ids = scenario_ids(settings.shared_dir, scenarios, calls)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from exc
     box = sandbox_from_settings(settings)
+    started_asterisk = not await asyncio.to_thread(box.is_running)
     await asyncio.to_thread(box.start)
+    try:
+        async with _service(settings) as (store, pool):
+            await seed_demo_agents(store)
+            summary = await _place_and_wait(settings, ids, pool)
+            if keep_running:
+                print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
+                print("serving until Ctrl-C", flush=True)
+                await asyncio.Event().wait()
+            return summary
+    finally:
+        if started_asterisk and not keep_running:
+            await asyncio.to_thread(box.stop)
+
+
+@contextlib.asynccontextmanager
+async def _service(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
+    """The database store and pool of the running service, or of one started here."""
+    from callcenter.cli import _announce
+    from callcenter.db.connect import create_pool
+    from callcenter.db.migrate import prepare_database
+    from callcenter.db.store import PgStore
+    from callcenter.web.app import POOL, STORE, create_app
+
+    if await _service_answers(settings):
+        log.info("attaching to the service already running on port %d", settings.web_port)
+        pool = await create_pool(await prepare_database(settings), max_size=2)
+        try:
+            yield PgStore(pool), pool
+        finally:
+            await pool.close()
+        return
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, settings.web_port)
-    await site.start()
-    from callcenter.cli import _announce
-
-    _announce(settings, telephony=True)
     try:
-        await seed_demo_agents(app[STORE])
-        channels = {}
-        for scenario in ids:
-            channels[await place_scenario_call(settings, scenario)] = scenario
-            print(json.dumps({"placed": scenario}), flush=True)
-            await asyncio.sleep(1.0)
-        results = await wait_processed(app[POOL], list(channels), timeout_s=900)
-        for channel, row in results.items():
-            row["scenario"] = channels[channel]
-        summary = {"ok": all(r.get("status") == "processed" for r in results.values())
-                   and len(results) == len(channels), "calls": list(results.values()),
-                   "web": f"http://{settings.web_host}:{settings.web_port}/"}
-        if keep_running:
-            print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
-            print("serving until Ctrl-C", flush=True)
-            await asyncio.Event().wait()
-        return summary
+        await web.TCPSite(runner, settings.web_host, settings.web_port).start()
+        _announce(settings, telephony=True)
+        yield app[STORE], app[POOL]
     finally:
         await runner.cleanup()
-        await asyncio.to_thread(box.stop)
+
+
+async def _service_answers(settings: Settings) -> bool:
+    url = f"http://{settings.web_host}:{settings.web_port}/healthz"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            async with http.get(url) as response:
+                return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _place_and_wait(settings: Settings, ids: list[str], pool: Any) -> dict[str, Any]:
+    channels = {}
+    for scenario in ids:
+        channels[await place_scenario_call(settings, scenario)] = scenario
+        print(json.dumps({"placed": scenario}), flush=True)
+        await asyncio.sleep(1.0)
+    results = await wait_processed(pool, list(channels), timeout_s=900)
+    for channel, row in results.items():
+        row["scenario"] = channels[channel]
+    ok = len(results) == len(channels) and all(
+        r.get("status") == "processed" for r in results.values()
+    )
+    return {"ok": ok, "calls": list(results.values()),
+            "web": f"http://{settings.web_host}:{settings.web_port}/"}
