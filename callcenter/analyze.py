@@ -8,22 +8,26 @@ are stored like any other call (source 'analyze').
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from callcenter.audio import AudioError, read_wav, write_wav
-from callcenter.core import CallFacts
+from callcenter.core import CallFacts, Timeline
+from callcenter.db.store import PgStore
 from callcenter.pipeline import (
     Analysis,
     LegAudio,
     analysis_document,
     analyze,
+    prior_ticket,
     timeline_from_file_meta,
     transcribe_stereo,
     transcribe_two_legs,
@@ -51,21 +55,51 @@ async def run_analyze(request: AnalyzeRequest, settings: Settings) -> dict[str, 
     from callcenter.db.connect import DatabaseUnavailable
 
     try:
-        analysis, facts = await asyncio.to_thread(_run_pipeline, request, settings)
+        timeline, facts, legs, source = await asyncio.to_thread(_read_call, request, settings)
     except (AudioError, AnalyzeInputError) as exc:
         raise CliError(str(exc)) from exc
-    call = _call_json(facts, analysis)
-    if request.store:
-        try:
-            call["ticket_number"] = await _store(settings, facts, analysis)
-        except AnalyzeInputError as exc:
-            raise CliError(str(exc)) from exc
-        except DatabaseUnavailable as exc:
-            raise CliError(f"cannot store the call ({exc}); use --no-store") from exc
+    if not request.store:
+        return analysis_document(*_analyzed(timeline, facts, legs, source, prior=[]))
+    try:
+        async with _database(settings) as store:
+            prior = await store.prior_tickets(facts.caller_number, before_call=facts.call_id or "")
+            call, analysis = _analyzed(timeline, facts, legs, source, prior=prior)
+            call["ticket_number"] = await _store(
+                store, settings, facts, analysis, history=[p["id"] for p in prior]
+            )
+    except AnalyzeInputError as exc:
+        raise CliError(str(exc)) from exc
+    except DatabaseUnavailable as exc:
+        raise CliError(f"cannot store the call ({exc}); use --no-store") from exc
     return analysis_document(call, analysis)
 
 
-def _run_pipeline(request: AnalyzeRequest, settings: Settings) -> tuple[Analysis, CallFacts]:
+def _analyzed(
+    timeline: Timeline, facts: CallFacts, legs: dict[str, LegAudio], source: str,
+    prior: list[dict[str, Any]],
+) -> tuple[dict[str, Any], Analysis]:
+    ticket, qa = analyze(timeline, facts, source=source, now=facts.started_at,
+                         prior_tickets=[prior_ticket(p) for p in prior])
+    analysis = Analysis(timeline, ticket, qa, source, legs)
+    return _call_json(facts, analysis), analysis
+
+
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[PgStore]:
+    from callcenter.db.connect import create_pool
+    from callcenter.db.migrate import prepare_database
+
+    pool = await create_pool(await prepare_database(settings), max_size=2)
+    try:
+        yield PgStore(pool)
+    finally:
+        await pool.close()
+
+
+def _read_call(
+    request: AnalyzeRequest, settings: Settings
+) -> tuple[Timeline, CallFacts, dict[str, LegAudio], str]:
+    """The call's timeline (recognised or given), its facts, legs and source."""
     facts = CallFacts(call_id=uuid.uuid4().hex, caller_number=request.phone,
                       ivr_digits=request.ivr_digits, started_at=datetime.now(UTC))
     if request.timeline:
@@ -90,8 +124,7 @@ def _run_pipeline(request: AnalyzeRequest, settings: Settings) -> tuple[Analysis
                 _require_mono(path)
             timeline, legs = transcribe_two_legs(request.caller, request.agent, transcriber)
         source = "asr"
-    ticket, qa = analyze(timeline, facts, source=source, now=facts.started_at)
-    return Analysis(timeline, ticket, qa, source, legs), facts
+    return timeline, facts, legs, source
 
 
 def _require_mono(path: Path) -> None:
@@ -157,33 +190,27 @@ def _call_json(facts: CallFacts, analysis: Analysis) -> dict[str, Any]:
     }
 
 
-async def _store(settings: Settings, facts: CallFacts, analysis: Analysis) -> str | None:
-    from callcenter.db.connect import create_pool
-    from callcenter.db.migrate import prepare_database
-    from callcenter.db.store import PgStore
-
-    pool = await create_pool(await prepare_database(settings), max_size=2)
-    try:
-        store = PgStore(pool)
-        assert facts.call_id
-        await store.open_call(facts.call_id, caller_number=facts.caller_number,
-                              channel_id="", source="analyze")
-        await store.update_call(facts.call_id, ivr_digits=facts.ivr_digits,
-                                duration_s=analysis.timeline.duration)
-        for leg in analysis.legs.values():
-            name, size = await asyncio.to_thread(_keep_recording, settings, facts.call_id, leg)
-            await store.add_leg(facts.call_id, leg.leg, channel_id=None, recording_name=name)
-            await store.save_recording_facts(
-                facts.call_id, leg.leg, duration_s=leg.duration_s,
-                sample_rate=leg.sample_rate, size_bytes=size)
-        await store.update_call(facts.call_id, status="ended", stage="conversation",
-                                ended_at=datetime.now(UTC))
-        return await store.save_analysis(
-            facts.call_id, segments=analysis.timeline.segments, ticket=analysis.ticket,
-            qa=analysis.qa, qa_source=analysis.source,
-        )
-    finally:
-        await pool.close()
+async def _store(
+    store: PgStore, settings: Settings, facts: CallFacts, analysis: Analysis,
+    history: list[int],
+) -> str | None:
+    assert facts.call_id
+    await store.open_call(facts.call_id, caller_number=facts.caller_number,
+                          channel_id="", source="analyze")
+    await store.update_call(facts.call_id, ivr_digits=facts.ivr_digits,
+                            duration_s=analysis.timeline.duration)
+    for leg in analysis.legs.values():
+        name, size = await asyncio.to_thread(_keep_recording, settings, facts.call_id, leg)
+        await store.add_leg(facts.call_id, leg.leg, channel_id=None, recording_name=name)
+        await store.save_recording_facts(
+            facts.call_id, leg.leg, duration_s=leg.duration_s,
+            sample_rate=leg.sample_rate, size_bytes=size)
+    await store.update_call(facts.call_id, status="ended", stage="conversation",
+                            ended_at=datetime.now(UTC))
+    return await store.save_analysis(
+        facts.call_id, segments=analysis.timeline.segments, ticket=analysis.ticket,
+        qa=analysis.qa, qa_source=analysis.source, history=history,
+    )
 
 
 def _keep_recording(settings: Settings, call_id: str, leg: LegAudio) -> tuple[str, int]:

@@ -89,6 +89,14 @@ def timeline_from_file_meta(meta: dict[str, Any]) -> tuple[Timeline, CallFacts]:
     return timeline_from_meta(meta), facts
 
 
+def prior_ticket(row: dict[str, Any]) -> PriorTicket:
+    """An earlier ticket of the same caller (a database row) as the classifier sees it."""
+    return PriorTicket(
+        category=row["category"], description=row["description"], created_at=row["created_at"],
+        phone=row.get("phone") or "",
+    )
+
+
 def analyze(
     timeline: Timeline, facts: CallFacts, *, source: str, now: datetime | None = None,
     prior_tickets: list[PriorTicket] | tuple[PriorTicket, ...] = (),

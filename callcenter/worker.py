@@ -27,10 +27,10 @@ from callcenter.pipeline import (
     Transcribing,
     analysis_document,
     analyze,
+    prior_ticket,
     transcribe_two_legs,
 )
 from callcenter.settings import Settings
-from callcenter.tickets.classifier import PriorTicket
 
 log = logging.getLogger("callcenter.worker")
 
@@ -64,7 +64,7 @@ async def process_call(
     prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
     ticket, qa = analyze(
         timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
-        prior_tickets=[_prior(p) for p in prior],
+        prior_tickets=[prior_ticket(p) for p in prior],
     )
     number = await store.save_analysis(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
@@ -88,12 +88,6 @@ def _facts(call: dict[str, Any]) -> CallFacts:
         call_id=call["id"], caller_number=call["caller_number"] or "",
         ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
         answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
-    )
-
-
-def _prior(row: dict[str, Any]) -> PriorTicket:
-    return PriorTicket(
-        category=row["category"], description=row["description"], created_at=row["created_at"]
     )
 
 

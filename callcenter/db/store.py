@@ -221,7 +221,7 @@ class PgStore:
         if not phone:
             return []
         rows = await self.pool.fetch(
-            "SELECT id, number, category, description, created_at, call_id FROM tickets"
+            "SELECT id, number, category, description, phone, created_at, call_id FROM tickets"
             " WHERE phone = $1 AND call_id IS DISTINCT FROM $2 ORDER BY created_at DESC LIMIT 20",
             phone,
             before_call,

@@ -329,6 +329,32 @@ async def test_timeline_is_stored_with_transcript_ticket_and_qa(
         await conn.close()
 
 
+async def test_a_second_call_of_the_same_caller_links_the_earlier_ticket(
+    scenario: Path, tmp_path: Path, db_dsn: str
+) -> None:
+    first = ok_document(
+        await asyncio.to_thread(
+            run_cli, "--timeline", scenario / "meta.json", data_dir=tmp_path, database_url=db_dsn
+        )
+    )
+    second = ok_document(
+        await asyncio.to_thread(
+            run_cli, "--timeline", scenario / "meta.json", data_dir=tmp_path, database_url=db_dsn
+        )
+    )
+    conn = await connect(db_dsn)
+    try:
+        earlier = await conn.fetchval(
+            "SELECT id FROM tickets WHERE number = $1", first["call"]["ticket_number"]
+        )
+        history = await conn.fetchval(
+            "SELECT history FROM tickets WHERE number = $1", second["call"]["ticket_number"]
+        )
+    finally:
+        await conn.close()
+    assert history == [earlier]
+
+
 def test_unreachable_database_is_one_line_not_a_traceback(
     scenario: Path,
     tmp_path: Path,
