@@ -22,6 +22,7 @@ from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
 from callcenter.settings import Settings
+from callcenter.web import metrics as prom
 from callcenter.web import pages, queries
 
 log = logging.getLogger("callcenter.web")
@@ -110,6 +111,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/api/agents", api_agents)
     app.router.add_get("/api/queues", api_queues)
     app.router.add_get("/recordings/{call_id}/{leg}.wav", recording)
+    app.router.add_get("/metrics", metrics)
 
 
 def _limit(request: web.Request) -> int:
@@ -163,6 +165,15 @@ async def api_agents(request: web.Request) -> web.Response:
 async def api_queues(request: web.Request) -> web.Response:
     routing = request.app[LIVE].get("routing")
     return web.json_response(_snapshot(routing) if routing else {"queues": {}}, dumps=_dumps)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    routing = request.app[LIVE].get("routing")
+    rows = await request.app[POOL].fetch(
+        "SELECT stage, status, count(*) AS n FROM calls GROUP BY stage, status")
+    body = prom.render(_snapshot(routing) if routing else {},
+                       [(r["stage"], r["status"], r["n"]) for r in rows])
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 async def recording(request: web.Request) -> web.FileResponse:

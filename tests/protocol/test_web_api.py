@@ -372,3 +372,11 @@ async def test_call_page_plays_evidence(web: Web) -> None:
 async def test_pages_bad_limit_is_400(web: Web) -> None:
     body = await _json(await web.client.get("/", params={"limit": "abc"}), 400)
     _assert_error(body, 400, "bad_request")
+
+
+async def test_metrics_count_calls_by_stage_and_status(web: Web) -> None:
+    resp = await web.client.get("/metrics")
+    assert resp.status == 200
+    text = await resp.text()
+    assert "# TYPE callcenter_calls gauge" in text
+    assert 'callcenter_calls{stage="' in text

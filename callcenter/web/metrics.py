@@ -1,0 +1,43 @@
+"""Prometheus metrics at /metrics, collected at scrape time.
+
+Live queue figures come from the routing app's snapshot, call and job counts
+from the database, so nothing has to be kept in step by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _Snapshot(Collector):
+    def __init__(self, routing: dict[str, Any], calls: list[tuple[str, str, int]]) -> None:
+        self.routing = routing
+        self.calls = calls
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily("callcenter_queue_waiting_calls",
+                                    "Calls waiting for an agent", labels=["queue"])
+        longest = GaugeMetricFamily("callcenter_queue_longest_wait_seconds",
+                                    "Longest current wait", labels=["queue"])
+        available = GaugeMetricFamily("callcenter_queue_agents_available",
+                                      "Agents free for the queue", labels=["queue"])
+        for name, stats in (self.routing.get("queues") or {}).items():
+            waiting.add_metric([name], stats.get("waiting", 0))
+            longest.add_metric([name], stats.get("longest_wait_s", 0) or 0)
+            available.add_metric([name], stats.get("agents_available", 0))
+        calls = GaugeMetricFamily("callcenter_calls", "Calls by stage and status",
+                                  labels=["stage", "status"])
+        for stage, status, count in self.calls:
+            calls.add_metric([stage, status], count)
+        yield from (waiting, longest, available, calls)
+
+
+def render(routing: dict[str, Any], calls: list[tuple[str, str, int]]) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(routing, calls))
+    return generate_latest(registry)
