@@ -4,6 +4,7 @@ ARI routing, worker with Vosk) and a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -35,13 +36,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def service(
+def service_settings(
     asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
-) -> AsyncIterator[web.Application]:
-    settings = Settings(
+) -> Settings:
+    return Settings(
         database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
         shared_dir=shared_dir, web_port=_free_port(), wrap_up_s=0, ring_timeout_s=6,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[web.Application]:
+    """The whole service (web, FastAGI, ARI routing, one worker), as `serve` runs it."""
     app = create_app(settings, telephony=True, workers=1)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -50,6 +56,12 @@ async def service(
         yield app
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def service(service_settings: Settings) -> AsyncIterator[web.Application]:
+    async with running_service(service_settings) as app:
+        yield app
 
 
 async def _agent(app: web.Application, number: str) -> None:
@@ -168,10 +180,7 @@ async def test_caller_hanging_up_at_each_stage_is_recorded(
     await _eventually(reached, 60, f"stage {stage}")
     if stage == "conversation":
         await asyncio.sleep(3)
-    auth = {"Authorization": aiohttp.encode_basic_auth("callcenter", "callcenter")}
-    async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.delete(f"http://127.0.0.1:8088/ari/channels/{sim}") as resp:
-            assert resp.status in (204, 404)
+    await _hang_up(sim)
 
     async def ended() -> asyncpg.Record | None:
         row = await _call_on(pool, channel)
@@ -183,4 +192,58 @@ async def test_caller_hanging_up_at_each_stage_is_recorded(
     await asyncio.sleep(1)  # let late events (agent hang-up, recordings) settle
     assert not await pool.fetchval(
         "SELECT count(*) FROM agents WHERE state NOT IN ('available', 'wrap_up')")
+    _no_errors_logged(caplog)
+
+
+async def _hang_up(sim_channel: str) -> None:
+    auth = {"Authorization": aiohttp.encode_basic_auth("callcenter", "callcenter")}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.delete(f"http://127.0.0.1:8088/ari/channels/{sim_channel}") as resp:
+            assert resp.status in (204, 404)
+
+
+async def test_a_waiting_caller_survives_a_restart_of_the_service(
+    service_settings: Settings, shared_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stop the service while a caller waits in the queue; the restarted service
+    reconciles with Asterisk, re-queues the caller and connects an agent."""
+    caplog.set_level(logging.WARNING)
+    folder = shared_dir / "scenarios" / "dev" / SCENARIO
+    async with running_service(service_settings) as first:
+        sim = await place_call(
+            AriParams(), number="12345", caller_phone="13800000001",
+            caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
+            digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+        )
+        pool = first[POOL]
+
+        async def queued() -> bool:
+            row = await _call_on(pool, f"{sim}-pbx")
+            return bool(row and row["stage"] == "queue")
+
+        await _eventually(queued, 60, "the caller to wait in the queue")
+
+    async with running_service(service_settings) as second:
+        await _agent(second, "1001")
+        pool = second[POOL]
+
+        async def talking() -> bool:
+            row = await _call_on(pool, f"{sim}-pbx")
+            return bool(row and row["stage"] == "conversation")
+
+        await _eventually(talking, 60, "the re-queued caller to reach an agent")
+        await asyncio.sleep(4)
+        await _hang_up(sim)
+
+        async def processed() -> asyncpg.Record | None:
+            row = await _call_on(pool, f"{sim}-pbx")
+            return row if row and row["status"] in ("processed", "failed") else None
+
+        call = await _eventually(processed, 120, "the call to be processed")
+        assert (call["status"], call["stage"], call["hangup_by"]) == (
+            "processed", "conversation", "caller")
+        assert await pool.fetchval(
+            "SELECT count(*) FROM recordings WHERE call_id = $1", call["id"]) == 2
+        assert await pool.fetchval(
+            "SELECT count(*) FROM tickets WHERE call_id = $1", call["id"]) == 1
     _no_errors_logged(caplog)
