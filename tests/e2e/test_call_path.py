@@ -247,3 +247,39 @@ async def test_a_waiting_caller_survives_a_restart_of_the_service(
         assert await pool.fetchval(
             "SELECT count(*) FROM tickets WHERE call_id = $1", call["id"]) == 1
     _no_errors_logged(caplog)
+
+
+async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
+    service: web.Application, asterisk_sandbox: AsteriskSandbox, shared_dir: Path
+) -> None:
+    """Asterisk goes away mid-conversation: the routing app reconnects, reconciles,
+    finishes the call it can no longer see, and the worker still opens its ticket."""
+    pool = service[POOL]
+    await _agent(service, "1001")
+    folder = shared_dir / "scenarios" / "dev" / SCENARIO
+    sim = await place_call(
+        AriParams(), number="12345", caller_phone="13800000002",
+        caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
+        digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+    )
+
+    async def talking() -> bool:
+        row = await _call_on(pool, f"{sim}-pbx")
+        return bool(row and row["stage"] == "conversation")
+
+    await _eventually(talking, 60, "the conversation")
+    await asyncio.sleep(5)
+    await asyncio.to_thread(asterisk_sandbox.stop)
+    await asyncio.to_thread(asterisk_sandbox.start)
+
+    async def settled() -> asyncpg.Record | None:
+        row = await _call_on(pool, f"{sim}-pbx")
+        return row if row and row["status"] in ("processed", "failed") else None
+
+    call = await _eventually(settled, 120, "the call to be settled after the restart")
+    assert call["stage"] == "conversation"
+    assert call["status"] == "processed", call["error"]
+    assert await pool.fetchval(
+        "SELECT count(*) FROM tickets WHERE call_id = $1", call["id"]) == 1
+    agent = await pool.fetchval("SELECT state FROM agents WHERE id = 'agent1001'")
+    assert agent in ("available", "wrap_up")
