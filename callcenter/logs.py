@@ -44,7 +44,7 @@ def configure(level: str = "INFO", *, json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Chatty third-party loggers stay at WARNING unless we debug.
-    for name in ("aiohttp.access", "pgqueuer", "asyncio"):
+    for name in ("aiohttp.access", "pgqueuer", "asyncio", "pgserver"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # pgserver's platformdirs complains about XDG_RUNTIME_DIR on servers; harmless.
     warnings.filterwarnings("ignore", module="platformdirs")
