@@ -258,12 +258,35 @@ def _self_identification(c: _Call) -> RuleResult:
         if hits:
             i, j, _ = hits[0]
             return _result("self_identification", True, [u.evidence(i, j)], "agent named")
+    unsure = p.get("undecided_below_conf")
+    if c.source == "asr" and unsure is not None:
+        g = c.p("greeting")
+        known = [*p.get("known_words", []), *g.get("hello", []), *g.get("offer_help", [])]
+        # The name belongs to the opening: the first utterance, and the next one
+        # only when the first has no offer of help yet.
+        opening = real[:1] if find(real[0], g.get("offer_help", [])) else real
+        if any(_unsure_chars(u, known, float(unsure)) for u in opening):
+            return _result(
+                "self_identification",
+                None,
+                [u.evidence() for u in real],
+                f"no name or id recognised, but words below confidence {float(unsure):g}"
+                " may hide one (not judged)",
+            )
     return _result(
         "self_identification",
         False,
         [u.evidence() for u in real],
         "no name or id in the first utterances",
     )
+
+
+def _unsure_chars(u: Utterance, known: Sequence[str], min_conf: float) -> bool:
+    """Whether a character outside the known script words is below ``min_conf``."""
+    covered = [False] * len(u.chars)
+    for i, j, _ in find(u, known):
+        covered[i:j] = [True] * (j - i)
+    return any(not cov and conf < min_conf for cov, conf in zip(covered, u.confs, strict=True))
 
 
 def _closing(c: _Call) -> RuleResult:

@@ -90,6 +90,7 @@ def compact(text: str) -> str:
 class AddressTerms:
     building_markers: list[str]
     building_homophones: list[str]
+    building_homophones_before_unit: list[str]
     unit_markers: list[str]
     room_markers: list[str]
     room_not_followed_by: list[str]
@@ -165,6 +166,13 @@ def _mentions_in(
             for m in re.finditer(f"({_NUM})({h_alt})", clause):
                 value = numeral_to_digits(m.group(1))
                 if value and 0 < int(value) < 200 and not clause[m.end() :].startswith("不"):
+                    add("building", str(int(value)), off + m.start(), 0.5)
+        # 幢/栋 heard as a common word (二十二幢 -> 二十二成): only before a unit.
+        if terms.building_homophones_before_unit:
+            hu_alt = _alternation(terms.building_homophones_before_unit)
+            for m in re.finditer(f"({_NUM})({hu_alt})(?=[\u4e00-\u9fff]{{0,2}}({u_alt}))", clause):
+                value = numeral_to_digits(m.group(1))
+                if value and 0 < int(value) < 200:
                     add("building", str(int(value)), off + m.start(), 0.5)
         # ASR mangles the building marker (二十三栋 -> 二十三多) but keeps the unit:
         # "N?M单元" still names building N, below a properly marked one.

@@ -319,3 +319,56 @@ def test_dev_calls_speech_rate_matches_labelled_rate() -> None:
         timeline, f = _given(meta)
         detail = rule(score(timeline, f).rules, "speech_rate").detail
         assert float(detail.split()[0]) == pytest.approx(meta["agent_chars_per_min"], abs=0.15)
+
+
+def _with_confs(turns: list[tuple[str, float, float, str]], confs: dict[str, float]) -> Timeline:
+    """A timeline whose characters have confidence 1.0 except those listed."""
+    timeline = make_timeline(turns)
+    for seg in timeline.segments:
+        seg.words = [Word(w.w, w.start, w.end, confs.get(w.w, 1.0)) for w in seg.words]
+    return timeline
+
+
+def _score_asr(timeline: Timeline) -> dict[str, RuleResult]:
+    return {r.id: r for r in score(timeline, facts(), source="asr", category="engineering").rules}
+
+
+def test_asr_self_identification_homophones_and_weak_evidence() -> None:
+    # 我姓许 heard as 我信息 / 微信中 / 我性情: still a self-identification
+    for opening in (
+        "您好不说客服中心我信息请问有什么可以帮助您",
+        "您好不说客服中心微信中请问有什么可以帮助您",
+        "您好物业客服中心我性情请问有什么可以帮您",
+    ):
+        r = run(good_call(greet=opening), source="asr")
+        assert r["self_identification"].passed is True, opening
+    # nothing recognised, but an unsure word may hide the name: not judged, not failed
+    hidden = good_call(greet="您好不说客服中心宪政请问有什么可以帮助您")
+    r = _score_asr(_with_confs(hidden, {"宪": 0.5, "政": 0.5}))
+    assert r["self_identification"].passed is None
+    # a low-confidence greeting word cannot hide a name: a clear opening without one fails
+    plain = good_call(greet="您好不说客服中心请问有什么可以帮助您")
+    r = _score_asr(_with_confs(plain, {"您": 0.5, "不": 0.6, "说": 0.6}))
+    assert r["self_identification"].passed is False
+
+
+def test_asr_greeting_with_mangled_hello() -> None:
+    turns = good_call(greet="比如好不说客服中心我姓周请问有什么可以帮助你")
+    assert run(turns, source="asr")["greeting"].passed is True
+    assert run(turns)["greeting"].passed is False
+
+
+def test_asr_polite_address_counts_only_near_certain_you() -> None:
+    # two 你 the recognizer was fairly (not fully) sure of: not evidence
+    turns = good_call(
+        ask="好的，请问你家是几栋几单元几号？", confirm="跟您确认一下，八栋二单元一七零二，你放心。"
+    )
+    assert _score_asr(_with_confs(turns, {"你": 0.9}))["polite_address"].passed is True
+    # the same with full confidence is a habit and fails
+    assert _score_asr(_with_confs(turns, {}))["polite_address"].passed is False
+    # two certain 你 among many 您 (a polite agent) are below the share that fails
+    polite = good_call(
+        ask="好的，请问你家是几栋？您别急，您稍等，您家里有人吗？您贵姓？",
+        confirm="跟您确认一下，您家八栋二单元，你放心，您等师傅，您电话畅通，谢谢您。",
+    )
+    assert _score_asr(_with_confs(polite, {}))["polite_address"].passed is True

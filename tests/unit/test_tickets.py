@@ -108,6 +108,13 @@ def test_numeral_to_digits(token: str, digits: str) -> None:
         ("负二层，幺三六号。", ("", "", "")),
         ("十五号楼底下那个车库，负二层，一二八号车位，尾号三七五。", ("15", "", "")),
         ("两千七百多，一百二十六平米，十二点四十。", ("", "", "")),
+        # recognizer spellings: 号楼 -> 号龙, 幢 -> 成 before a unit, 单元 -> 单人
+        ("二十二号龙三单元八零二", ("22", "3", "802")),
+        ("三十二成一单人我家一四零二", ("32", "1", "1402")),
+        ("二十二成与单元我家就是一四零二", ("22", "", "1402")),
+        # ...but 成/度 without a unit after them are no building
+        ("打了一成折扣", ("", "", "")),
+        ("室内三十度", ("", "", "")),
     ],
 )
 def test_extract_address(text: str, expected: tuple[str, str, str]) -> None:
