@@ -20,10 +20,14 @@ VAR_IVR_INTENT = "CC_IVR_INTENT"
 VAR_PRIORITY = "CC_PRIORITY"
 VAR_VIP = "CC_VIP"
 VAR_IVR_RESULT = "CC_IVR_RESULT"  # ok | hangup | error
+# Set by routing (ARI).
+VAR_BRIDGED = "CC_BRIDGED"  # "1" on both channels once bridged and both legs record
+VAR_CALLER_CHANNEL = "CC_CALLER_CHANNEL"  # on an agent channel: the caller's channel name
 # Set by simulated callers/agents in the test context: which WAV to play.
 VAR_SIM_CALLER_AUDIO = "SIM_CALLER_AUDIO"
 VAR_SIM_CALLER_DIGITS = "SIM_CALLER_DIGITS"
 VAR_SIM_AGENT_AUDIO = "SIM_AGENT_AUDIO"
+VAR_SIM_MENU_WAIT = "SIM_MENU_WAIT"  # seconds before the simulated caller keys the digit
 
 # Queue names (skills). Digit -> queue mapping lives in callcenter/ivr/menu.yaml.
 QUEUES = ("repair", "complaint", "consultation", "general")

@@ -34,7 +34,14 @@ from enum import StrEnum
 from typing import Any
 
 from callcenter.ari.client import AriClient, AriError, AriNotFound
-from callcenter.constants import QUEUES, VAR_CALL_ID, VAR_PRIORITY, VAR_QUEUE
+from callcenter.constants import (
+    QUEUES,
+    VAR_BRIDGED,
+    VAR_CALL_ID,
+    VAR_CALLER_CHANNEL,
+    VAR_PRIORITY,
+    VAR_QUEUE,
+)
 from callcenter.routing.policy import (
     GENERAL_QUEUE,
     AgentInfo,
@@ -51,8 +58,6 @@ from callcenter.routing.store import ROUTING_STAGES, RoutingStore
 log = logging.getLogger("callcenter.routing")
 
 # Channel variables owned by routing (the dialplan reads them).
-VAR_BRIDGED = "CC_BRIDGED"
-VAR_CALLER_CHANNEL = "CC_CALLER_CHANNEL"
 
 # Stasis arguments: the first one says what kind of channel entered the app.
 ARG_INBOUND = "inbound"

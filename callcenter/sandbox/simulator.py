@@ -27,10 +27,10 @@ from callcenter.constants import (
     VAR_SIM_AGENT_AUDIO,
     VAR_SIM_CALLER_AUDIO,
     VAR_SIM_CALLER_DIGITS,
+    VAR_SIM_MENU_WAIT,
 )
 
 SHARED_MOUNT_POINT = "/srv/shared"
-VAR_SIM_MENU_WAIT = "SIM_MENU_WAIT"
 DEFAULT_SHARED_DIR = Path(__file__).resolve().parents[3] / "shared"
 
 
