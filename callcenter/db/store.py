@@ -7,12 +7,14 @@ the next step, so a restart of the service resumes from the database.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
@@ -50,12 +52,57 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Errors of a database that is briefly away (restart, failover, network blip).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,  # includes a connection closed under us
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,
+    # A pooled connection whose backend was killed fails its next use this way;
+    # the pool drops it, so the retry gets a fresh one.
+    asyncpg.exceptions.InternalClientError,
+)
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+_Write = Callable[_P, Coroutine[Any, Any, _T]]
+
+
+def retrying(
+    attempts: int = 6, first_delay_s: float = 0.25, max_delay_s: float = 5.0
+) -> Callable[[_Write[_P, _T]], _Write[_P, _T]]:
+    """Retry a store write through a short database outage, so a state change the
+    telephony side has already acted on is not dropped. Every write is idempotent
+    (upserts, guarded updates), so repeating one that did commit is harmless."""
+
+    def wrap(method: _Write[_P, _T]) -> _Write[_P, _T]:
+        @functools.wraps(method)
+        async def retried(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            delay = first_delay_s
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await method(*args, **kwargs)
+                except TRANSIENT_ERRORS as exc:
+                    if attempt == attempts:
+                        raise
+                    log.warning("database write %s failed (%s); retry %d/%d in %.1fs",
+                                method.__name__, exc, attempt, attempts - 1, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, max_delay_s)
+            raise AssertionError("unreachable")
+
+        return retried
+
+    return wrap
+
+
 class PgStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     # ---- calls (IVR sink and routing store) ---------------------------------------------
 
+    @retrying()
     async def open_call(
         self, call_id: str, *, caller_number: str, channel_id: str, source: str = "asterisk"
     ) -> None:
@@ -70,6 +117,7 @@ class PgStore:
             )
             await _event(conn, call_id, "opened", {"caller_number": caller_number})
 
+    @retrying()
     async def update_call(self, call_id: str, **fields: Any) -> None:
         unknown = set(fields) - _CALL_FIELDS
         if unknown:
@@ -88,6 +136,7 @@ class PgStore:
             )
             await _event(conn, call_id, "updated", _jsonable(fields))
 
+    @retrying()
     async def add_leg(
         self,
         call_id: str,
@@ -117,6 +166,7 @@ class PgStore:
                 )
             await _event(conn, call_id, "leg", {"leg": leg, "recording": recording_name})
 
+    @retrying()
     async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> bool:
         """Close the call once and queue its processing in the same transaction.
 
@@ -143,6 +193,7 @@ class PgStore:
                 await enqueue_processing(conn, call_id)
         return True
 
+    @retrying()
     async def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
         async with self.pool.acquire() as conn:
             await _event(conn, call_id, kind, _jsonable(data))
@@ -159,6 +210,7 @@ class PgStore:
 
     # ---- agents -------------------------------------------------------------------------
 
+    @retrying()
     async def upsert_agent(
         self,
         agent_id: str,
@@ -197,11 +249,13 @@ class PgStore:
     async def agent_rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]
 
+    @retrying()
     async def set_agent_state(self, agent_id: str, state: str) -> None:
         await self.pool.execute(
             "UPDATE agents SET state = $2, state_since = now() WHERE id = $1", agent_id, state
         )
 
+    @retrying()
     async def count_no_answer(self, agent_id: str) -> None:
         await self.pool.execute(
             "UPDATE agents SET no_answer_count = no_answer_count + 1 WHERE id = $1", agent_id
@@ -228,11 +282,13 @@ class PgStore:
         )
         return [dict(r) for r in rows]
 
+    @retrying()
     async def set_status(self, call_id: str, status: str, error: str | None = None) -> None:
         await self.pool.execute(
             "UPDATE calls SET status = $2, error = $3 WHERE id = $1", call_id, status, error
         )
 
+    @retrying()
     async def save_recording_facts(
         self, call_id: str, leg: str, *, duration_s: float, sample_rate: int, size_bytes: int
     ) -> None:
@@ -246,6 +302,7 @@ class PgStore:
             size_bytes,
         )
 
+    @retrying()
     async def save_analysis(
         self,
         call_id: str,

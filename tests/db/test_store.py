@@ -10,7 +10,7 @@ import pytest
 from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Word
 from callcenter.db.connect import connect
 from callcenter.db.migrate import available_migrations, migrate
-from callcenter.db.store import PROCESS_CALL_JOB, PgStore
+from callcenter.db.store import PROCESS_CALL_JOB, PgStore, retrying
 
 
 async def _jobs(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -98,3 +98,47 @@ async def test_ticket_values_outside_the_contract_are_refused(db_pool: asyncpg.P
     bad = Ticket(category="plumbing", urgency="P2", description="")
     with pytest.raises(asyncpg.CheckViolationError):
         await store.save_analysis("c5", segments=[], ticket=bad, qa=None, qa_source="asr")
+
+
+async def test_writes_survive_the_server_dropping_every_connection(
+    db_pool: asyncpg.Pool, pg_server_dsn: str
+) -> None:
+    store = PgStore(db_pool)
+    await store.open_call("c6", caller_number="", channel_id="")
+    database = await db_pool.fetchval("SELECT current_database()")
+    admin = await asyncpg.connect(pg_server_dsn)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+    finally:
+        await admin.close()
+    await store.update_call("c6", stage="menu")
+    assert (await store.call_row("c6") or {})["stage"] == "menu"
+
+
+async def test_retrying_repeats_transient_failures_then_gives_up() -> None:
+    calls = []
+
+    @retrying(attempts=3, first_delay_s=0.01)
+    async def flaky(fail_times: int) -> str:
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise ConnectionResetError("server went away")
+        return "written"
+
+    assert await flaky(2) == "written" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ConnectionResetError):
+        await flaky(5)
+    assert len(calls) == 3
+
+    @retrying(attempts=3, first_delay_s=0.01)
+    async def wrong() -> None:
+        calls.append(1)
+        raise asyncpg.UniqueViolationError("not transient")
+
+    calls.clear()
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await wrong()
+    assert len(calls) == 1
