@@ -115,7 +115,7 @@ def _read_call(
     else:
         from callcenter.worker import model_transcribing
 
-        transcriber = model_transcribing(settings).get()
+        transcriber = model_transcribing(settings)  # loads the model only once audio is read
         if request.stereo:
             timeline, legs = transcribe_stereo(request.stereo, transcriber)
         else:

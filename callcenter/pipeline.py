@@ -40,7 +40,10 @@ class Analysis:
 
 
 class Transcribing:
-    """Lazily loaded Vosk transcriber, one per process (loading costs ~1 s)."""
+    """Lazily loaded Vosk transcriber, one per process (loading costs ~1 s).
+
+    It transcribes like the real one, loading the model on first use, so a call
+    whose audio is unreadable fails on its audio before any model is loaded."""
 
     def __init__(self, model_path: Path) -> None:
         self.model_path = model_path
@@ -53,18 +56,21 @@ class Transcribing:
             self._transcriber = Transcriber(self.model_path)
         return self._transcriber
 
+    def transcribe(self, samples: Any, rate: int, leg: str) -> list[Segment]:
+        return list(self.get().transcribe(samples, rate, leg))
+
 
 def transcribe_two_legs(
     caller_path: Path, agent_path: Path, transcriber: Any
 ) -> tuple[Timeline, dict[str, LegAudio]]:
-    legs: dict[str, LegAudio] = {}
-    segments: dict[str, list[Segment]] = {}
-    duration = 0.0
-    for leg, path in (("caller", caller_path), ("agent", agent_path)):
-        samples, rate = read_mono(path)
-        legs[leg] = _leg_audio(leg, path, len(samples), rate)
-        duration = max(duration, legs[leg].duration_s)
-        segments[leg] = transcriber.transcribe(samples, rate, leg)
+    """Both legs are read (and validated) before either is transcribed."""
+    audio = {leg: (path, *read_mono(path)) for leg, path in
+             (("caller", caller_path), ("agent", agent_path))}
+    legs = {leg: _leg_audio(leg, path, len(samples), rate)
+            for leg, (path, samples, rate) in audio.items()}
+    segments = {leg: transcriber.transcribe(samples, rate, leg)
+                for leg, (_path, samples, rate) in audio.items()}
+    duration = max(leg.duration_s for leg in legs.values())
     return build_timeline(segments["caller"], segments["agent"], duration), legs
 
 

@@ -52,7 +52,7 @@ async def process_call(
     if {"caller", "agent"} <= recordings.keys():
         paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
         timeline, legs = await asyncio.to_thread(
-            transcribe_two_legs, paths["caller"], paths["agent"], transcribing.get()
+            transcribe_two_legs, paths["caller"], paths["agent"], transcribing
         )
         for leg in legs.values():
             await store.save_recording_facts(
