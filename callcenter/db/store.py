@@ -107,15 +107,16 @@ class PgStore:
         self, call_id: str, *, caller_number: str, channel_id: str, source: str = "asterisk"
     ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            opened = await conn.fetchval(
                 "INSERT INTO calls (id, caller_number, channel_id, source) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (id) DO NOTHING",
+                " ON CONFLICT (id) DO NOTHING RETURNING id",
                 call_id,
                 caller_number,
                 channel_id,
                 source,
             )
-            await _event(conn, call_id, "opened", {"caller_number": caller_number})
+            if opened:  # opening twice (IVR, then routing) is allowed and changes nothing
+                await _event(conn, call_id, "opened", {"caller_number": caller_number})
 
     @retrying()
     async def update_call(self, call_id: str, **fields: Any) -> None:

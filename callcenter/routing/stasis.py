@@ -402,10 +402,12 @@ class RoutingApp:
             return
         if not call_id:
             call_id = uuid.uuid4().hex
-            await self.store.open_call(call_id, caller_number=caller_number, channel_id=channel_id)
             await self._ari(
                 f"set {VAR_CALL_ID} on {channel_id}", c.set_var(channel_id, VAR_CALL_ID, call_id)
             )
+        # Idempotent: normally the IVR opened the call already, but it gives the
+        # database only a moment; a call it could not record is opened here.
+        await self.store.open_call(call_id, caller_number=caller_number, channel_id=channel_id)
         call = Call(
             call_id=call_id,
             caller_channel_id=channel_id,
