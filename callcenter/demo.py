@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,11 +111,22 @@ async def run_demo(
             if keep_running:
                 print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
                 print("serving until Ctrl-C", flush=True)
-                await asyncio.Event().wait()
+                await _until_terminated()
             return summary
     finally:
-        if started_asterisk and not keep_running:
+        if started_asterisk:
             await asyncio.to_thread(box.stop)
+
+
+async def _until_terminated() -> None:
+    """Wait for SIGTERM (Ctrl-C arrives as a cancellation), so cleanup runs either way."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callcenter.audio import read_mono, read_stereo_legs
+from callcenter.audio import AudioError, read_mono, read_stereo_legs
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
 from callcenter.qa.engine import score
@@ -72,6 +72,27 @@ def transcribe_two_legs(
                 for leg, (_path, samples, rate) in audio.items()}
     duration = max(leg.duration_s for leg in legs.values())
     return build_timeline(segments["caller"], segments["agent"], duration), legs
+
+
+def transcribe_recorded_legs(
+    paths: dict[str, Path], transcriber: Any
+) -> tuple[Timeline, dict[str, LegAudio], dict[str, str]]:
+    """The worker's variant: a leg whose file is missing or corrupt is reported in
+    the third value instead of failing the call, so the rest is still analysed."""
+    audio: dict[str, tuple[Path, Any, int]] = {}
+    problems: dict[str, str] = {}
+    for leg, path in paths.items():
+        try:
+            audio[leg] = (path, *read_mono(path))
+        except AudioError as exc:
+            problems[leg] = str(exc)
+    legs = {leg: _leg_audio(leg, path, len(samples), rate)
+            for leg, (path, samples, rate) in audio.items()}
+    segments = {leg: transcriber.transcribe(samples, rate, leg)
+                for leg, (_path, samples, rate) in audio.items()}
+    duration = max((leg.duration_s for leg in legs.values()), default=0.0)
+    timeline = build_timeline(segments.get("caller", []), segments.get("agent", []), duration)
+    return timeline, legs, problems
 
 
 def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str, LegAudio]]:

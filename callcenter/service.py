@@ -52,19 +52,16 @@ async def ari_context(app: web.Application) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings) -> None:
     """``callcenter worker``: only the job consumer, until interrupted."""
-    from callcenter.db.connect import connect, create_pool
+    from callcenter.db.connect import create_pool
     from callcenter.db.migrate import prepare_database
     from callcenter.db.store import PgStore
-    from callcenter.worker import build_queue_manager, model_transcribing
+    from callcenter.worker import model_transcribing, run_supervised
 
     dsn = await prepare_database(settings)
-    conn = await connect(dsn)
     pool = await create_pool(dsn)
     transcribing = await asyncio.to_thread(model_transcribing, settings)
-    qm = build_queue_manager(conn, PgStore(pool), settings, transcribing)
     log.info("worker waiting for jobs")
     try:
-        await qm.run()
+        await run_supervised(dsn, PgStore(pool), settings, transcribing, asyncio.Event())
     finally:
         await pool.close()
-        await conn.close()

@@ -8,6 +8,7 @@ back-off and, after the last attempt, held (status 'failed') for a person.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,8 @@ from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
-from callcenter.core import CallFacts, Timeline
+from callcenter.core import CallFacts
+from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore
 from callcenter.pipeline import (
     Analysis,
@@ -28,7 +30,7 @@ from callcenter.pipeline import (
     analysis_document,
     analyze,
     prior_ticket,
-    transcribe_two_legs,
+    transcribe_recorded_legs,
 )
 from callcenter.settings import Settings
 
@@ -49,27 +51,31 @@ async def process_call(
     await store.set_status(call_id, "processing")
     recordings = await store.recordings_of(call_id)
     facts = _facts(call)
-    if {"caller", "agent"} <= recordings.keys():
-        paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
-        timeline, legs = await asyncio.to_thread(
-            transcribe_two_legs, paths["caller"], paths["agent"], transcribing
+    paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
+    timeline, legs, problems = await asyncio.to_thread(
+        transcribe_recorded_legs, paths, transcribing
+    )
+    for leg in legs.values():
+        await store.save_recording_facts(
+            call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
+            size_bytes=leg.size_bytes,
         )
-        for leg in legs.values():
-            await store.save_recording_facts(
-                call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
-                size_bytes=leg.size_bytes,
-            )
-    else:
-        timeline, legs = Timeline(segments=[], duration=0.0), {}
     prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
     ticket, qa = analyze(
         timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
         prior_tickets=[prior_ticket(p) for p in prior],
     )
+    if problems and ticket:
+        ticket.callback_required = True  # what the recording lost, a call-back recovers
     number = await store.save_analysis(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
         history=[p["id"] for p in prior],
     )
+    if problems:
+        # A bad recording is permanent: retrying cannot fix it, so keep the reason.
+        reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
+        log.warning("call %s analysed without %s", call_id, reason)
+        await store.set_status(call_id, "processed", error=reason)
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     call = await store.call_row(call_id) or call
     doc = analysis_document(
@@ -122,6 +128,41 @@ def build_queue_manager(
             raise
 
     return qm
+
+
+async def run_supervised(
+    dsn: str, store: PgStore, settings: Settings, transcribing: Transcribing,
+    stopping: asyncio.Event,
+) -> None:
+    """Consume jobs until ``stopping`` is set, starting over on a fresh connection
+    whenever the queue manager dies (a database restart kills its connection)."""
+    delay = 1.0
+    while not stopping.is_set():
+        try:
+            conn = await connect(dsn, attempts=1)
+        except DatabaseUnavailable as exc:
+            log.warning("worker: database unavailable (%s); retrying in %.0f s", exc, delay)
+        else:
+            qm = build_queue_manager(conn, store, settings, transcribing)
+            relay = asyncio.create_task(_set_when(stopping, qm.shutdown))
+            try:
+                await qm.run(shutdown_on_listener_failure=True)
+                delay = 1.0
+            except Exception:
+                log.exception("worker: job consumer failed; restarting in %.0f s", delay)
+            finally:
+                relay.cancel()
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        if not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 def model_transcribing(settings: Settings) -> Transcribing:

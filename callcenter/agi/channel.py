@@ -14,8 +14,9 @@ that already catches pyst2 errors keeps working. Everything else is written
 here: asyncio line I/O with timeouts and size limits, header parsing,
 argument quoting the way Asterisk's ``parse_args()`` reads it (double quotes
 group, a backslash escapes the next character), multi-line ``520`` usage
-responses, and typed hang-up detection (``HANGUP`` line, ``200 result=-1``,
-``511`` dead channel, EOF) as :class:`AgiHangup`.
+responses, and typed hang-up detection (``HANGUP`` line, ``511`` dead channel,
+EOF, and ``200 result=-1`` when a ``CHANNEL STATUS`` probe confirms the channel
+is gone; on a live channel that answer is a failed command) as :class:`AgiHangup`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class AgiProtocolError(AgiError):
 
 
 class AgiCommandError(AgiError):
-    """Asterisk refused a command (5xx other than 511)."""
+    """Asterisk refused a command (5xx other than 511), or it failed on a live channel."""
 
     def __init__(self, code: int, message: str, usage: str = "") -> None:
         super().__init__(f"{code} {message}")
@@ -130,6 +131,10 @@ def _digit_from_result(response: AgiResponse) -> str:
         return chr(int(response.result))
     except (ValueError, OverflowError) as exc:
         raise AgiProtocolError(f"result is not a digit: {response.line!r}") from exc
+
+
+# Asked after a "200 result=-1" to tell a hang-up from a failed command.
+PROBE_COMMAND = "CHANNEL STATUS"
 
 
 class AgiChannel:
@@ -258,9 +263,29 @@ class AgiChannel:
                 raise AgiHangup(f"connection lost: {exc}") from exc
             try:
                 async with asyncio.timeout(timeout):
-                    return await self._read_response(command)
+                    response = await self._read_response(command)
             except TimeoutError as exc:
                 raise AgiProtocolError(f"no response to {command} within {timeout} s") from exc
+            if response.result == "-1" and command != PROBE_COMMAND:
+                await self._raise_failure(command)
+            return response
+
+    async def _raise_failure(self, command: str) -> None:
+        """``200 result=-1`` means a hang-up OR a failed command on a live channel
+        (a prompt file that cannot be played answers so too). Ask which, so a
+        missing prompt goes to the error policy instead of passing for a hang-up."""
+        try:
+            async with asyncio.timeout(self.command_timeout_s):
+                self._writer.write(build_command(PROBE_COMMAND).encode("utf-8"))
+                await self._writer.drain()
+                probe = await self._read_response(PROBE_COMMAND)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            self._mark_hangup(f"{command}: result=-1, then no answer ({exc!r})")
+            raise AgiHangup(f"{command}: result=-1 and the channel is gone") from exc
+        if probe.result == "-1":
+            self._mark_hangup(f"{command}: result=-1")
+            raise AgiHangup(f"{command}: result=-1 (hang-up)")
+        raise AgiCommandError(200, f"{command}: failed (result=-1) on a live channel")
 
     async def _read_response(self, command: str) -> AgiResponse:
         while True:
@@ -274,11 +299,7 @@ class AgiChannel:
             if line:
                 break
         if line.startswith("200"):
-            response = parse_result_line(line)
-            if response.result == "-1":
-                self._mark_hangup(f"{command}: result=-1")
-                raise AgiHangup(f"{command}: result=-1 (hang-up or channel failure)")
-            return response
+            return parse_result_line(line)
         if line.startswith("511"):
             self._mark_hangup("511 dead channel")
             raise AgiHangup(f"{command}: {line}")

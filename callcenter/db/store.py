@@ -189,8 +189,9 @@ class PgStore:
             has_recordings = await conn.fetchval(
                 "SELECT count(*) FROM recordings WHERE call_id = $1", call_id
             )
-            # A caller who gave up waiting still gets a call-back ticket.
-            if has_recordings or stage in ("queue", "ringing"):
+            # Every caller who asked for service gets a ticket: one who gave up
+            # waiting gets a call-back ticket, a call whose recording failed too.
+            if has_recordings or stage in ("queue", "ringing", "conversation"):
                 await enqueue_processing(conn, call_id)
         return True
 
@@ -199,6 +200,7 @@ class PgStore:
         async with self.pool.acquire() as conn:
             await _event(conn, call_id, kind, _jsonable(data))
 
+    @retrying()
     async def active_calls(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT c.*, (SELECT json_object_agg(l.leg, l.channel_id) FROM legs l"
@@ -224,7 +226,12 @@ class PgStore:
         await self.pool.execute(
             "INSERT INTO agents (id, name, endpoint, skills, state) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, endpoint = EXCLUDED.endpoint,"
-            " skills = EXCLUDED.skills, state = EXCLUDED.state, state_since = now()",
+            " skills = EXCLUDED.skills,"
+            # Re-adding an agent who is on a call must not offer them a second one.
+            " state = CASE WHEN agents.state IN ('logged_out', 'paused') THEN EXCLUDED.state"
+            "  ELSE agents.state END,"
+            " state_since = CASE WHEN agents.state IN ('logged_out', 'paused') THEN now()"
+            "  ELSE agents.state_since END",
             agent_id,
             name,
             endpoint,
@@ -232,6 +239,7 @@ class PgStore:
             state,
         )
 
+    @retrying()
     async def agents(self) -> list[AgentInfo]:
         """Agents as routing sees them; ``state_since`` is when they became idle."""
         return [
@@ -247,6 +255,7 @@ class PgStore:
             for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")
         ]
 
+    @retrying()
     async def agent_rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]
 
@@ -264,14 +273,17 @@ class PgStore:
 
     # ---- worker side --------------------------------------------------------------------
 
+    @retrying()
     async def call_row(self, call_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow("SELECT * FROM calls WHERE id = $1", call_id)
         return dict(row) if row else None
 
+    @retrying()
     async def recordings_of(self, call_id: str) -> dict[str, dict[str, Any]]:
         rows = await self.pool.fetch("SELECT * FROM recordings WHERE call_id = $1", call_id)
         return {r["leg"]: dict(r) for r in rows}
 
+    @retrying()
     async def prior_tickets(self, phone: str, *, before_call: str) -> list[dict[str, Any]]:
         if not phone:
             return []

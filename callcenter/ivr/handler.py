@@ -57,6 +57,9 @@ from callcenter.ivr.engine import (
 log = structlog.get_logger(__name__)
 
 SINK_TIMEOUT_S = 2.0
+# Once the caller has hung up nobody waits on us: give the store time to retry
+# through a database blip, so the call row is closed rather than left open.
+FINISH_SINK_TIMEOUT_S = 15.0
 BEST_EFFORT_TIMEOUT_S = 1.0
 HANGUP_BY_CALLER = "caller"
 
@@ -176,6 +179,7 @@ class IvrCall:
             await self._notify(
                 "finish_call",
                 self.sink.finish_call(self.call_id, stage=self.stage, hangup_by=HANGUP_BY_CALLER),
+                timeout_s=max(self.sink_timeout_s, FINISH_SINK_TIMEOUT_S),
             )
             # Asterisk still accepts SET VARIABLE on a dead channel (for the h extension).
             await self._best_effort_set(VAR_IVR_RESULT, "hangup")
@@ -246,10 +250,12 @@ class IvrCall:
         await self.channel.set_variable(VAR_IVR_RESULT, "ok")
         await self.channel.hangup()
 
-    async def _notify(self, what: str, call: Awaitable[object]) -> None:
+    async def _notify(
+        self, what: str, call: Awaitable[object], *, timeout_s: float | None = None
+    ) -> None:
         """Await a sink call; a failing or slow sink is logged, never fatal."""
         try:
-            async with asyncio.timeout(self.sink_timeout_s):
+            async with asyncio.timeout(timeout_s or self.sink_timeout_s):
                 await call
         except Exception as exc:
             self.log.warning("ivr.sink_failed", method=what, stage=self.stage, error=repr(exc))

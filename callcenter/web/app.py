@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from callcenter.db.connect import connect, create_pool
+from callcenter.db.connect import create_pool
 from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
@@ -62,21 +62,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _worker(app: web.Application) -> AsyncIterator[None]:
-    from callcenter.worker import build_queue_manager, model_transcribing
+    from callcenter.worker import model_transcribing, run_supervised
 
     settings = app[SETTINGS]
     transcribing = await asyncio.to_thread(model_transcribing, settings)
-    conn = await connect(app[DSN])
-    qm = build_queue_manager(conn, app[STORE], settings, transcribing)
-    task = asyncio.create_task(qm.run(), name="worker")
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        run_supervised(app[DSN], app[STORE], settings, transcribing, stopping), name="worker"
+    )
     yield
-    qm.shutdown.set()
+    stopping.set()
     try:
         await asyncio.wait_for(task, timeout=30)
     except (TimeoutError, asyncio.CancelledError):
         task.cancel()
-    finally:
-        await conn.close()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -143,3 +143,15 @@ async def test_retrying_repeats_transient_failures_then_gives_up() -> None:
     with pytest.raises(asyncpg.UniqueViolationError):
         await wrong()
     assert len(calls) == 1
+
+
+async def test_re_adding_a_busy_agent_keeps_them_busy(db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
+    await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair"])
+    await store.set_agent_state("a1", "busy")
+    await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair", "general"])
+    (agent,) = await store.agents()
+    assert agent.state == "busy" and agent.skills == ("repair", "general")
+    await store.set_agent_state("a1", "logged_out")
+    await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair"])
+    assert (await store.agents())[0].state == "available"

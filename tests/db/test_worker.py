@@ -1,8 +1,10 @@
 """The worker against a real PostgreSQL: jobs queued at hang-up are processed,
-and a call whose recordings are unusable ends 'failed' with a reason, not lost."""
+a call whose recordings are unusable still gets its ticket (and the reason),
+and the worker outlives a database that drops its connections."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from callcenter.db.connect import connect
 from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
-from callcenter.worker import build_queue_manager
+from callcenter.worker import build_queue_manager, run_supervised
 
 
 async def _finished_call(store: PgStore, call_id: str) -> None:
@@ -35,7 +37,7 @@ async def _drain(db_dsn: str, store: PgStore, settings: Settings) -> None:
         await conn.close()
 
 
-async def test_a_corrupt_recording_fails_the_call_with_a_reason(
+async def test_corrupt_recordings_still_give_a_callback_ticket_and_a_reason(
     db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     store = PgStore(db_pool)
@@ -47,6 +49,42 @@ async def test_a_corrupt_recording_fails_the_call_with_a_reason(
     await _drain(db_dsn, store, settings)
     call = await store.call_row("bad")
     assert call is not None
-    assert call["status"] == "failed"
-    assert "caller.wav" in (call["error"] or "")
+    assert call["status"] == "processed"
+    assert "caller recording" in (call["error"] or "") and "agent recording" in call["error"]
     assert call["stage"] == "conversation"  # where it ended is kept
+    ticket = await db_pool.fetchrow("SELECT * FROM tickets WHERE call_id = 'bad'")
+    assert ticket is not None and ticket["callback_required"]
+    assert ticket["phone"] == "13900000000"
+
+
+async def test_the_worker_recovers_when_the_database_drops_its_connection(
+    db_dsn: str, db_pool: asyncpg.Pool, pg_server_dsn: str, tmp_path: Path
+) -> None:
+    store = PgStore(db_pool)
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path)
+    stopping = asyncio.Event()
+    worker = asyncio.create_task(run_supervised(
+        db_dsn, store, settings, Transcribing(Path("/nonexistent-model")), stopping))
+    try:
+        await asyncio.sleep(1.0)
+        database = await db_pool.fetchval("SELECT current_database()")
+        admin = await asyncpg.connect(pg_server_dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        finally:
+            await admin.close()
+        # A caller who gave up in the queue: processed without audio (call-back ticket).
+        await store.open_call("late", caller_number="13900000001", channel_id="z")
+        await store.update_call("late", stage="queue", queue="repair", ivr_digits="1")
+        assert await store.finish_call("late", stage="queue", hangup_by="caller")
+        deadline = asyncio.get_running_loop().time() + 60
+        while (await store.call_row("late") or {}).get("status") != "processed":
+            assert asyncio.get_running_loop().time() < deadline, "job not processed"
+            await asyncio.sleep(0.5)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(worker, 30)
+    ticket = await db_pool.fetchrow("SELECT * FROM tickets WHERE call_id = 'late'")
+    assert ticket is not None and ticket["callback_required"]

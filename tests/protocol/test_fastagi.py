@@ -455,6 +455,20 @@ async def test_hangup_while_setting_results(server: FastAgiServer, sink: MemoryC
 # -- error policy ------------------------------------------------------------
 
 
+async def test_unplayable_prompt_on_a_live_channel_is_an_error_not_a_hangup(
+    server: FastAgiServer, sink: MemoryCallSink
+) -> None:
+    # Asterisk answers "200 result=-1 endpos=0" for a prompt file it cannot open,
+    # while the caller is still there: the channel status probe tells them apart.
+    peer = await run_call(server, FakeAsterisk(plan=["raw:200 result=-1 endpos=0"]))
+    assert "CHANNEL" in peer.names()  # the fake names commands by their first word(s)
+    assert peer.fallback_sent()
+    assert peer.vars_set()[VAR_IVR_RESULT] == "error"
+    row = only_call(sink)[1]
+    assert not row.get("finished")  # not recorded as a caller hang-up
+    await assert_still_serves(server)
+
+
 async def test_handler_exception_sends_caller_to_safe_context(server: FastAgiServer) -> None:
     peer = await run_call(server, FakeAsterisk(), default_env("boom"))
     assert peer.names() == ["ANSWER", "SET CONTEXT", "SET EXTENSION", "SET PRIORITY"]
