@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import sys
@@ -54,6 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"callcenter: {exc.strerror or exc} (is another callcenter already running? "
+              "see CALLCENTER_WEB_PORT / CALLCENTER_AGI_PORT)", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
