@@ -1,7 +1,9 @@
 """A small asyncio client for the Asterisk REST Interface (ARI, Asterisk 22).
 
 REST: ``get``/``post``/``delete`` return the decoded JSON (or None for an empty
-reply) and raise ``AriNotFound`` on 404 and ``AriError`` on any other HTTP error.
+reply) and raise ``AriNotFound`` on 404, ``AriError`` on any other HTTP error and
+``AriUnavailable`` (an ``AriError`` with status 0) when no answer came back at all
+(connection refused or reset, timeout): callers need to catch ``AriError`` only.
 A 404 on a channel operation is normal in telephony (the channel hung up a
 moment ago): callers catch ``AriNotFound``; the convenience methods that are
 typically used on vanishing channels (hangup, stop_recording...) do it already.
@@ -45,6 +47,14 @@ class AriError(Exception):
 
 class AriNotFound(AriError):
     """404: the channel, bridge, recording or variable does not exist (any more)."""
+
+
+class AriUnavailable(AriError):
+    """No HTTP answer at all (connection refused or reset, timeout): status 0."""
+
+
+# What aiohttp raises when no HTTP status came back (asyncio.TimeoutError is TimeoutError).
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 def _seg(value: str) -> str:
@@ -100,6 +110,11 @@ class AriClient:
     # ---- lifecycle ------------------------------------------------------------------------
 
     @property
+    def connected(self) -> bool:
+        """Whether the events websocket is connected right now."""
+        return self._ws is not None and not self._ws.closed
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
@@ -140,18 +155,21 @@ class AriClient:
     ) -> Json:
         """``path`` is relative to /ari, e.g. ``/channels``; returns decoded JSON or None."""
         url = f"{self.base_url}/ari{path}"
-        async with self.session.request(method, url, params=_params(params), json=body) as resp:
-            text = await resp.text()
-            if resp.status == 404:
-                raise AriNotFound(resp.status, method, path, text)
-            if resp.status >= 400:
-                raise AriError(resp.status, method, path, text)
-            if not text.strip():
-                return None
-            try:
-                return json.loads(text)
-            except ValueError:
-                return text
+        try:
+            async with self.session.request(method, url, params=_params(params), json=body) as resp:
+                status, text = resp.status, await resp.text()
+        except TRANSPORT_ERRORS as exc:
+            raise AriUnavailable(0, method, path, f"{type(exc).__name__}: {exc}") from exc
+        if status == 404:
+            raise AriNotFound(status, method, path, text)
+        if status >= 400:
+            raise AriError(status, method, path, text)
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
 
     async def get(self, path: str, **params: Any) -> Json:
         return await self.request("GET", path, params=params)
@@ -350,7 +368,7 @@ class AriClient:
                         elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                             break
                     log.warning("ARI events websocket closed")
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 log.warning("ARI events connection failed: %s", exc)
             finally:
                 self._ws = None

@@ -13,7 +13,12 @@ Call flow (the dialplan contract, see callcenter/constants.py):
 4. No answer: next agent; nobody free: the caller keeps waiting until an agent
    frees up (wrap-up end, ``agents_changed()``, or the periodic re-dispatch).
 5. Whoever hangs up first: the other side is hung up, recordings stopped, the
-   bridge destroyed, and ``store.finish_call`` called exactly once.
+   bridge destroyed (each step on its own: one failing does not stop the next),
+   and ``store.finish_call`` called until it succeeds once (back-off retries).
+6. A failed store write never strands a caller: offers are persisted before they
+   ring; a queued or answered call whose write failed is served anyway and
+   written again later. Reconcile (after every websocket connection, retried
+   when it fails) re-drives calls, IVR-stage rows and agent states.
 
 All ARI events and internal timers go through one asyncio queue and are handled
 one at a time, so handlers never interleave. ``EVENT_HANDLERS`` (built in
@@ -53,7 +58,7 @@ from callcenter.routing.policy import (
     pick_agent,
     queue_stats,
 )
-from callcenter.routing.store import ROUTING_STAGES, RoutingStore
+from callcenter.routing.store import IVR_STAGES, ROUTING_STAGES, RoutingStore
 
 log = logging.getLogger("callcenter.routing")
 
@@ -94,8 +99,8 @@ class CallState(StrEnum):
     QUEUED = "queued"  # caller waiting, no agent ringing
     RINGING = "ringing"  # an agent channel was originated for this call
     CONVERSATION = "conversation"  # agent answered; bridged (or being bridged)
-    ENDING = "ending"  # hung up; waiting for recordings to close
-    FINISHED = "finished"  # finish_call done
+    ENDING = "ending"  # hung up; waiting for recordings to close (or finish_call to succeed)
+    FINISHED = "finished"  # finish_call succeeded
 
 
 # The store's stage for each live state.
@@ -129,7 +134,13 @@ class Call:
     bridged_flag_set: bool = False
     end_stage: str | None = None
     hangup_by: str | None = None
+    answered_at: datetime | None = None
+    unsaved: bool = False  # a store write failed: the whole call is written again later
+    store_failures: int = 0  # consecutive failed store writes (back-off of the retries)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def pending_timers(self) -> bool:
+        return any(not handle.cancelled() for handle in self.timers.values())
 
     def waiting(self) -> WaitingCall:
         return WaitingCall(
@@ -168,6 +179,8 @@ class RoutingApp:
         redispatch_interval_s: float = 3.0,
         recording_settle_s: float = 2.0,
         bridged_flag_timeout_s: float = 3.0,
+        retry_s: float = 1.0,
+        retry_max_s: float = 30.0,
         moh_class: str | None = None,
     ) -> None:
         self.client = client
@@ -178,6 +191,8 @@ class RoutingApp:
         self.redispatch_interval_s = redispatch_interval_s
         self.recording_settle_s = recording_settle_s
         self.bridged_flag_timeout_s = bridged_flag_timeout_s
+        self.retry_s = retry_s  # first back-off of failed store writes and reconciles
+        self.retry_max_s = retry_max_s
         self.moh_class = moh_class
 
         self._calls: dict[str, Call] = {}
@@ -186,8 +201,9 @@ class RoutingApp:
         self._agents: dict[str, AgentInfo] = {}  # last known, for snapshot()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._wrap_ups: dict[str, asyncio.TimerHandle] = {}  # agent id -> wrap-up end
         self._running = False
-        self.reconciles = 0  # completed reconciliations (one per websocket connection)
+        self.reconciles = 0  # successful reconciliations (one per websocket connection)
         self.handled = 0  # events handled
 
         # The one table of subscriptions: ARI event types (and internal Cc* events).
@@ -203,7 +219,9 @@ class RoutingApp:
             "CcConnected": self._on_connected,
             "CcRingTimeout": self._on_ring_timeout,
             "CcBridgedTimeout": self._on_bridged_timeout,
-            "CcRecordingsSettled": self._on_recordings_settled,
+            "CcRecordingsSettled": self._on_finish_due,
+            "CcFinishRetry": self._on_finish_due,
+            "CcSaveRetry": self._on_save_retry,
             "CcWrapUpDone": self._on_wrap_up_done,
             "CcDispatch": self._on_dispatch,
         }
@@ -265,6 +283,7 @@ class RoutingApp:
                 "conversation": sum(1 for c in live if c.state == CallState.CONVERSATION),
             },
             "agents": {a.id: a.state for a in self._agents.values()},
+            "connected": self.client.connected,
         }
 
     def call_state(self, call_id: str) -> CallState | None:
@@ -305,6 +324,10 @@ class RoutingApp:
         self._timers.add(handle)
         return handle
 
+    def _backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1, 2, ...): doubling, capped."""
+        return min(self.retry_max_s, self.retry_s * 2 ** max(0, attempt - 1))
+
     def _cancel(self, call: Call, name: str) -> None:
         handle = call.timers.pop(name, None)
         if handle is not None:
@@ -335,6 +358,15 @@ class RoutingApp:
         except AriError as exc:
             log.warning("%s: %s", what, exc)
         return None
+
+    async def _safe(self, what: str, step: Awaitable[Any]) -> Any:
+        """One clean-up step that must not stop the next: like ``_ari``, and any other
+        failure (the store down) is logged too; returns None then."""
+        try:
+            return await self._ari(what, step)
+        except Exception as exc:
+            log.warning("%s failed: %r", what, exc, exc_info=True)
+            return None
 
     def _index(self, channel_id: str, call_id: str, role: str) -> None:
         self._by_channel[channel_id] = (call_id, role)
@@ -405,9 +437,6 @@ class RoutingApp:
             await self._ari(
                 f"set {VAR_CALL_ID} on {channel_id}", c.set_var(channel_id, VAR_CALL_ID, call_id)
             )
-        # Idempotent: normally the IVR opened the call already, but it gives the
-        # database only a moment; a call it could not record is opened here.
-        await self.store.open_call(call_id, caller_number=caller_number, channel_id=channel_id)
         call = Call(
             call_id=call_id,
             caller_channel_id=channel_id,
@@ -417,6 +446,13 @@ class RoutingApp:
             priority=priority,
             queued_at=_now(),
         )
+        # Idempotent: normally the IVR opened the call already, but it gives the
+        # database only a moment; a call it could not record is opened here. If the
+        # store is down the caller is queued all the same and the call written later.
+        try:
+            await self.store.open_call(call_id, caller_number=caller_number, channel_id=channel_id)
+        except Exception as exc:
+            self._save_later(call, "open_call", exc)
         log.info("call %s queued (%s, %s, priority %d)", call_id, kind, queue, priority)
         await self._enqueue(call, answer=channel.get("state") != "Up")
 
@@ -424,20 +460,64 @@ class RoutingApp:
         self._calls[call.call_id] = call
         self._index(call.caller_channel_id, call.call_id, "caller")
         call.state = CallState.QUEUED
-        await self.store.update_call(
-            call.call_id,
-            stage="queue",
-            queue=call.queue,
-            priority=call.priority,
-            channel_id=call.caller_channel_id,
-            queued_at=call.queued_at,
-        )
+        try:
+            await self.store.update_call(
+                call.call_id,
+                stage="queue",
+                queue=call.queue,
+                priority=call.priority,
+                channel_id=call.caller_channel_id,
+                queued_at=call.queued_at,
+            )
+        except Exception as exc:
+            self._save_later(call, "queue", exc)
         if answer:
             await self._ari(
                 f"answer {call.caller_channel_id}", self.client.answer(call.caller_channel_id)
             )
         await self._start_waiting_audio(call)
         await self._dispatch()
+
+    # ---- store writes retried later -------------------------------------------------------
+
+    def _save_later(self, call: Call, what: str, exc: BaseException) -> None:
+        """A write of a live call failed: keep serving it and write it all again later."""
+        call.unsaved = True
+        call.store_failures += 1
+        if "save" in call.timers and not call.timers["save"].cancelled():
+            return
+        delay = self._backoff(call.store_failures)
+        log.warning("call %s: store %s failed (%r); again in %.1fs", call.call_id, what, exc, delay)
+        call.timers["save"] = self._later(delay, {"type": "CcSaveRetry", "call_id": call.call_id})
+
+    async def _save_call(self, call: Call, stage: str) -> None:
+        """Write the whole call (idempotent): the row, then its routing fields."""
+        await self.store.open_call(
+            call.call_id, caller_number=call.caller_number, channel_id=call.caller_channel_id
+        )
+        fields: dict[str, Any] = {"answered_at": call.answered_at} if call.answered_at else {}
+        await self.store.update_call(
+            call.call_id,
+            stage=stage,
+            queue=call.queue,
+            priority=call.priority,
+            channel_id=call.caller_channel_id,
+            queued_at=call.queued_at,
+            agent_id=call.agent_id,
+            **fields,
+        )
+        call.unsaved = False
+        call.store_failures = 0
+
+    async def _on_save_retry(self, event: Event) -> None:
+        call = self._calls.get(str(event.get("call_id")))
+        if call is None or call.state not in STAGE_OF:
+            return  # ended meanwhile: _finish writes an unsaved call first
+        call.timers.pop("save", None)
+        try:
+            await self._save_call(call, STAGE_OF[call.state])
+        except Exception as exc:
+            self._save_later(call, "write", exc)
 
     async def _start_waiting_audio(self, call: Call) -> None:
         ch = call.caller_channel_id
@@ -506,33 +586,37 @@ class RoutingApp:
 
     async def _offer(self, call: Call, agent: AgentInfo) -> None:
         channel_id = agent_channel_id(call.call_id)
+        # Persisted first: if the store fails the call stays queued (the periodic
+        # re-dispatch offers it again), never "ringing" with nobody ringing.
+        await self.store.update_call(call.call_id, stage="ringing", agent_id=agent.id)
         call.state = CallState.RINGING
         call.agent_id = agent.id
         call.agent_channel_id = channel_id
         call.agent_in_stasis = False
         self._index(channel_id, call.call_id, "agent")
-        await self.store.update_call(call.call_id, stage="ringing", agent_id=agent.id)
-        await self._set_agent(agent.id, "ringing")
+        # Armed before anything else can fail: whatever happens next, the offer ends.
+        call.timers["ring"] = self._later(
+            self.ring_timeout_s + self.ring_grace_s,
+            {"type": "CcRingTimeout", "call_id": call.call_id, "channel_id": channel_id},
+        )
         log.info("call %s: ringing agent %s (%s)", call.call_id, agent.id, agent.endpoint)
-        number = call.caller_number
         try:
-            await self.client.originate(
-                agent.endpoint,
-                app_args=f"{ARG_AGENT},{call.call_id}",
-                timeout_s=self.ring_timeout_s,
-                caller_id=f'"{call.queue}" <{number}>' if number else None,
-                variables={VAR_CALL_ID: call.call_id, VAR_CALLER_CHANNEL: call.caller_channel_name},
-                channel_id=channel_id,
-            )
-        except AriError as exc:
-            log.warning("call %s: originate to %s failed: %s", call.call_id, agent.id, exc)
+            await self._set_agent(agent.id, "ringing")
+            await self._originate(call, agent, channel_id)
+        except Exception as exc:
+            log.warning("call %s: offer to %s failed: %r", call.call_id, agent.id, exc)
             await self._agent_not_answering(call, hang_up=False)
-            return
-        if call.state == CallState.RINGING and call.agent_channel_id == channel_id:
-            call.timers["ring"] = self._later(
-                self.ring_timeout_s + self.ring_grace_s,
-                {"type": "CcRingTimeout", "call_id": call.call_id, "channel_id": channel_id},
-            )
+
+    async def _originate(self, call: Call, agent: AgentInfo, channel_id: str) -> None:
+        number = call.caller_number
+        await self.client.originate(
+            agent.endpoint,
+            app_args=f"{ARG_AGENT},{call.call_id}",
+            timeout_s=self.ring_timeout_s,
+            caller_id=f'"{call.queue}" <{number}>' if number else None,
+            variables={VAR_CALL_ID: call.call_id, VAR_CALLER_CHANNEL: call.caller_channel_name},
+            channel_id=channel_id,
+        )
 
     async def _agent_not_answering(self, call: Call, *, hang_up: bool) -> None:
         """The offer to the ringing agent failed: count it, free the agent, re-queue."""
@@ -597,11 +681,15 @@ class RoutingApp:
         assert call.agent_id is not None and call.agent_channel_id is not None
         self._cancel(call, "ring")
         call.state = CallState.CONVERSATION
+        call.answered_at = _now()
         agent_id, agent_ch, caller_ch = call.agent_id, call.agent_channel_id, call.caller_channel_id
-        await self.store.update_call(
-            call.call_id, stage="conversation", answered_at=_now(), agent_id=agent_id
-        )
-        await self._set_agent(agent_id, "busy")
+        try:  # the agent answered: bridge them even if the store is down right now
+            await self.store.update_call(
+                call.call_id, stage="conversation", answered_at=call.answered_at, agent_id=agent_id
+            )
+        except Exception as exc:
+            self._save_later(call, "conversation", exc)
+        await self._safe(f"agent {agent_id} busy", self._set_agent(agent_id, "busy"))
         log.info("call %s: agent %s answered", call.call_id, agent_id)
         await self._stop_waiting_audio(call)
         try:
@@ -712,52 +800,80 @@ class RoutingApp:
             log.debug("call %s: snoop %s ended early", call.call_id, channel_id)
 
     async def _end_call(self, call: Call, *, hangup_by: str | None) -> None:
-        """Finish a live call: store first, then hang up what is left, then finish_call
-        once the recordings closed (or after recording_settle_s)."""
-        stage = STAGE_OF[call.state]
-        call.end_stage = stage
-        call.hangup_by = hangup_by
+        """Finish a live call. Every clean-up step stands alone (one failing does not
+        stop the next); finish_call follows once the recordings closed (or after
+        recording_settle_s), whatever happened in between."""
         was = call.state
+        call.end_stage = STAGE_OF[was]
+        call.hangup_by = hangup_by
         call.state = CallState.ENDING
         for name in list(call.timers):
             self._cancel(call, name)
-        log.info("call %s: ended in %s, hangup by %s", call.call_id, stage, hangup_by)
-        if hangup_by is not None:
-            await self.store.update_call(call.call_id, hangup_by=hangup_by)
+        log.info("call %s: ended in %s, hangup by %s", call.call_id, call.end_stage, hangup_by)
+        try:
+            if hangup_by is not None:
+                await self._safe(
+                    f"call {call.call_id}: store hangup_by",
+                    self.store.update_call(call.call_id, hangup_by=hangup_by),
+                )
+            await self._release_agent(call, was)
+            await self._clean_up(call, skip={hangup_by})
+        finally:
+            await self._finish_when_settled(call)
+        await self._after_end(call.agent_id, was)
+
+    async def _release_agent(self, call: Call, was: CallState) -> None:
         agent_id = call.agent_id
         if agent_id and was == CallState.CONVERSATION:
-            await self._set_agent(agent_id, "wrap_up", only_from=("busy", "ringing"))
+            step = self._set_agent(agent_id, "wrap_up", only_from=("busy", "ringing"))
         elif agent_id and was == CallState.RINGING:
-            await self._set_agent(agent_id, "available", only_from=("ringing",))
-        # ARI clean-up; every step tolerates channels that are already gone.
+            step = self._set_agent(agent_id, "available", only_from=("ringing",))
+        else:
+            return
+        await self._safe(f"call {call.call_id}: release agent {agent_id}", step)
+
+    async def _clean_up(
+        self, call: Call, *, skip: set[str | None], live: dict[str, Any] | None = None
+    ) -> None:
+        """Stop the recordings, hang up what is left (not the ``skip`` roles, and
+        with ``live`` only channels in it), destroy the bridge; each step tolerant."""
         for name in call.recordings.values():
             if name in call.recordings_live:
-                await self._ari(f"stop {name}", self.client.stop_recording(name))
-        for snoop_id in call.snoops.values():
-            await self._ari(f"hangup {snoop_id}", self.client.hangup(snoop_id))
-        if hangup_by != "caller":
-            await self._ari(
-                f"hangup {call.caller_channel_id}", self.client.hangup(call.caller_channel_id)
-            )
-        if call.agent_channel_id and hangup_by != "agent":
-            await self._ari(
-                f"hangup {call.agent_channel_id}", self.client.hangup(call.agent_channel_id)
-            )
+                await self._safe(f"stop {name}", self.client.stop_recording(name))
+        channels: list[tuple[str | None, str]] = [(ch, "snoop") for ch in call.snoops.values()]
+        channels += [(call.caller_channel_id, "caller"), (call.agent_channel_id, "agent")]
+        for channel_id, role in channels:
+            if channel_id and role not in skip and (live is None or channel_id in live):
+                await self._safe(f"hangup {channel_id}", self.client.hangup(channel_id))
         if call.bridge_id:
-            await self._ari(f"destroy {call.bridge_id}", self.client.destroy_bridge(call.bridge_id))
+            bridge = call.bridge_id
+            await self._safe(f"destroy {bridge}", self.client.destroy_bridge(bridge))
+
+    async def _finish_when_settled(self, call: Call) -> None:
         if call.recordings_live:
             call.timers["settle"] = self._later(
                 self.recording_settle_s, {"type": "CcRecordingsSettled", "call_id": call.call_id}
             )
         else:
             await self._finish(call)
+
+    async def _after_end(self, agent_id: str | None, was: CallState) -> None:
         if agent_id and was == CallState.CONVERSATION:
             if self.wrap_up_s <= 0:
-                await self._wrap_up_done(agent_id)
+                await self._safe(f"wrap-up end {agent_id}", self._wrap_up_done(agent_id))
             else:
-                self._later(self.wrap_up_s, {"type": "CcWrapUpDone", "agent_id": agent_id})
+                self._arm_wrap_up(agent_id, self.wrap_up_s)
         elif agent_id and was == CallState.RINGING:
-            await self._dispatch(agent_freed=agent_id)
+            await self._safe("dispatch", self._dispatch(agent_freed=agent_id))
+
+    def _arm_wrap_up(self, agent_id: str, delay: float) -> None:
+        old = self._wrap_ups.pop(agent_id, None)
+        if old is not None:
+            old.cancel()
+            self._timers.discard(old)
+        self._wrap_ups[agent_id] = self._later(
+            delay, {"type": "CcWrapUpDone", "agent_id": agent_id}
+        )
 
     async def _on_recording_done(self, event: Event) -> None:
         recording = event.get("recording") or {}
@@ -771,19 +887,34 @@ class RoutingApp:
         if call.state == CallState.ENDING and not call.recordings_live:
             await self._finish(call)
 
-    async def _on_recordings_settled(self, event: Event) -> None:
+    async def _on_finish_due(self, event: Event) -> None:
+        """Recordings settled, or a failed finish_call is due again."""
         call = self._calls.get(str(event.get("call_id")))
         if call is not None and call.state == CallState.ENDING:
-            call.timers.pop("settle", None)
             await self._finish(call)
 
     async def _finish(self, call: Call) -> None:
+        """finish_call; FINISHED only once it succeeded, else again after a back-off."""
         if call.state == CallState.FINISHED:
             return
-        call.state = CallState.FINISHED
         self._cancel(call, "settle")
+        self._cancel(call, "finish")
         assert call.end_stage is not None
-        await self.store.finish_call(call.call_id, stage=call.end_stage, hangup_by=call.hangup_by)
+        try:
+            if call.unsaved:  # its row may not even exist yet
+                await self._save_call(call, call.end_stage)
+            await self.store.finish_call(
+                call.call_id, stage=call.end_stage, hangup_by=call.hangup_by
+            )
+        except Exception as exc:
+            call.store_failures += 1
+            delay = self._backoff(call.store_failures)
+            log.warning("call %s: finish failed (%r); again in %.1fs", call.call_id, exc, delay)
+            call.timers["finish"] = self._later(
+                delay, {"type": "CcFinishRetry", "call_id": call.call_id}
+            )
+            return
+        call.state = CallState.FINISHED
         self._forget(call)
 
     def _forget(self, call: Call) -> None:
@@ -795,7 +926,9 @@ class RoutingApp:
             self._by_recording.pop(name, None)
 
     async def _on_wrap_up_done(self, event: Event) -> None:
-        await self._wrap_up_done(str(event.get("agent_id")))
+        agent_id = str(event.get("agent_id"))
+        self._wrap_ups.pop(agent_id, None)
+        await self._wrap_up_done(agent_id)
 
     async def _wrap_up_done(self, agent_id: str) -> None:
         await self._set_agent(agent_id, "available", only_from=("wrap_up",))
@@ -804,61 +937,122 @@ class RoutingApp:
     # ---- reconnect / restart --------------------------------------------------------------
 
     async def _on_connected(self, event: Event) -> None:
+        attempt = int(event.get("attempt") or 0)
         try:
             await self._reconcile()
-        finally:
-            self.reconciles += 1
+        except Exception as exc:
+            # Not done: try again (a reconnect in between simply reconciles as well).
+            delay = self._backoff(attempt + 1)
+            log.warning("reconcile failed (%r); again in %.1fs", exc, delay, exc_info=True)
+            self._later(delay, {"type": "CcConnected", "attempt": attempt + 1})
+            return
+        self.reconciles += 1
 
     async def _reconcile(self) -> None:
-        """Align memory and store with the channels Asterisk really has."""
-        try:
-            channels = await self.client.list_channels()
-        except AriError as exc:
-            log.warning("reconcile: cannot list channels: %s", exc)
-            return
-        live = {str(ch.get("id")): ch for ch in channels}
+        """Align memory and store with the channels Asterisk really has. Raises when
+        it could not finish (the caller retries it)."""
+        tracked = set(self._calls)
+        # Rows before channels: a row names a channel that existed before it was
+        # written, so a caller the IVR opens meanwhile is never taken for gone.
+        rows = await self.store.active_calls()
+        live = {str(ch.get("id")): ch for ch in await self.client.list_channels()}
         await self._load_agents()
-
-        # 1. Calls we track whose channels vanished while events were not arriving.
+        # 1. Calls we track whose channels vanished (or changed) while events were lost.
         for call in list(self._calls.values()):
-            if call.state not in STAGE_OF:
-                continue
-            caller_alive = call.caller_channel_id in live
-            agent_alive = bool(call.agent_channel_id) and call.agent_channel_id in live
-            if call.state == CallState.RINGING and not agent_alive and caller_alive:
-                await self._agent_not_answering(call, hang_up=False)
-                continue
-            if not caller_alive:
-                await self._end_call(call, hangup_by=None if not agent_alive else "caller")
-            elif call.state == CallState.CONVERSATION and not agent_alive:
-                await self._end_call(call, hangup_by="agent")
-
+            await self._reconcile_call(call, live)
         # 2. Calls the store has open but we do not track (we restarted).
-        for row in await self.store.active_calls():
+        for row in rows:
             call_id = str(row.get("call_id") or row.get("id") or "")
-            stage = str(row.get("stage") or "")
-            if not call_id or stage not in ROUTING_STAGES or call_id in self._calls:
-                continue
-            await self._adopt_row(row, call_id, stage, live)
-
-        # 3. Channels in our app we know nothing about.
+            if call_id and call_id not in tracked and call_id not in self._calls:
+                await self._reconcile_row(row, call_id, live)
+        # 3. Agents whose state no call of ours explains any more.
+        await self._reconcile_agents()
+        # 4. Channels in our app we know nothing about.
         for channel_id, ch in live.items():
-            if channel_id in self._by_channel:
-                continue
-            dialplan = ch.get("dialplan") or {}
-            if dialplan.get("app_name") != "Stasis":
-                continue
-            parts = str(dialplan.get("app_data") or "").split(",")
-            if parts[0] != self.client.app:
-                continue
-            kind = parts[1] if len(parts) > 1 else ARG_INBOUND
-            if kind in (ARG_INBOUND, ARG_FALLBACK):
-                log.info("reconcile: adopting waiting caller %s", channel_id)
-                await self._caller_entered(ch, kind)
-            else:
-                # An agent or snoop channel of a call that no longer exists.
-                log.info("reconcile: hanging up orphan %s (%s)", channel_id, parts[1:])
-                await self.client.hangup(channel_id)
+            if channel_id not in self._by_channel:
+                await self._adopt_channel(channel_id, ch)
+        await self._dispatch()
+
+    async def _reconcile_call(self, call: Call, live: dict[str, dict[str, Any]]) -> None:
+        if call.state == CallState.ENDING:
+            if not call.pending_timers():  # nothing left that would finish it
+                log.info("reconcile: call %s stuck ending: finishing", call.call_id)
+                await self._clean_up(call, skip=set(), live=live)
+                await self._finish(call)
+            return
+        if call.state not in STAGE_OF:
+            return
+        caller_alive = call.caller_channel_id in live
+        agent_ch = live.get(call.agent_channel_id or "")
+        if call.state == CallState.RINGING and caller_alive:
+            if agent_ch is None:
+                await self._agent_not_answering(call, hang_up=False)
+            elif agent_ch.get("state") == "Up" and self._stasis_args(agent_ch) is not None:
+                log.info("reconcile: agent of %s answered meanwhile", call.call_id)
+                call.agent_in_stasis = True
+                await self._connect(call)
+            return
+        if not caller_alive:
+            await self._end_call(call, hangup_by=None if agent_ch is None else "caller")
+        elif call.state == CallState.CONVERSATION and agent_ch is None:
+            await self._end_call(call, hangup_by="agent")
+
+    async def _reconcile_row(
+        self, row: dict[str, Any], call_id: str, live: dict[str, dict[str, Any]]
+    ) -> None:
+        stage = str(row.get("stage") or "")
+        if stage in ROUTING_STAGES:
+            await self._adopt_row(row, call_id, stage, live)
+        elif stage in IVR_STAGES and str(row.get("channel_id") or "") not in live:
+            # Hung up inside the IVR while we were away (a live one is the IVR's).
+            log.info("reconcile: call %s gone in the IVR (%s): finishing", call_id, stage)
+            await self.store.finish_call(call_id, stage=stage, hangup_by=None)
+
+    async def _reconcile_agents(self) -> None:
+        """Wrap-ups whose timer died with a restart end; ringing/busy agents without a
+        call of ours are available again."""
+        ours = {
+            c.agent_id
+            for c in self._calls.values()
+            if c.agent_id and c.state in (CallState.RINGING, CallState.CONVERSATION)
+        }
+        now = _now()
+        for agent in await self._load_agents():
+            if agent.state in ("busy", "ringing") and agent.id not in ours:
+                log.info("reconcile: agent %s %s without a call", agent.id, agent.state)
+                await self._set_agent(agent.id, "available", only_from=(agent.state,))
+            elif agent.state == "wrap_up" and not self._wrap_up_pending(agent.id):
+                since = agent.idle_since or now
+                left = self.wrap_up_s - (now - since).total_seconds()
+                if left <= 0:
+                    await self._set_agent(agent.id, "available", only_from=("wrap_up",))
+                else:
+                    self._arm_wrap_up(agent.id, left)
+
+    def _wrap_up_pending(self, agent_id: str) -> bool:
+        handle = self._wrap_ups.get(agent_id)
+        return handle is not None and not handle.cancelled()
+
+    def _stasis_args(self, ch: dict[str, Any]) -> list[str] | None:
+        """The Stasis arguments of a channel in our app, or None when it is not in it."""
+        dialplan = ch.get("dialplan") or {}
+        if dialplan.get("app_name") != "Stasis":
+            return None
+        parts = str(dialplan.get("app_data") or "").split(",")
+        return parts[1:] if parts[0] == self.client.app else None
+
+    async def _adopt_channel(self, channel_id: str, ch: dict[str, Any]) -> None:
+        args = self._stasis_args(ch)
+        if args is None:
+            return
+        kind = args[0] if args else ARG_INBOUND
+        if kind in (ARG_INBOUND, ARG_FALLBACK):
+            log.info("reconcile: adopting waiting caller %s", channel_id)
+            await self._caller_entered(ch, kind)
+        else:
+            # An agent or snoop channel of a call that no longer exists.
+            log.info("reconcile: hanging up orphan %s (%s)", channel_id, args)
+            await self.client.hangup(channel_id)
 
     async def _adopt_row(
         self, row: dict[str, Any], call_id: str, stage: str, live: dict[str, dict[str, Any]]

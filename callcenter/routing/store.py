@@ -29,9 +29,13 @@ ROUTING_CALL_FIELDS = frozenset(
     }
 )
 
-# Stages the routing app owns; active_calls rows in other stages (greeting, menu)
-# belong to the IVR and are left alone by reconcile.
+# Stages the routing app owns (it re-adopts or finishes such calls on reconcile).
 ROUTING_STAGES = ("queue", "ringing", "conversation")
+# Stages of a caller still inside the IVR: reconcile leaves such a call alone while
+# its channel lives, and finishes it (the caller hung up while we were away) when not.
+IVR_STAGES = ("greeting", "menu")
+# The stages of an unfinished call that active_calls returns.
+ACTIVE_STAGES = IVR_STAGES + ROUTING_STAGES
 
 
 class RoutingStore(Protocol):
@@ -74,8 +78,9 @@ class RoutingStore(Protocol):
         """Count one unanswered offer (ring timeout, busy, unreachable) for the agent."""
 
     async def active_calls(self) -> list[dict[str, Any]]:
-        """Calls not finished yet, as rows with at least: ``id`` (the call id),
-        ``stage``, ``channel_id`` (caller's), ``queue``, ``priority``, ``queued_at``,
+        """Calls not finished yet whose stage is one of ``ACTIVE_STAGES`` (IVR stages
+        included), as rows with at least: ``id`` (the call id), ``stage``,
+        ``channel_id`` (caller's), ``queue``, ``priority``, ``queued_at``,
         ``agent_id``, ``caller_number``; optional ``leg_channels`` ({leg: channel id},
         dict or JSON text) and ``hangup_by``."""
         ...
@@ -179,7 +184,7 @@ class MemoryRoutingStore:
                 "leg_channels": {leg: d["channel_id"] for leg, d in c.legs.items()},
             }
             for c in self.calls.values()
-            if not c.finished
+            if not c.finished and c.stage in ACTIVE_STAGES
         ]
 
     # agents -----------------------------------------------------------------------------

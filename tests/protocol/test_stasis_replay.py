@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import pytest
 from aiohttp import WSMsgType, web
 
-from callcenter.ari.client import AriClient, AriError, AriNotFound
+from callcenter.ari.client import AriClient, AriError, AriNotFound, AriUnavailable
 from callcenter.routing.policy import AgentInfo
 from callcenter.routing.stasis import RoutingApp, recording_name
 from callcenter.routing.store import MemoryRoutingStore
@@ -46,8 +46,10 @@ class FakeAri:
     bridges: dict[str, dict[str, Any]] = field(default_factory=dict)
     live_recordings: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Req] = field(default_factory=list)
-    # (method or "*", regex on the decoded path, status): answered before the model.
+    # (method or "*", regex on the decoded path, status): answered before the model;
+    # status 0 drops the connection without an answer (a transport error).
     fail_rules: list[tuple[str, str, int]] = field(default_factory=list)
+    delay_s: float = 0.0  # every REST answer waits this long (client timeouts)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connections: int = 0
     ws_auth: list[dict[str, str]] = field(default_factory=list)
@@ -137,8 +139,14 @@ class FakeAri:
             body = json.loads(text) if text else None
         req = Req(request.method, path, dict(request.query), body, raw)
         self.requests.append(req)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         for method, pattern, status in self.fail_rules:
             if method in ("*", request.method) and re.search(pattern, path):
+                if status == 0:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    raise ConnectionResetError("dropped by the fake")
                 return web.json_response({"message": "Channel not found"}, status=status)
         if request.headers.get("Authorization") is None:
             return web.json_response({"message": "Authentication required"}, status=401)
@@ -792,3 +800,239 @@ async def test_client_errors_are_typed(fake: FakeAri):
         assert await client.list_channels() == []
     finally:
         await client.close()
+
+
+# ---- failures the service must survive (review findings) ------------------------------------
+
+
+class FlakyStore(MemoryRoutingStore):
+    """A MemoryRoutingStore whose chosen writes fail for a while (a database outage).
+
+    ``fail(method, times, when)`` makes the next ``times`` calls of ``method`` whose
+    keyword arguments satisfy ``when`` raise ConnectionError before doing anything.
+    """
+
+    def __init__(self, agents: list[AgentInfo] | None = None) -> None:
+        super().__init__(agents)
+        self.failures: list[list[Any]] = []  # [method, times left, predicate]
+        self.failed: list[str] = []
+
+    def fail(
+        self, method: str, times: int = 1, when: Callable[[dict[str, Any]], bool] | None = None
+    ) -> None:
+        self.failures.append([method, times, when or (lambda _kw: True)])
+
+    def _maybe_fail(self, method: str, kwargs: dict[str, Any]) -> None:
+        for rule in self.failures:
+            if rule[0] == method and rule[1] > 0 and rule[2](kwargs):
+                rule[1] -= 1
+                self.failed.append(method)
+                raise ConnectionError(f"database down ({method})")
+
+    async def open_call(self, call_id: str, *, caller_number: str, channel_id: str) -> None:
+        self._maybe_fail("open_call", {"channel_id": channel_id})
+        await super().open_call(call_id, caller_number=caller_number, channel_id=channel_id)
+
+    async def update_call(self, call_id: str, **fields: Any) -> None:
+        self._maybe_fail("update_call", fields)
+        await super().update_call(call_id, **fields)
+
+    async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> bool:
+        self._maybe_fail("finish_call", {"stage": stage})
+        return await super().finish_call(call_id, stage=stage, hangup_by=hangup_by)
+
+    async def set_agent_state(self, agent_id: str, state: str) -> None:
+        self._maybe_fail("set_agent_state", {"agent_id": agent_id, "state": state})
+        await super().set_agent_state(agent_id, state)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_transport_errors_are_ari_unavailable(fake: FakeAri):
+    refused = AriClient(f"http://127.0.0.1:{free_port()}", USER, PASSWORD, APP)
+    slow = AriClient(fake.url, USER, PASSWORD, APP, request_timeout_s=0.1)
+    dropped = AriClient(fake.url, USER, PASSWORD, APP)
+    try:
+        with pytest.raises(AriUnavailable) as err:
+            await refused.list_channels()
+        assert err.value.status == 0 and isinstance(err.value, AriError)
+        with pytest.raises(AriUnavailable):
+            await refused.hangup("gone")  # not swallowed like a 404
+        fake.delay_s = 0.5
+        with pytest.raises(AriUnavailable):
+            await slow.get("/channels")
+        fake.delay_s = 0.0
+        fake.fail_rules.append(("DELETE", r"^/channels/x$", 0))
+        with pytest.raises(AriUnavailable):
+            await dropped.hangup("x")
+    finally:
+        for client in (refused, slow, dropped):
+            await client.close()
+
+
+async def test_cleanup_survives_transport_errors(env: Env):
+    fake, store = env.fake, env.store
+    agent_ch = await connect_call(env)
+    # Stopping the recordings and hanging up the snoops: no answer at all.
+    fake.fail_rules.append(("POST", r"^/recordings/live/.+/stop$", 0))
+    fake.fail_rules.append(("DELETE", r"^/channels/.+-snoop-", 0))
+    fake.remove("caller-1")
+    await until(lambda: store.finished, what="finish_call despite transport errors")
+    assert store.finished == [(CID, "conversation", "caller")]
+    assert fake.find("DELETE", rf"^/channels/{agent_ch}$")  # later steps still ran
+    assert not fake.bridges
+    assert env.app.call_state(CID) is None
+
+
+async def test_finish_call_failure_is_retried(fake: FakeAri):
+    store = FlakyStore(make_agents())
+    store.fail("finish_call", times=2)
+    env = await start_env(fake, store, retry_s=0.05)
+    try:
+        for agent_id in ("1001", "1002", "1003"):
+            await store.set_agent_state(agent_id, "busy")
+        fake.add_caller("caller-1", CID)
+        await until(lambda: CID in store.calls and store.calls[CID].stage == "queue")
+        fake.remove("caller-1")
+        await until(lambda: store.finished, what="finish_call retried")
+        assert store.failed == ["finish_call", "finish_call"]
+        assert store.finished == [(CID, "queue", "caller")]
+        assert env.app.call_state(CID) is None
+    finally:
+        await env.stop()
+
+
+async def test_reconcile_redrives_call_stuck_ending(env: Env):
+    fake, store, app = env.fake, env.store, env.app
+    app.recording_settle_s = 30.0
+    await connect_call(env)
+    fake.fail_rules.append(("POST", r"^/recordings/live/.+/stop$", 500))  # no RecordingFinished
+    fake.remove("caller-1")
+    await until(lambda: app.call_state(CID) == "ending", what="ending")
+    await app.stop()  # a restart of the app: its timers are gone
+    await asyncio.wait_for(env.task, 3)
+    env.task = asyncio.create_task(app.run())
+    await until(lambda: app.reconciles >= 2, what="reconcile after restart")
+    await until(lambda: store.finished, what="finish_call")
+    assert store.finished == [(CID, "conversation", "caller")]
+    assert app.call_state(CID) is None
+
+
+async def test_offer_store_failure_keeps_call_queued(fake: FakeAri):
+    store = FlakyStore(make_agents())
+    store.fail("update_call", when=lambda kw: kw.get("stage") == "ringing")
+    env = await start_env(fake, store, redispatch_interval_s=0.1)
+    try:
+        fake.add_caller("caller-1", CID)
+        await until(lambda: store.failed, what="the failed write")
+        assert not fake.originates()
+        assert store.agent("1001").state == "available"
+        await until(lambda: fake.originates(), what="offered again by the re-dispatch")
+        assert store.calls[CID].stage == "ringing"
+        assert env.app.call_state(CID) == "ringing"
+    finally:
+        await env.stop()
+
+
+async def test_caller_entry_survives_store_failure(fake: FakeAri):
+    store = FlakyStore(make_agents())
+    store.fail("open_call")
+    store.fail("update_call", when=lambda kw: kw.get("stage") == "queue")
+    env = await start_env(fake, store, retry_s=0.05)
+    try:
+        fake.add_caller("caller-1", CID, priority=2)
+        await until(lambda: fake.originates(), what="caller routed despite the store")
+        assert fake.find("POST", r"^/channels/caller-1/moh$")
+        await until(lambda: ("open_call", CID) in store.log, what="call written later")
+        call = store.calls[CID]
+        assert (call.channel_id, call.queue, call.priority) == ("caller-1", "repair", 2)
+        assert call.queued_at is not None and call.stage == "ringing"
+        assert sorted(store.failed) == ["open_call", "update_call"]
+    finally:
+        await env.stop()
+
+
+async def test_reconcile_retried_when_listing_channels_fails(fake: FakeAri):
+    store = MemoryRoutingStore(make_agents())
+    await store.update_call(CID2, stage="queue", queue="repair", channel_id="c-gone")
+    fake.fail_rules.append(("GET", r"^/channels$", 500))
+
+    async def heal() -> None:
+        await until(lambda: fake.find("GET", r"^/channels$"), what="first listing")
+        fake.fail_rules.clear()
+
+    healer = asyncio.create_task(heal())
+    env = await start_env(fake, store, retry_s=0.05)
+    try:
+        await healer
+        assert len(fake.find("GET", r"^/channels$")) >= 2
+        assert store.finished == [(CID2, "queue", None)]
+    finally:
+        await env.stop()
+
+
+async def test_reconcile_finishes_ivr_calls_whose_channel_is_gone(fake: FakeAri):
+    store = MemoryRoutingStore(make_agents())
+    await store.open_call(CID, caller_number="1380", channel_id="ivr-gone")  # greeting
+    await store.open_call(CID2, caller_number="1390", channel_id="ivr-live")
+    await store.update_call(CID2, stage="menu")
+    fake.channel("ivr-live", "PJSIP/caller-ivr", app_data="")  # still in the AGI
+    env = await start_env(fake, store)
+    try:
+        assert store.finished == [(CID, "greeting", None)]
+        assert not store.calls[CID2].finished
+        assert not fake.find("DELETE", r"^/channels/ivr-live$")
+        assert [r["id"] for r in await store.active_calls()] == [CID2]
+    finally:
+        await env.stop()
+
+
+async def test_reconcile_frees_agents_stuck_after_restart(fake: FakeAri):
+    from datetime import UTC, datetime, timedelta
+
+    agents = make_agents()
+    now = datetime.now(UTC)
+    agents[0].state, agents[0].idle_since = "wrap_up", now - timedelta(seconds=60)
+    agents[1].state, agents[1].idle_since = "busy", now - timedelta(seconds=60)
+    agents[2].state, agents[2].idle_since = "wrap_up", now  # wrap-up still running
+    store = MemoryRoutingStore(agents)
+    env = await start_env(fake, store, wrap_up_s=0.5)
+    try:
+        assert store.agent("1001").state == "available"
+        assert store.agent("1002").state == "available"
+        assert store.agent("1003").state == "wrap_up"
+        await until(lambda: store.agent("1003").state == "available", what="wrap-up ends")
+    finally:
+        await env.stop()
+
+
+async def test_reconnect_while_ringing_connects_answered_agent(env: Env):
+    fake, store, app = env.fake, env.store, env.app
+    fake.add_caller("caller-1", CID)
+    await until(lambda: fake.originates(), what="originate")
+    agent_ch = fake.agent_channel()
+    # The agent answers while the websocket is down: no event reaches us.
+    channel = fake.channels[agent_ch]
+    channel["state"] = "Up"
+    channel["dialplan"].update(app_name="Stasis", app_data=f"{APP},agent,{CID}")
+    fake.in_stasis.add(agent_ch)
+    await fake.drop()
+    await until(lambda: app.reconciles >= 2, what="reconcile")
+    await until(lambda: bridged(fake, agent_ch) and bridged(fake, "caller-1"), what="bridged")
+    assert app.call_state(CID) == "conversation"
+    assert store.calls[CID].stage == "conversation"
+    assert store.agent("1001").state == "busy"  # its call is ours: not freed
+    assert not fake.find("DELETE", rf"^/channels/{agent_ch}$")
+
+
+async def test_snapshot_reports_websocket_connection(fake: FakeAri):
+    env = await start_env(fake)
+    assert env.app.snapshot()["connected"] is True
+    await env.stop()
+    assert env.app.snapshot()["connected"] is False
