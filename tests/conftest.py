@@ -93,3 +93,16 @@ async def db_pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(db_dsn, max_size=4)
     yield pool
     await pool.close()
+
+
+async def drop_connections(pool: asyncpg.Pool, server_dsn: str) -> None:
+    """What a database restart does to clients: the server kills every connection
+    to the pool's database (ours excepted)."""
+    database = await pool.fetchval("SELECT current_database()")
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+    finally:
+        await admin.close()

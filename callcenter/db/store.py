@@ -22,6 +22,7 @@ from pgqueuer.queries import Queries
 
 from callcenter.core import QaResult, Segment, Ticket
 from callcenter.routing.policy import AgentInfo
+from callcenter.routing.store import ACTIVE_STAGES
 
 log = logging.getLogger("callcenter.db")
 
@@ -45,7 +46,6 @@ _CALL_FIELDS = {
     "error",
     "channel_id",
 }
-_ACTIVE_STAGES = ("greeting", "menu", "queue", "ringing", "conversation")
 
 
 def _now() -> datetime:
@@ -207,7 +207,7 @@ class PgStore:
             "  WHERE l.call_id = c.id) AS leg_channels"
             " FROM calls c WHERE status = 'active' AND stage = ANY($1::text[])"
             " ORDER BY started_at",
-            list(_ACTIVE_STAGES),
+            list(ACTIVE_STAGES),
         )
         return [dict(r) for r in rows]
 

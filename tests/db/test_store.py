@@ -11,6 +11,7 @@ from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Wor
 from callcenter.db.connect import connect
 from callcenter.db.migrate import available_migrations, migrate
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore, retrying
+from tests.conftest import drop_connections
 
 
 async def _jobs(pool: asyncpg.Pool) -> list[asyncpg.Record]:
@@ -106,14 +107,7 @@ async def test_writes_survive_the_server_dropping_every_connection(
 ) -> None:
     store = PgStore(db_pool)
     await store.open_call("c6", caller_number="", channel_id="")
-    database = await db_pool.fetchval("SELECT current_database()")
-    admin = await asyncpg.connect(pg_server_dsn)
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-    finally:
-        await admin.close()
+    await drop_connections(db_pool, pg_server_dsn)
     await store.update_call("c6", stage="menu")
     assert (await store.call_row("c6") or {})["stage"] == "menu"
 

@@ -16,6 +16,7 @@ from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
 from callcenter.worker import build_queue_manager, run_supervised
+from tests.conftest import drop_connections
 
 
 async def _finished_call(store: PgStore, call_id: str) -> None:
@@ -67,14 +68,7 @@ async def test_the_worker_recovers_when_the_database_drops_its_connection(
         db_dsn, store, settings, Transcribing(Path("/nonexistent-model")), stopping))
     try:
         await asyncio.sleep(1.0)
-        database = await db_pool.fetchval("SELECT current_database()")
-        admin = await asyncpg.connect(pg_server_dsn)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-        finally:
-            await admin.close()
+        await drop_connections(db_pool, pg_server_dsn)
         # A caller who gave up in the queue: processed without audio (call-back ticket).
         await store.open_call("late", caller_number="13900000001", channel_id="z")
         await store.update_call("late", stage="queue", queue="repair", ivr_digits="1")
