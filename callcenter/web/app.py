@@ -22,6 +22,7 @@ from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
 from callcenter.settings import Settings
+from callcenter.stats import CallTimes, period_figures
 from callcenter.web import metrics as prom
 from callcenter.web import pages, queries
 
@@ -109,6 +110,7 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/api/tickets", api_tickets)
     app.router.add_get("/api/agents", api_agents)
     app.router.add_get("/api/queues", api_queues)
+    app.router.add_get("/api/stats", api_stats)
     app.router.add_get("/recordings/{call_id}/{leg}.wav", recording)
     app.router.add_get("/metrics", metrics)
 
@@ -173,6 +175,25 @@ async def metrics(request: web.Request) -> web.Response:
     body = prom.render(_snapshot(routing) if routing else {},
                        [(r["stage"], r["status"], r["n"]) for r in rows])
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def api_stats(request: web.Request) -> web.Response:
+    """answer_rate, service_level, abandon_rate, asa, aht over the last ``hours``."""
+    try:
+        hours = float(request.query.get("hours", "24"))
+        threshold = float(request.query.get("threshold_s", "20"))
+    except ValueError as exc:
+        raise BadRequest("hours and threshold_s must be numbers") from exc
+    if not (0 < hours <= 24 * 366 and 0 < threshold <= 3600):
+        raise BadRequest("hours must be in (0, 8784], threshold_s in (0, 3600]",
+                         hours=hours, threshold_s=threshold)
+    rows = await request.app[POOL].fetch(
+        "SELECT queued_at, answered_at, ended_at FROM calls"
+        " WHERE started_at >= now() - make_interval(secs => $1)", hours * 3600)
+    figures = period_figures([CallTimes(**dict(r)) for r in rows], threshold_s=threshold)
+    routing = request.app[LIVE].get("routing")
+    live = _snapshot(routing) if routing else {}
+    return web.json_response({"period_hours": hours, **figures, "live": live}, dumps=_dumps)
 
 
 async def recording(request: web.Request) -> web.FileResponse:

@@ -148,6 +148,11 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
         async with http.get(f"{base}/api/calls/{call['id']}") as resp:
             doc = await resp.json()
             assert resp.status == 200 and doc["ticket"]["number"] == ticket["number"]
+        async with http.get(f"{base}/api/stats?hours=1") as resp:
+            stats = await resp.json()
+            assert (stats["calls_for_agent"], stats["answered"], stats["answer_rate"]) == (
+                1, 1, 100.0)
+            assert stats["asa"] is not None and stats["aht"] > 60
         async with http.get(f"{base}/recordings/{call['id']}/agent.wav",
                             headers={"Range": "bytes=0-99"}) as resp:
             assert resp.status == 206 and len(await resp.read()) == 100

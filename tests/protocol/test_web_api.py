@@ -380,3 +380,12 @@ async def test_metrics_count_calls_by_stage_and_status(web: Web) -> None:
     text = await resp.text()
     assert "# TYPE callcenter_calls gauge" in text
     assert 'callcenter_calls{stage="' in text
+
+
+async def test_stats_use_the_spec_metric_names(web: Web) -> None:
+    data = await _json(await web.client.get("/api/stats?hours=1"), 200)
+    for name in ("answer_rate", "service_level", "service_level_threshold_s", "abandon_rate",
+                 "asa", "aht", "calls_for_agent"):
+        assert name in data
+    error = await _json(await web.client.get("/api/stats?hours=abc"), 400)
+    assert error["error"] == "bad_request"
