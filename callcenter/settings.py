@@ -74,7 +74,6 @@ class Settings(BaseSettings):
 
     ring_timeout_s: float = Field(default=15.0, gt=0, description="Agent no-answer timeout.")
     wrap_up_s: float = Field(default=5.0, ge=0, description="Agent wrap-up after a call.")
-    ring_seconds: float = Field(default=5.0, gt=0, description="One ring, for answer_speed.")
     timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=False, description="Log JSON lines instead of console text.")

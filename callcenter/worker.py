@@ -25,9 +25,7 @@ from callcenter.core import CallFacts
 from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore
 from callcenter.pipeline import (
-    Analysis,
     Transcribing,
-    analysis_document,
     analyze,
     prior_ticket,
     transcribe_recorded_legs,
@@ -38,13 +36,14 @@ log = logging.getLogger("callcenter.worker")
 
 
 class CallNotReady(RuntimeError):
-    """The call's recordings are missing or unreadable."""
+    """The job names a call the database does not have."""
 
 
 async def process_call(
     store: PgStore, settings: Settings, call_id: str, transcribing: Transcribing
-) -> dict[str, Any]:
-    """Transcribe both legs, open the ticket, score QA, store everything."""
+) -> str | None:
+    """Transcribe both legs, open the ticket, score QA, store everything;
+    return the ticket number."""
     call = await store.call_row(call_id)
     if call is None:
         raise CallNotReady(f"no call {call_id}")
@@ -65,23 +64,19 @@ async def process_call(
         timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
         prior_tickets=[prior_ticket(p) for p in prior],
     )
-    if problems and ticket:
-        ticket.callback_required = True  # what the recording lost, a call-back recovers
+    reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
+    if reason:
+        # A bad recording is permanent: retrying cannot fix it, so keep the reason
+        # and let a call-back recover what the recording lost.
+        log.warning("call %s analysed without %s", call_id, reason)
+        if ticket:
+            ticket.callback_required = True
     number = await store.save_analysis(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
-        history=[p["id"] for p in prior],
+        history=[p["id"] for p in prior], error=reason or None,
     )
-    if problems:
-        # A bad recording is permanent: retrying cannot fix it, so keep the reason.
-        reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
-        log.warning("call %s analysed without %s", call_id, reason)
-        await store.set_status(call_id, "processed", error=reason)
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
-    call = await store.call_row(call_id) or call
-    doc = analysis_document(
-        _call_json(call, number), Analysis(timeline, ticket, qa, "asr", legs)
-    )
-    return doc
+    return number
 
 
 def _facts(call: dict[str, Any]) -> CallFacts:
@@ -95,16 +90,6 @@ def _facts(call: dict[str, Any]) -> CallFacts:
         ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
         answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
     )
-
-
-def _call_json(call: dict[str, Any], ticket_number: str | None) -> dict[str, Any]:
-    keys = ("id", "source", "caller_number", "stage", "status", "ivr_digits", "queue",
-            "agent_id", "hangup_by", "duration_s")
-    data = {k: call.get(k) for k in keys}
-    for k in ("started_at", "answered_at", "ended_at"):
-        data[k] = call[k].isoformat() if call.get(k) else None
-    data["ticket_number"] = ticket_number
-    return data
 
 
 def build_queue_manager(

@@ -196,11 +196,6 @@ class PgStore:
         return True
 
     @retrying()
-    async def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
-        async with self.pool.acquire() as conn:
-            await _event(conn, call_id, kind, _jsonable(data))
-
-    @retrying()
     async def active_calls(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             "SELECT c.*, (SELECT json_object_agg(l.leg, l.channel_id) FROM legs l"
@@ -325,10 +320,12 @@ class PgStore:
         qa: QaResult | None,
         qa_source: str,
         history: Sequence[int] = (),
+        error: str | None = None,
     ) -> str | None:
         """Replace the call's transcript, ticket and QA result in one transaction.
 
         Idempotent, so a job retried after a crash leaves one set of results.
+        ``error`` notes what the analysis had to do without (a bad recording).
         Returns the ticket number.
         """
         async with self.pool.acquire() as conn, conn.transaction():
@@ -346,7 +343,7 @@ class PgStore:
             if qa is not None:
                 await _save_qa(conn, call_id, qa, qa_source)
             await conn.execute(
-                "UPDATE calls SET status = 'processed', error = NULL WHERE id = $1", call_id
+                "UPDATE calls SET status = 'processed', error = $2 WHERE id = $1", call_id, error
             )
             await _event(
                 conn, call_id, "processed", {"ticket": number, "score": qa.score if qa else None}
