@@ -35,6 +35,9 @@ from callcenter.settings import Settings
 log = logging.getLogger("callcenter.worker")
 
 
+POLL_INTERVAL = timedelta(seconds=5)
+
+
 class CallNotReady(RuntimeError):
     """The job names a call the database does not have."""
 
@@ -131,7 +134,9 @@ async def run_supervised(
             qm = build_queue_manager(conn, store, settings, transcribing)
             relay = asyncio.create_task(_set_when(stopping, qm.shutdown))
             try:
-                await qm.run(shutdown_on_listener_failure=True)
+                # Poll at least every few seconds: after a database restart the NOTIFY
+                # listener is silently dead, and only a poll notices it.
+                await qm.run(shutdown_on_listener_failure=True, dequeue_timeout=POLL_INTERVAL)
                 delay = 1.0
             except Exception:
                 log.exception("worker: job consumer failed; restarting in %.0f s", delay)
