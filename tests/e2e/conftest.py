@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -29,3 +32,16 @@ def asterisk_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aster
     finally:
         if not was_running:
             sandbox.stop()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within_s: float, what: str, *, every_s: float = 0.1
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"timed out after {within_s}s waiting for {what}")

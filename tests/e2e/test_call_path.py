@@ -7,11 +7,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -23,6 +21,7 @@ from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, place_call
 from callcenter.settings import Settings
 from callcenter.web.app import POOL, SETTINGS, STORE, create_app
+from tests.e2e.conftest import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -71,16 +70,6 @@ async def _agent(app: web.Application, number: str) -> None:
     )
 
 
-async def _eventually(check: Callable[[], Awaitable[Any]], within_s: float, what: str) -> Any:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-
-
 async def _call_on(pool: asyncpg.Pool, channel_id: str) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT * FROM calls WHERE channel_id = $1", channel_id)
 
@@ -108,7 +97,7 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
         row = await _call_on(pool, channel)
         return row if row and row["status"] in ("processed", "failed") else None
 
-    call = await _eventually(processed, 420, "the call to be processed")
+    call = await eventually(processed, 420, "the call to be processed")
     assert call["status"] == "processed", call["error"]
     assert (call["stage"], call["hangup_by"], call["queue"], call["ivr_digits"]) == (
         "conversation", "caller", "repair", "1")
@@ -182,7 +171,7 @@ async def test_caller_hanging_up_at_each_stage_is_recorded(
         row = await _call_on(pool, channel)
         return bool(row and row["stage"] == stage)
 
-    await _eventually(reached, 60, f"stage {stage}")
+    await eventually(reached, 60, f"stage {stage}")
     if stage == "conversation":
         await asyncio.sleep(3)
     await _hang_up(sim)
@@ -191,7 +180,7 @@ async def test_caller_hanging_up_at_each_stage_is_recorded(
         row = await _call_on(pool, channel)
         return row if row and row["status"] != "active" else None
 
-    call = await _eventually(ended, 30, "the call to end")
+    call = await eventually(ended, 30, "the call to end")
     assert call["stage"] == stage
     assert call["hangup_by"] == "caller"
     await asyncio.sleep(1)  # let late events (agent hang-up, recordings) settle
@@ -226,7 +215,7 @@ async def test_a_waiting_caller_survives_a_restart_of_the_service(
             row = await _call_on(pool, f"{sim}-pbx")
             return bool(row and row["stage"] == "queue")
 
-        await _eventually(queued, 60, "the caller to wait in the queue")
+        await eventually(queued, 60, "the caller to wait in the queue")
 
     async with running_service(service_settings) as second:
         await _agent(second, "1001")
@@ -236,7 +225,7 @@ async def test_a_waiting_caller_survives_a_restart_of_the_service(
             row = await _call_on(pool, f"{sim}-pbx")
             return bool(row and row["stage"] == "conversation")
 
-        await _eventually(talking, 60, "the re-queued caller to reach an agent")
+        await eventually(talking, 60, "the re-queued caller to reach an agent")
         await asyncio.sleep(4)
         await _hang_up(sim)
 
@@ -244,7 +233,7 @@ async def test_a_waiting_caller_survives_a_restart_of_the_service(
             row = await _call_on(pool, f"{sim}-pbx")
             return row if row and row["status"] in ("processed", "failed") else None
 
-        call = await _eventually(processed, 120, "the call to be processed")
+        call = await eventually(processed, 120, "the call to be processed")
         assert (call["status"], call["stage"], call["hangup_by"]) == (
             "processed", "conversation", "caller")
         assert await pool.fetchval(
@@ -272,7 +261,7 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
         row = await _call_on(pool, f"{sim}-pbx")
         return bool(row and row["stage"] == "conversation")
 
-    await _eventually(talking, 60, "the conversation")
+    await eventually(talking, 60, "the conversation")
     await asyncio.sleep(5)
     await asyncio.to_thread(asterisk_sandbox.stop)
     await asyncio.to_thread(asterisk_sandbox.start)
@@ -281,7 +270,7 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
         row = await _call_on(pool, f"{sim}-pbx")
         return row if row and row["status"] in ("processed", "failed") else None
 
-    call = await _eventually(settled, 120, "the call to be settled after the restart")
+    call = await eventually(settled, 120, "the call to be settled after the restart")
     assert call["stage"] == "conversation"
     assert call["status"] == "processed", call["error"]
     assert await pool.fetchval(

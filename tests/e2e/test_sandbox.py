@@ -32,6 +32,7 @@ from callcenter.constants import (
 )
 from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, in_root_sound, pbx_channel_id, place_call
+from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -65,16 +66,6 @@ async def ari_json(session: aiohttp.ClientSession, method: str, url: str, **para
     async with session.request(method, url, params=params) as response:
         assert response.status < 300, f"{method} {url}: {response.status} {await response.text()}"
         return await response.json() if response.status != 204 else None
-
-
-async def wait_for(check: Callable[[], Any], within_s: float, what: str) -> Any:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_ari_answers(asterisk_sandbox: AsteriskSandbox) -> None:
@@ -118,13 +109,13 @@ async def test_simulated_caller_plays_wav_and_sends_dtmf(
         plan = next((c["dialplan"] for c in listed if c["id"] == sim_id), {})
         return plan.get("app_name") == "Playback" and "/srv/shared/" in plan.get("app_data", "")
 
-    await wait_for(playing, 15, "the simulated caller to play its WAV")
+    await eventually(playing, 15, "the simulated caller to play its WAV")
 
     async def gone() -> bool:
         async with ari.get(f"{channels}/{sim_id}") as response:
             return response.status == 404
 
-    await wait_for(gone, 15, "the simulated caller to hang up")
+    await eventually(gone, 15, "the simulated caller to hang up")
     variables = f"{asterisk_sandbox.ari_url}/ari/asterisk/variable"
     seen = {}
     for name in ("DIGITS", "CALLERID", "AGENT_AUDIO"):
@@ -284,7 +275,7 @@ async def test_hotline_without_ivr_service_is_never_silent(
                 seen.add((plan["context"], plan["app_name"], plan["app_data"]))
                 return False
 
-        await wait_for(hung_up, 40, "the fallback to hang up")
+        await eventually(hung_up, 40, "the fallback to hang up")
     finally:
         await ari_json(ari, "POST", variable, variable="CC_AGI_PORT", value=port)
     assert (CONTEXT_SAFE_FALLBACK, "Playback", "callcenter/sorry") in seen
