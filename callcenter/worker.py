@@ -23,7 +23,7 @@ from pgqueuer.queries import Queries
 
 from callcenter.core import CallFacts
 from callcenter.db.connect import DatabaseUnavailable, connect
-from callcenter.db.store import PROCESS_CALL_JOB, PgStore
+from callcenter.db.store import PROCESS_CALL_JOB, PgStore, is_transient
 from callcenter.pipeline import (
     Transcribing,
     analyze,
@@ -36,6 +36,12 @@ log = logging.getLogger("callcenter.worker")
 
 
 POLL_INTERVAL = timedelta(seconds=5)
+# The job consumer's connection, as pg_stat_activity names it.
+WORKER_APPLICATION = "callcenter-worker"
+# Longest wait between two attempts to reach the database again.
+MAX_RECONNECT_DELAY_S = 10.0
+# A consumer that ran this long was healthy: the next failure starts the back-off over.
+HEALTHY_RUN_S = 30.0
 
 
 class CallNotReady(RuntimeError):
@@ -111,6 +117,9 @@ def build_queue_manager(
         try:
             await process_call(store, settings, call_id, transcribing)
         except Exception as exc:
+            if is_transient(exc):  # the database is away: not the call's fault
+                log.warning("processing call %s interrupted by the database: %r", call_id, exc)
+                raise
             log.exception("processing call %s failed", call_id)
             await store.set_status(call_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -123,22 +132,27 @@ async def run_supervised(
     stopping: asyncio.Event,
 ) -> None:
     """Consume jobs until ``stopping`` is set, starting over on a fresh connection
-    whenever the queue manager dies (a database restart kills its connection)."""
+    whenever the queue manager dies (a database restart kills its connection).
+    Connecting restarts a dead embedded database (``db/connect.py``)."""
+    loop = asyncio.get_running_loop()
     delay = 1.0
     while not stopping.is_set():
         try:
-            conn = await connect(dsn, attempts=1)
+            conn = await connect(dsn, attempts=1, application_name=WORKER_APPLICATION)
         except DatabaseUnavailable as exc:
             log.warning("worker: database unavailable (%s); retrying in %.0f s", exc, delay)
         else:
             qm = build_queue_manager(conn, store, settings, transcribing)
             relay = asyncio.create_task(_set_when(stopping, qm.shutdown))
+            started = loop.time()
             try:
                 # Poll at least every few seconds: after a database restart the NOTIFY
                 # listener is silently dead, and only a poll notices it.
                 await qm.run(shutdown_on_listener_failure=True, dequeue_timeout=POLL_INTERVAL)
                 delay = 1.0
             except Exception:
+                if loop.time() - started > HEALTHY_RUN_S:
+                    delay = 1.0
                 log.exception("worker: job consumer failed; restarting in %.0f s", delay)
             finally:
                 relay.cancel()
@@ -147,7 +161,7 @@ async def run_supervised(
         if not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
 
 
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:

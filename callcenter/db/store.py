@@ -52,16 +52,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# Errors of a database that is briefly away (restart, failover, network blip).
+# Errors of a database that is away or restarting (restart, failover, killed
+# backends, network blip): the same write succeeds once it is back. Use
+# ``is_transient``: a few subclasses of these are real errors (see below).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InterfaceError,  # includes a connection closed under us
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    OSError,  # refused, reset, socket file gone, timeouts (TimeoutError is an OSError)
+    # Class 08: the connection broke, including ConnectionDoesNotExistError (a
+    # pooled connection whose backend was killed fails its next use this way).
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed" on a connection closed under us
+    # Class 57: admin shutdown, crash shutdown, cannot connect now (starting up).
+    asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
-    # A pooled connection whose backend was killed fails its next use this way;
-    # the pool drops it, so the retry gets a fresh one.
+    # Retrying the whole (idempotent) transaction is the documented answer to these.
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    # A pooled connection broken mid-protocol can surface this way; the pool
+    # drops it, so the retry gets a fresh one.
     asyncpg.exceptions.InternalClientError,
 )
+# Subclasses of the above that repeat forever: bad arguments, a client/server
+# mismatch, a cancelled statement, a dropped database.
+_NOT_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,  # asyncpg refused an argument (InterfaceError + ValueError)
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+    asyncpg.exceptions.UnsupportedServerFeatureError,
+    asyncpg.exceptions.ProtocolViolationError,
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout or a cancel: not an outage
+    asyncpg.exceptions.DatabaseDroppedError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error of a database that is away or restarting, where the same
+    write succeeds later; False for a real error (constraint, syntax, bad data)."""
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, _NOT_TRANSIENT)
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -71,9 +97,10 @@ _Write = Callable[_P, Coroutine[Any, Any, _T]]
 def retrying(
     attempts: int = 6, first_delay_s: float = 0.25, max_delay_s: float = 5.0
 ) -> Callable[[_Write[_P, _T]], _Write[_P, _T]]:
-    """Retry a store write through a short database outage, so a state change the
-    telephony side has already acted on is not dropped. Every write is idempotent
-    (upserts, guarded updates), so repeating one that did commit is harmless."""
+    """Retry a store call through a short database outage (about 8 s by default).
+    Every write is idempotent (upserts, guarded updates), so repeating one that did
+    commit is harmless. The retries happen inside one await: a caller that orders
+    writes (``db/writer.py``) sees one slow call, never two overlapping ones."""
 
     def wrap(method: _Write[_P, _T]) -> _Write[_P, _T]:
         @functools.wraps(method)
@@ -83,7 +110,7 @@ def retrying(
                 try:
                     return await method(*args, **kwargs)
                 except TRANSIENT_ERRORS as exc:
-                    if attempt == attempts:
+                    if attempt == attempts or not is_transient(exc):
                         raise
                     log.warning("database write %s failed (%s); retry %d/%d in %.1fs",
                                 method.__name__, exc, attempt, attempts - 1, delay)
@@ -104,16 +131,26 @@ class PgStore:
 
     @retrying()
     async def open_call(
-        self, call_id: str, *, caller_number: str, channel_id: str, source: str = "asterisk"
+        self,
+        call_id: str,
+        *,
+        caller_number: str,
+        channel_id: str,
+        source: str = "asterisk",
+        started_at: datetime | None = None,
     ) -> None:
+        """Insert the call once (a second open changes nothing). ``started_at``:
+        when the call started, for a write that lands late (default: now)."""
         async with self.pool.acquire() as conn, conn.transaction():
             opened = await conn.fetchval(
-                "INSERT INTO calls (id, caller_number, channel_id, source) VALUES ($1, $2, $3, $4)"
+                "INSERT INTO calls (id, caller_number, channel_id, source, started_at)"
+                " VALUES ($1, $2, $3, $4, COALESCE($5, now()))"
                 " ON CONFLICT (id) DO NOTHING RETURNING id",
                 call_id,
                 caller_number,
                 channel_id,
                 source,
+                started_at,
             )
             if opened:  # opening twice (IVR, then routing) is allowed and changes nothing
                 await _event(conn, call_id, "opened", {"caller_number": caller_number})
@@ -168,20 +205,31 @@ class PgStore:
             await _event(conn, call_id, "leg", {"leg": leg, "recording": recording_name})
 
     @retrying()
-    async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> bool:
+    async def finish_call(
+        self,
+        call_id: str,
+        *,
+        stage: str,
+        hangup_by: str | None,
+        ended_at: datetime | None = None,
+    ) -> bool:
         """Close the call once and queue its processing in the same transaction.
 
+        ``ended_at``: when the call ended, for a write that lands late (default: now).
         Returns False when the call was already finished (a second hang-up event).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "UPDATE calls SET stage = $2, hangup_by = COALESCE($3, hangup_by),"
-                " ended_at = now(), status = 'ended',"
-                " duration_s = EXTRACT(EPOCH FROM now() - COALESCE(answered_at, started_at))"
-                " WHERE id = $1 AND status = 'active' RETURNING id",
+                "WITH t AS (SELECT COALESCE($4::timestamptz, now()) AS ended)"
+                " UPDATE calls SET stage = $2, hangup_by = COALESCE($3, hangup_by),"
+                " ended_at = t.ended, status = 'ended',"
+                " duration_s = GREATEST(0,"
+                "  EXTRACT(EPOCH FROM t.ended - COALESCE(answered_at, started_at)))"
+                " FROM t WHERE id = $1 AND status = 'active' RETURNING id",
                 call_id,
                 stage,
                 hangup_by,
+                ended_at,
             )
             if row is None:
                 return False
@@ -255,16 +303,42 @@ class PgStore:
         return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]
 
     @retrying()
-    async def set_agent_state(self, agent_id: str, state: str) -> None:
+    async def set_agent_state(
+        self, agent_id: str, state: str, *, since: datetime | None = None
+    ) -> None:
+        """Idempotent: setting the state the agent is already in keeps ``state_since``
+        (a repeated write does not move them to the back of the idle order).
+        ``since``: when the change happened, for a write that lands late."""
         await self.pool.execute(
-            "UPDATE agents SET state = $2, state_since = now() WHERE id = $1", agent_id, state
+            "UPDATE agents SET state = $2, state_since = CASE WHEN state = $2 THEN state_since"
+            " ELSE COALESCE($3::timestamptz, now()) END WHERE id = $1",
+            agent_id,
+            state,
+            since,
         )
 
     @retrying()
-    async def count_no_answer(self, agent_id: str) -> None:
-        await self.pool.execute(
-            "UPDATE agents SET no_answer_count = no_answer_count + 1 WHERE id = $1", agent_id
-        )
+    async def count_no_answer(
+        self, agent_id: str, *, call_id: str | None = None, offer_id: str | None = None
+    ) -> None:
+        """Count an offer the agent let ring out. With ``call_id`` and ``offer_id``
+        (e.g. the agent channel's id) it counts once per offer however often it is
+        retried, and the call's audit trail records it; without them every call
+        counts (not idempotent)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if call_id is not None and offer_id is not None:
+                first = await conn.fetchval(
+                    "INSERT INTO call_events (call_id, kind, data) SELECT $1, 'no_answer', $2"
+                    " WHERE NOT EXISTS (SELECT 1 FROM call_events WHERE call_id = $1"
+                    "  AND kind = 'no_answer' AND data = $2::jsonb) RETURNING id",
+                    call_id,
+                    {"agent_id": agent_id, "offer_id": offer_id},
+                )
+                if first is None:
+                    return
+            await conn.execute(
+                "UPDATE agents SET no_answer_count = no_answer_count + 1 WHERE id = $1", agent_id
+            )
 
     # ---- worker side --------------------------------------------------------------------
 
@@ -423,8 +497,16 @@ async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source:
 
 
 async def _event(conn: asyncpg.Connection, call_id: str, kind: str, data: dict[str, Any]) -> None:
+    """Append to the call's audit trail, unless the last event is this very one: a
+    write repeated after its commit was lost to a dropped connection is recorded once."""
     await conn.execute(
-        "INSERT INTO call_events (call_id, kind, data) VALUES ($1, $2, $3)", call_id, kind, data
+        "INSERT INTO call_events (call_id, kind, data) SELECT $1, $2, $3"
+        " WHERE NOT EXISTS (SELECT 1 FROM (SELECT kind, data FROM call_events"
+        "  WHERE call_id = $1 ORDER BY id DESC LIMIT 1) last"
+        "  WHERE last.kind = $2 AND last.data = $3::jsonb)",
+        call_id,
+        kind,
+        data,
     )
 
 

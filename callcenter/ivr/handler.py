@@ -2,8 +2,8 @@
 
 Wiring::
 
-    sink = SomeDatabaseSink(pool)               # anything shaped like CallSink
-    server = FastAgiServer(host, port, {"ivr": make_ivr_handler(sink)})
+    writer = OrderedWriter(PgStore(pool), journal=...)   # shared with routing
+    server = FastAgiServer(host, port, {"ivr": make_ivr_handler(store, writer=writer)})
 
 What it does: a new call id (uuid4 hex), ``sink.open_call``, ANSWER, sets
 ``CC_CALL_ID``, plays the greeting (any key interrupts), then WAIT FOR DIGIT,
@@ -17,8 +17,13 @@ input, ``menu`` while collecting or retrying, ``queue`` once routed. A hang-up
 calls ``sink.finish_call`` with the stage reached and is not an error. Any
 other failure sets ``CC_IVR_RESULT=error`` (best effort) and propagates, so
 the FastAGI server's error policy sends the caller to the safe context.
-The sink is never allowed to break the call: its failures and slow answers
-are logged and the call goes on.
+
+The sink is never allowed to break or hold up the call: every write goes
+through an :class:`~callcenter.db.writer.OrderedWriter` keyed by the call id
+(in order, retried through a database outage, never awaited), so a caller
+reaches routing with ``CC_IVR_RESULT=ok`` while the database is down and the
+rows land once it is back. The writer shared with routing keeps the IVR's
+writes for a call ahead of routing's.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
@@ -41,6 +47,7 @@ from callcenter.constants import (
     VAR_QUEUE,
     VAR_VIP,
 )
+from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.engine import (
     Action,
     CallerIdentified,
@@ -56,10 +63,8 @@ from callcenter.ivr.engine import (
 
 log = structlog.get_logger(__name__)
 
+# How long the caller lookup may take before the call goes on without it.
 SINK_TIMEOUT_S = 2.0
-# Once the caller has hung up nobody waits on us: give the store time to retry
-# through a database blip, so the call row is closed rather than left open.
-FINISH_SINK_TIMEOUT_S = 15.0
 BEST_EFFORT_TIMEOUT_S = 1.0
 HANGUP_BY_CALLER = "caller"
 
@@ -67,12 +72,14 @@ HANGUP_BY_CALLER = "caller"
 class CallSink(Protocol):
     """Where the IVR reports a call's progress (a database in production)."""
 
-    async def open_call(self, call_id: str, *, caller_number: str, channel_id: str) -> None: ...
+    async def open_call(
+        self, call_id: str, *, caller_number: str, channel_id: str, started_at: datetime
+    ) -> None: ...
 
     async def update_call(self, call_id: str, **fields: object) -> None: ...
 
     async def finish_call(
-        self, call_id: str, *, stage: str, hangup_by: str | None
+        self, call_id: str, *, stage: str, hangup_by: str | None, ended_at: datetime
     ) -> object: ...
 
 
@@ -83,8 +90,17 @@ class MemoryCallSink:
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
-    async def open_call(self, call_id: str, *, caller_number: str, channel_id: str) -> None:
-        self.calls[call_id] = {"caller_number": caller_number, "channel_id": channel_id}
+    async def open_call(
+        self,
+        call_id: str,
+        *,
+        caller_number: str,
+        channel_id: str,
+        started_at: datetime | None = None,
+    ) -> None:
+        self.calls[call_id] = {
+            "caller_number": caller_number, "channel_id": channel_id, "started_at": started_at
+        }
         self.events.append(
             ("open", call_id, {"caller_number": caller_number, "channel_id": channel_id})
         )
@@ -93,8 +109,12 @@ class MemoryCallSink:
         self.calls.setdefault(call_id, {}).update(fields)
         self.events.append(("update", call_id, dict(fields)))
 
-    async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> None:
-        self.calls.setdefault(call_id, {}).update(stage=stage, hangup_by=hangup_by, finished=True)
+    async def finish_call(
+        self, call_id: str, *, stage: str, hangup_by: str | None, ended_at: datetime | None = None
+    ) -> None:
+        self.calls.setdefault(call_id, {}).update(
+            stage=stage, hangup_by=hangup_by, finished=True, ended_at=ended_at
+        )
         self.events.append(("finish", call_id, {"stage": stage, "hangup_by": hangup_by}))
 
 
@@ -105,19 +125,24 @@ IvrHandler = Callable[[AgiChannel], Awaitable[None]]
 def make_ivr_handler(
     sink: CallSink,
     *,
+    writer: OrderedWriter | None = None,
     menu: Menu | None = None,
     lookup: CallerLookup | None = None,
     sink_timeout_s: float = SINK_TIMEOUT_S,
 ) -> IvrHandler:
-    """The ``ivr`` script handler reporting to ``sink``.
+    """The ``ivr`` script handler reporting to ``sink`` through ``writer``.
 
+    ``writer``: the service's shared write-behind (its store should be ``sink``);
+    without one, the handler makes its own around ``sink`` (no journal).
     ``lookup`` (optional) maps the caller's number to a
-    :class:`CallerIdentified` (known resident, VIP kind) for the priority.
+    :class:`CallerIdentified` (known resident, VIP kind) for the priority;
+    ``sink_timeout_s`` bounds it.
     """
+    writes = writer if writer is not None else OrderedWriter(sink)
 
     async def handle_ivr(channel: AgiChannel) -> None:
         call = IvrCall(
-            channel, sink, menu or default_menu(), lookup=lookup, sink_timeout_s=sink_timeout_s
+            channel, writes, menu or default_menu(), lookup=lookup, sink_timeout_s=sink_timeout_s
         )
         await call.run()
 
@@ -130,14 +155,14 @@ class IvrCall:
     def __init__(
         self,
         channel: AgiChannel,
-        sink: CallSink,
+        writer: OrderedWriter,
         menu: Menu,
         *,
         lookup: CallerLookup | None = None,
         sink_timeout_s: float = SINK_TIMEOUT_S,
     ) -> None:
         self.channel = channel
-        self.sink = sink
+        self.writer = writer
         self.engine = MenuEngine(menu=menu)
         self.lookup = lookup
         self.sink_timeout_s = sink_timeout_s
@@ -149,13 +174,11 @@ class IvrCall:
         )
 
     async def run(self) -> None:
-        await self._notify(
+        self._write(
             "open_call",
-            self.sink.open_call(
-                self.call_id,
-                caller_number=self.channel.caller_number,
-                channel_id=self.channel.unique_id or self.channel.channel_name,
-            ),
+            caller_number=self.channel.caller_number,
+            channel_id=self.channel.unique_id or self.channel.channel_name,
+            started_at=datetime.now(UTC),
         )
         try:
             await self.channel.answer()
@@ -176,10 +199,9 @@ class IvrCall:
                     raise TypeError(f"unknown IVR action {action!r}")
         except AgiHangup as exc:
             self.log.info("ivr.caller_hung_up", stage=self.stage, reason=exc.reason)
-            await self._notify(
-                "finish_call",
-                self.sink.finish_call(self.call_id, stage=self.stage, hangup_by=HANGUP_BY_CALLER),
-                timeout_s=max(self.sink_timeout_s, FINISH_SINK_TIMEOUT_S),
+            self._write(
+                "finish_call", stage=self.stage, hangup_by=HANGUP_BY_CALLER,
+                ended_at=datetime.now(UTC),
             )
             # Asterisk still accepts SET VARIABLE on a dead channel (for the h extension).
             await self._best_effort_set(VAR_IVR_RESULT, "hangup")
@@ -206,7 +228,7 @@ class IvrCall:
         self.stage = stage
         if stage != self._reported_stage:
             self._reported_stage = stage
-            await self._notify("update_call", self.sink.update_call(self.call_id, stage=stage))
+            self._write("update_call", stage=stage)
 
     async def _play_and_collect(self, action: PlayAndCollect) -> str:
         await self._set_stage(action.stage)
@@ -227,16 +249,13 @@ class IvrCall:
             reason=action.reason,
             keys=self.engine.pressed,
         )
-        await self._notify(
+        self._write(
             "update_call",
-            self.sink.update_call(
-                self.call_id,
-                stage="queue",
-                ivr_digits=action.digits,
-                ivr_intent=action.intent,
-                queue=action.queue,
-                priority=action.priority,
-            ),
+            stage="queue",
+            ivr_digits=action.digits,
+            ivr_intent=action.intent,
+            queue=action.queue,
+            priority=int(action.priority),
         )
         await self.channel.set_variable(VAR_QUEUE, action.queue)
         await self.channel.set_variable(VAR_IVR_DIGITS, action.digits)
@@ -250,15 +269,12 @@ class IvrCall:
         await self.channel.set_variable(VAR_IVR_RESULT, "ok")
         await self.channel.hangup()
 
-    async def _notify(
-        self, what: str, call: Awaitable[object], *, timeout_s: float | None = None
-    ) -> None:
-        """Await a sink call; a failing or slow sink is logged, never fatal."""
+    def _write(self, method: str, **fields: Any) -> None:
+        """Hand a write for this call to the writer; returns at once, never fails the call."""
         try:
-            async with asyncio.timeout(timeout_s or self.sink_timeout_s):
-                await call
-        except Exception as exc:
-            self.log.warning("ivr.sink_failed", method=what, stage=self.stage, error=repr(exc))
+            self.writer.submit(self.call_id, method, self.call_id, **fields)
+        except Exception as exc:  # a programming error; the call still goes on
+            self.log.error("ivr.write_refused", method=method, stage=self.stage, error=repr(exc))
 
     async def _best_effort_set(self, name: str, value: str) -> None:
         try:

@@ -5,6 +5,7 @@ and the worker outlives a database that drops its connections."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from callcenter.db.connect import connect
 from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
-from callcenter.worker import build_queue_manager, run_supervised
+from callcenter.worker import WORKER_APPLICATION, build_queue_manager, run_supervised
 from tests.conftest import drop_connections
 
 
@@ -26,6 +27,24 @@ async def _finished_call(store: PgStore, call_id: str) -> None:
     await store.add_leg(call_id, "agent", channel_id="y", recording_name=f"{call_id}/agent.wav")
     await store.update_call(call_id, stage="conversation")
     assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
+
+
+async def until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
+    """Wait until ``check()`` holds (the database has no event to wait on)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting: {what}"
+        await asyncio.sleep(0.2)
+
+
+async def worker_connected(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        " AND datname = current_database()", WORKER_APPLICATION))
+
+
+async def processed(store: PgStore, call_id: str) -> bool:
+    return (await store.call_row(call_id) or {}).get("status") == "processed"
 
 
 async def _drain(db_dsn: str, store: PgStore, settings: Settings) -> None:
@@ -67,16 +86,15 @@ async def test_the_worker_recovers_when_the_database_drops_its_connection(
     worker = asyncio.create_task(run_supervised(
         db_dsn, store, settings, Transcribing(Path("/nonexistent-model")), stopping))
     try:
-        await asyncio.sleep(1.0)
+        await until("worker connected", lambda: worker_connected(db_pool))
+        # Kills the worker's connection and the pool's: the pool's next use fails with
+        # ConnectionDoesNotExistError, which the store retries (a transient error).
         await drop_connections(db_pool, pg_server_dsn)
         # A caller who gave up in the queue: processed without audio (call-back ticket).
         await store.open_call("late", caller_number="13900000001", channel_id="z")
         await store.update_call("late", stage="queue", queue="repair", ivr_digits="1")
         assert await store.finish_call("late", stage="queue", hangup_by="caller")
-        deadline = asyncio.get_running_loop().time() + 60
-        while (await store.call_row("late") or {}).get("status") != "processed":
-            assert asyncio.get_running_loop().time() < deadline, "job not processed"
-            await asyncio.sleep(0.5)
+        await until("job processed", lambda: processed(store, "late"))
     finally:
         stopping.set()
         await asyncio.wait_for(worker, 30)

@@ -13,7 +13,10 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+import asyncpg
 import pytest
 
 from callcenter.agi.channel import (
@@ -34,6 +37,7 @@ from callcenter.constants import (
     VAR_QUEUE,
     VAR_VIP,
 )
+from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.engine import CallerIdentified
 from callcenter.ivr.handler import MemoryCallSink, make_ivr_handler
 
@@ -213,19 +217,53 @@ class FakeAsterisk:
 
 
 class FailingSink(MemoryCallSink):
-    async def open_call(self, call_id: str, *, caller_number: str, channel_id: str) -> None:
-        raise ConnectionError("database down")
+    """A store with a bug: every write fails with a real (not transient) error."""
+
+    async def open_call(self, call_id: str, **fields: Any) -> None:
+        raise RuntimeError("bug in the store")
 
     async def update_call(self, call_id: str, **fields: object) -> None:
-        raise ConnectionError("database down")
+        raise RuntimeError("bug in the store")
 
-    async def finish_call(self, call_id: str, *, stage: str, hangup_by: str | None) -> None:
-        raise ConnectionError("database down")
+    async def finish_call(self, call_id: str, **fields: Any) -> None:
+        raise RuntimeError("bug in the store")
 
 
 class SlowSink(MemoryCallSink):
     async def update_call(self, call_id: str, **fields: object) -> None:
         await asyncio.sleep(30)
+
+
+class OutageSink(MemoryCallSink):
+    """A database that is away (its writes fail as asyncpg's do) until ``down`` is
+    cleared; ``failed`` counts the refused attempts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.failed = 0
+
+    def _check(self) -> None:
+        if self.down:
+            self.failed += 1
+            raise (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+                   if self.failed % 2 else ConnectionRefusedError(111, "Connection refused"))
+
+    async def open_call(self, call_id: str, **fields: Any) -> None:
+        self._check()
+        await super().open_call(call_id, **fields)
+
+    async def update_call(self, call_id: str, **fields: object) -> None:
+        self._check()
+        await super().update_call(call_id, **fields)
+
+    async def finish_call(self, call_id: str, **fields: Any) -> None:
+        self._check()
+        await super().finish_call(call_id, **fields)
+
+
+def fast_writer(sink: object) -> OrderedWriter:
+    return OrderedWriter(sink, first_delay_s=0.005, max_delay_s=0.05)
 
 
 async def lookup_vip(number: str) -> CallerIdentified | None:
@@ -268,16 +306,38 @@ def sink() -> MemoryCallSink:
 
 
 @pytest.fixture
-async def server(sink: MemoryCallSink) -> AsyncIterator[FastAgiServer]:
+def outage() -> OutageSink:
+    return OutageSink()
+
+
+# The writers of the running test's server: run_call waits until they wrote.
+WRITERS: list[OrderedWriter] = []
+
+
+@pytest.fixture
+def outage_writer(outage: OutageSink) -> OrderedWriter:
+    return fast_writer(outage)
+
+
+@pytest.fixture
+async def server(
+    sink: MemoryCallSink, outage_writer: OrderedWriter
+) -> AsyncIterator[FastAgiServer]:
+    writer = fast_writer(sink)
+    failing, slow, away = fast_writer(FailingSink()), fast_writer(SlowSink()), outage_writer
+    WRITERS[:] = [writer, failing]
     srv = FastAgiServer(
         "127.0.0.1",
         0,
         {
-            "ivr": make_ivr_handler(sink),
-            "ivr-failing-sink": make_ivr_handler(FailingSink()),
-            "ivr-slow-sink": make_ivr_handler(SlowSink(), sink_timeout_s=0.2),
-            "ivr-vip": make_ivr_handler(sink, lookup=lookup_vip),
-            "ivr-lookup-down": make_ivr_handler(sink, lookup=lookup_down),
+            "ivr": make_ivr_handler(sink, writer=writer),
+            "ivr-failing-sink": make_ivr_handler(FailingSink(), writer=failing),
+            "ivr-slow-sink": make_ivr_handler(SlowSink(), writer=slow),
+            "ivr-outage": make_ivr_handler(away.store, writer=away),
+            "ivr-vip": make_ivr_handler(sink, writer=writer, lookup=lookup_vip),
+            "ivr-lookup-down": make_ivr_handler(
+                sink, writer=writer, lookup=lookup_down, sink_timeout_s=0.2
+            ),
             "boom": boom,
             "probe": probe,
         },
@@ -289,6 +349,9 @@ async def server(sink: MemoryCallSink) -> AsyncIterator[FastAgiServer]:
         yield srv
     finally:
         await srv.stop(timeout_s=2.0)
+        WRITERS.clear()
+        for each in (writer, failing, slow, away):
+            await each.close(timeout_s=0.1)
 
 
 async def assert_still_serves(server: FastAgiServer) -> None:
@@ -303,6 +366,8 @@ async def run_call(
     """One call; returns once the server has finished with it too."""
     await peer.call(server.port, env)
     assert await server.wait_idle(5)
+    for writer in WRITERS:
+        assert await writer.flush(5)
     return peer
 
 
@@ -522,9 +587,37 @@ async def test_failing_sink_on_hangup(server: FastAgiServer) -> None:
     assert not peer.fallback_sent()
 
 
-async def test_slow_sink_is_timed_out(server: FastAgiServer) -> None:
+async def test_slow_sink_does_not_hold_up_the_call(server: FastAgiServer) -> None:
     peer = await run_call(server, FakeAsterisk(plan=["2"]), default_env("ivr-slow-sink"))
     assert peer.vars_set()[VAR_QUEUE] == "complaint"
+
+
+async def test_ivr_routes_callers_while_the_database_is_down_and_writes_later(
+    server: FastAgiServer, outage: OutageSink, outage_writer: OrderedWriter
+) -> None:
+    before = datetime.now().astimezone()
+    routed = await run_call(server, FakeAsterisk(plan=["1"]), default_env("ivr-outage"))
+    hung_up = await run_call(
+        server, FakeAsterisk(plan=["", "HANGUP"]),
+        default_env("ivr-outage", agi_uniqueid="1700000000.2"),
+    )
+    got = routed.vars_set()
+    assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_IVR_RESULT]) == ("repair", "0", "ok")
+    assert not routed.fallback_sent()
+    assert hung_up.vars_set()[VAR_IVR_RESULT] == "hangup"
+    assert outage.calls == {} and outage.failed > 0  # nothing written while it was down
+
+    outage.down = False  # the database is back
+    assert await outage_writer.flush(5)
+    call = outage.calls[got[VAR_CALL_ID]]
+    assert (call["stage"], call["queue"], call["ivr_digits"], call["priority"]) == (
+        "queue", "repair", "1", 0)
+    assert isinstance(call["started_at"], datetime) and call["started_at"] >= before
+    mine = [(kind, data) for kind, call_id, data in outage.events if call_id == got[VAR_CALL_ID]]
+    assert [kind for kind, _ in mine] == ["open", "update", "update"]  # in order, once each
+    other = outage.calls[hung_up.vars_set()[VAR_CALL_ID]]
+    assert (other["stage"], other["hangup_by"], other["finished"]) == ("menu", "caller", True)
+    assert other["ended_at"] >= call["started_at"]
 
 
 # -- bad connections ---------------------------------------------------------
