@@ -108,9 +108,19 @@ def _parser() -> argparse.ArgumentParser:
     agents_add = agents_sub.add_parser("add")
     agents_add.add_argument("id")
     agents_add.add_argument("--name", required=True)
-    agents_add.add_argument("--endpoint", required=True, help="e.g. PJSIP/1001")
+    agents_add.add_argument(
+        "--endpoint",
+        help="dial an existing endpoint instead of creating a SIP account"
+        " (e.g. Local/1001@sim-agents/n for a simulated agent)",
+    )
+    agents_add.add_argument("--sip-user", help="SIP user name (default: the agent id)")
     agents_add.add_argument("--skills", default="repair,complaint,consultation,general")
     agents_add.set_defaults(func=_agents_add)
+    agents_remove = agents_sub.add_parser(
+        "remove", help="log an agent out and delete their SIP account (calls are kept)"
+    )
+    agents_remove.add_argument("id")
+    agents_remove.set_defaults(func=_agents_remove)
 
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
@@ -216,13 +226,31 @@ def _agents_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _agents_add(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.sip.accounts import AccountError
+    from callcenter.sip.provision import add_agent
+
     skills = [s for s in args.skills.split(",") if s]
 
-    async def add(store: Any) -> None:
-        await store.upsert_agent(args.id, name=args.name, endpoint=args.endpoint, skills=skills)
+    async def add(store: Any) -> Any:
+        return await add_agent(store, settings, args.id, name=args.name, skills=skills,
+                               endpoint=args.endpoint, sip_user=args.sip_user)
 
-    _with_store(settings, add)
-    print(json.dumps({"added": args.id}))
+    try:
+        added = _with_store(settings, add)
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    # The password is shown here once and stored nowhere (only its digest).
+    print(json.dumps(added.as_dict(), ensure_ascii=False))
+    if added.credentials is not None:
+        print("SIP account created; the running service pushes it to Asterisk. "
+              "Note the password now: it cannot be shown again.", file=sys.stderr)
+    return 0
+
+
+def _agents_remove(args: argparse.Namespace, settings: Settings) -> int:
+    if not _with_store(settings, lambda store: store.remove_agent(args.id)):
+        raise CliError(f"no agent {args.id!r}")
+    print(json.dumps({"removed": args.id}))
     return 0
 
 

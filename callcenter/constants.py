@@ -11,6 +11,7 @@ CONTEXT_HOTLINE = "hotline"
 CONTEXT_SAFE_FALLBACK = "hotline-fallback"  # where any AGI error sends the caller
 CONTEXT_TEST_CALLERS = "sim-callers"
 CONTEXT_TEST_AGENTS = "sim-agents"
+CONTEXT_AGENT_PHONES = "agent-phones"  # what a SIP agent phone may dial (echo test only)
 
 # Channel variables set by the IVR (AGI) and read by routing (ARI).
 VAR_CALL_ID = "CC_CALL_ID"

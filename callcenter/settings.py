@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     ari_url: str = Field(default="http://127.0.0.1:8088", description="Asterisk ARI base URL.")
     ari_user: str = Field(default="callcenter", description="ARI user (ari.conf).")
     ari_password: str = Field(default="callcenter", description="ARI password (ari.conf).")
+    sip_host: str = Field(
+        default="127.0.0.1",
+        description="SIP server agent phones register to (printed with each new account).",
+    )
+    sip_port: int = Field(default=5060, ge=1, le=65535, description="SIP port for agent phones.")
+    sip_realm: str = Field(
+        default="callcenter",
+        description="Digest realm of agent accounts; must equal default_realm in pjsip.conf.",
+    )
     web_host: str = Field(default="127.0.0.1", description="Web UI/API listen address.")
     web_port: int = Field(default=8080, ge=1, le=65535, description="Web UI/API port.")
     workers: int = Field(default=1, ge=0, le=64, description="Transcription workers in serve.")

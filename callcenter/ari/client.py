@@ -1,6 +1,6 @@
 """A small asyncio client for the Asterisk REST Interface (ARI, Asterisk 22).
 
-REST: ``get``/``post``/``delete`` return the decoded JSON (or None for an empty
+REST: ``get``/``post``/``put``/``delete`` return the decoded JSON (or None for an empty
 reply) and raise ``AriNotFound`` on 404, ``AriError`` on any other HTTP error and
 ``AriUnavailable`` (an ``AriError`` with status 0) when no answer came back at all
 (connection refused or reset, timeout): callers need to catch ``AriError`` only.
@@ -176,6 +176,9 @@ class AriClient:
 
     async def post(self, path: str, body: Json = None, **params: Any) -> Json:
         return await self.request("POST", path, params=params, body=body)
+
+    async def put(self, path: str, body: Json = None, **params: Any) -> Json:
+        return await self.request("PUT", path, params=params, body=body)
 
     async def delete(self, path: str, **params: Any) -> Json:
         return await self.request("DELETE", path, params=params)

@@ -23,10 +23,13 @@ from pgqueuer.queries import Queries
 from callcenter.core import QaResult, Segment, Ticket
 from callcenter.routing.policy import AgentInfo
 from callcenter.routing.store import ACTIVE_STAGES
+from callcenter.sip.accounts import Account
 
 log = logging.getLogger("callcenter.db")
 
 PROCESS_CALL_JOB = "process_call"
+# NOTIFY channel of agent changes: {"agent_id": ..., "change": "account"}.
+AGENTS_CHANNEL = "cc_agents"
 
 # Columns a caller of update_call may set; anything else is a programming error.
 _CALL_FIELDS = {
@@ -265,22 +268,68 @@ class PgStore:
         endpoint: str,
         skills: Sequence[str],
         state: str = "available",
+        sip_account: Account | None = None,
     ) -> None:
-        await self.pool.execute(
-            "INSERT INTO agents (id, name, endpoint, skills, state) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, endpoint = EXCLUDED.endpoint,"
-            " skills = EXCLUDED.skills,"
-            # Re-adding an agent who is on a call must not offer them a second one.
-            " state = CASE WHEN agents.state IN ('logged_out', 'paused') THEN EXCLUDED.state"
-            "  ELSE agents.state END,"
-            " state_since = CASE WHEN agents.state IN ('logged_out', 'paused') THEN now()"
-            "  ELSE agents.state_since END",
-            agent_id,
-            name,
-            endpoint,
-            list(skills),
-            state,
+        """Add or update an agent; with ``sip_account``, store (replace) its SIP
+        account too. An agent moved to another endpoint loses its account.
+        Announced on NOTIFY channel ``cc_agents`` in the same transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO agents (id, name, endpoint, skills, state)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                " endpoint = EXCLUDED.endpoint, skills = EXCLUDED.skills,"
+                # Re-adding an agent who is on a call must not offer them a second one.
+                " state = CASE WHEN agents.state IN ('logged_out', 'paused') THEN EXCLUDED.state"
+                "  ELSE agents.state END,"
+                " state_since = CASE WHEN agents.state IN ('logged_out', 'paused') THEN now()"
+                "  ELSE agents.state_since END",
+                agent_id,
+                name,
+                endpoint,
+                list(skills),
+                state,
+            )
+            if sip_account is not None:
+                await conn.execute(
+                    "INSERT INTO sip_accounts (agent_id, username, realm, ha1)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (agent_id) DO UPDATE SET"
+                    " username = EXCLUDED.username, realm = EXCLUDED.realm, ha1 = EXCLUDED.ha1,"
+                    " updated_at = now()",
+                    agent_id, sip_account.username, sip_account.realm, sip_account.ha1,
+                )
+            else:
+                await conn.execute(
+                    "DELETE FROM sip_accounts WHERE agent_id = $1 AND 'PJSIP/' || username <> $2",
+                    agent_id, endpoint,
+                )
+            await _notify_agent(conn, agent_id)
+
+    @retrying()
+    async def remove_agent(self, agent_id: str) -> bool:
+        """Log an agent out and delete their SIP account (their calls stay);
+        False when there is no such agent."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "UPDATE agents SET state = 'logged_out', state_since = now() WHERE id = $1"
+                " RETURNING id", agent_id,
+            )
+            if found is None:
+                return False
+            await conn.execute("DELETE FROM sip_accounts WHERE agent_id = $1", agent_id)
+            await _notify_agent(conn, agent_id)
+        return True
+
+    @retrying()
+    async def sip_accounts(self, agent_id: str | None = None) -> list[Account]:
+        """SIP accounts (all, or one agent's), for the provisioner."""
+        rows = await self.pool.fetch(
+            "SELECT s.agent_id, s.username, s.realm, s.ha1, a.name FROM sip_accounts s"
+            " JOIN agents a ON a.id = s.agent_id WHERE $1::text IS NULL OR s.agent_id = $1"
+            " ORDER BY s.agent_id", agent_id,
         )
+        return [Account(r["agent_id"], r["username"], r["realm"], r["ha1"], r["name"])
+                for r in rows]
 
     @retrying()
     async def agents(self) -> list[AgentInfo]:
@@ -494,6 +543,11 @@ async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source:
             for r in qa.rules
         ],
     )
+
+
+async def _notify_agent(conn: asyncpg.Connection, agent_id: str) -> None:
+    payload = json.dumps({"agent_id": agent_id, "change": "account"})
+    await conn.execute("SELECT pg_notify($1, $2)", AGENTS_CHANNEL, payload)
 
 
 async def _event(conn: asyncpg.Connection, call_id: str, kind: str, data: dict[str, Any]) -> None:

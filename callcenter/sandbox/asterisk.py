@@ -40,7 +40,8 @@ log = logging.getLogger("callcenter.sandbox")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "docker" / "asterisk"
 SUITE = "sid"
-PACKAGES = ("asterisk", "asterisk-modules", "espeak-ng", "sox")
+# sip-tester is SIPp (callcenter/sandbox/sipp.py: SIP callers and agent phones).
+PACKAGES = ("asterisk", "asterisk-modules", "espeak-ng", "sox", "sip-tester")
 # Bump when the build steps change in a way the package list does not show.
 RECIPE_VERSION = "1"
 STAMP_NAME = ".callcenter-stamp"
