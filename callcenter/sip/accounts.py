@@ -101,7 +101,7 @@ def new_account(
 
 def _callerid(account: Account) -> str:
     name = re.sub(r'["<>\\\r\n]', "", account.display_name).strip()
-    return f'"{name}" <{account.username}>' if name else f"<{account.username}>"
+    return f'"{name or account.username}" <{account.username}>'
 
 
 def _fields(pairs: list[tuple[str, str]]) -> Fields:

@@ -57,6 +57,8 @@ def test_fields_send_the_digest_not_the_password_and_lock_the_phone_in() -> None
     assert field_value(endpoint, "accountcode") == "a1"
     assert field_value(endpoint, "callerid") == '"Bad name x" <2001>'
     assert field_value(aor_fields(account), "max_contacts") == "1"
+    nameless, _ = new_account("a2", realm="r", server="s")  # Asterisk drops a bare "<user>"
+    assert field_value(endpoint_fields(nameless), "callerid") == '"a2" <a2>'
 
 
 def test_matches_compares_what_ari_shows() -> None:
