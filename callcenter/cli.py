@@ -5,7 +5,7 @@ worker       run only transcription workers
 db migrate   apply database migrations
 analyze      transcribe, ticket and score one call from files; print JSON
 demo         place scenario calls through the sandboxed Asterisk
-agents       list or add agents
+agents       list, add or remove agents; login, logout, pause, unpause, ready
 sandbox      build/start/stop the Asterisk sandbox
 config       print the effective settings
 """
@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     agents_remove.add_argument("id")
     agents_remove.set_defaults(func=_agents_remove)
+    for action, text in AGENT_ACTIONS.items():
+        request = agents_sub.add_parser(action, help=text)
+        request.add_argument("id")
+        if action == "pause":
+            request.add_argument("--reason", default="break", help="e.g. lunch, training")
+        request.set_defaults(func=_agents_request, action=action)
 
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
@@ -251,6 +257,31 @@ def _agents_remove(args: argparse.Namespace, settings: Settings) -> int:
     if not _with_store(settings, lambda store: store.remove_agent(args.id)):
         raise CliError(f"no agent {args.id!r}")
     print(json.dumps({"removed": args.id}))
+    return 0
+
+
+# Requests the call distributor applies (it owns agent states): at once when the
+# service runs, else when it starts.
+AGENT_ACTIONS = {
+    "login": "log an agent in (available for calls)",
+    "logout": "log an agent out (after the current call, if any)",
+    "pause": "pause an agent with a reason (after the current call, if any)",
+    "unpause": "end an agent's pause",
+    "ready": "end an agent's wrap-up now",
+}
+
+
+def _agents_request(args: argparse.Namespace, settings: Settings) -> int:
+    reason = getattr(args, "reason", None)
+
+    async def ask(store: Any) -> int:
+        return int(await store.request_agent(args.id, args.action, reason, by="cli"))
+
+    try:
+        request_id = _with_store(settings, ask)
+    except KeyError:
+        raise CliError(f"no agent {args.id!r}") from None
+    print(json.dumps({"request_id": request_id, "agent_id": args.id, "action": args.action}))
     return 0
 
 

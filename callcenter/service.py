@@ -1,8 +1,9 @@
 """Long-running adapters of the service, as aiohttp cleanup contexts.
 
 Each context starts one adapter after the database is up and stops it in
-reverse order: the FastAGI server (IVR), the ARI consumer (routing), and the
-stand-alone worker loop for ``callcenter worker``.
+reverse order: the FastAGI server (IVR), the call distributor on ARI (with the
+LISTEN connection that brings it agent changes, and the SIP account
+provisioner), and the stand-alone worker loop for ``callcenter worker``.
 """
 
 from __future__ import annotations
@@ -13,40 +14,93 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from callcenter.acd.queues import load_queues
+from callcenter.acd.stasis import AcdApp
 from callcenter.agi.server import FastAgiServer
 from callcenter.ari.client import AriClient
 from callcenter.constants import STASIS_APP
+from callcenter.db.notify import listen
+from callcenter.db.store import AGENT_REQUESTS_CHANNEL, AGENTS_CHANNEL, PgStore
+from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.handler import make_ivr_handler
-from callcenter.routing.stasis import RoutingApp
 from callcenter.settings import Settings
+from callcenter.sip.provision import run_provisioner
 
 log = logging.getLogger("callcenter.service")
 
 
 async def agi_context(app: web.Application) -> AsyncIterator[None]:
-    from callcenter.web.app import SETTINGS, STORE
+    from callcenter.web.app import SETTINGS, STORE, WRITER
 
     settings = app[SETTINGS]
-    server = FastAgiServer(
-        settings.agi_host, settings.agi_port, {"ivr": make_ivr_handler(app[STORE])}
-    )
+    handler = make_ivr_handler(app[STORE], writer=app[WRITER])
+    server = FastAgiServer(settings.agi_host, settings.agi_port, {"ivr": handler})
     await server.start()
     yield
     await server.stop()
 
 
+class AgentRequests:
+    """Brings people's agent requests (CLI, web) to the ACD, each once, in order."""
+
+    def __init__(self, acd: AcdApp, store: PgStore, writer: OrderedWriter) -> None:
+        self.acd, self.store, self.writer = acd, store, writer
+        self._applied: set[int] = set()  # marked applied, maybe not yet written
+
+    async def catch_up(self) -> None:
+        """Agent definitions and every pending request (after LISTEN connected)."""
+        await self.acd.load_agents()
+        await self.apply_pending()
+
+    async def on_notify(self, channel: str, _payload: str) -> None:
+        if channel == AGENTS_CHANNEL:
+            await self.acd.load_agents()
+        else:
+            await self.apply_pending()
+
+    async def apply_pending(self) -> None:
+        rows = await self.store.pending_agent_requests()
+        if any(str(r["agent_id"]) not in self.acd.machine.agents for r in rows):
+            await self.acd.load_agents()  # an agent added with the request in one go
+        for row in rows:
+            request_id = int(row["id"])
+            if request_id in self._applied:
+                continue
+            self._applied.add(request_id)
+            self.acd.request(str(row["agent_id"]), str(row["action"]), row.get("reason"),
+                             by=str(row.get("requested_by") or "system"))
+            self.writer.submit("agent-requests", "mark_agent_request_applied", request_id,
+                               self.acd.clock())
+
+
 async def ari_context(app: web.Application) -> AsyncIterator[None]:
-    from callcenter.web.app import LIVE, SETTINGS, STORE
+    from callcenter.web.app import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
 
     settings = app[SETTINGS]
     client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, STASIS_APP)
-    routing = RoutingApp.from_settings(client, app[STORE], settings)
-    app[LIVE]["routing"] = routing
-    task = asyncio.create_task(routing.run(), name="ari-routing")
+    writer = app[WRITER]
+    resync_accounts = asyncio.Event()  # a (re)connected Asterisk gets every SIP account again
+    acd = AcdApp(client, app[STORE], writer, load_queues(),
+                 ring_timeout_s=settings.ring_timeout_s, wrap_up_s=settings.wrap_up_s,
+                 flush=writer.flush, on_connect=resync_accounts.set)
+    app[LIVE]["acd"] = acd
+    stopping = asyncio.Event()
+    requests = AgentRequests(acd, app[STORE], writer)
+    tasks = [
+        asyncio.create_task(acd.run(), name="acd"),
+        asyncio.create_task(listen(app[DSN], (AGENTS_CHANNEL, AGENT_REQUESTS_CHANNEL),
+                                   requests.on_notify, requests.catch_up, stopping),
+                            name="acd-agent-changes"),
+    ]
+    tasks.append(asyncio.create_task(
+        run_provisioner(app[POOL], client, resync=resync_accounts), name="sip-provisioner"))
     yield
-    await routing.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    stopping.set()
+    await acd.stop()
+    await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 15)
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await client.close()
 
 
@@ -54,7 +108,6 @@ async def run_worker(settings: Settings) -> None:
     """``callcenter worker``: only the job consumer, until interrupted."""
     from callcenter.db.connect import create_pool
     from callcenter.db.migrate import prepare_database
-    from callcenter.db.store import PgStore
     from callcenter.worker import model_transcribing, run_supervised
 
     dsn = await prepare_database(settings)

@@ -130,6 +130,7 @@ class AcdApp:
         wrap_up_s: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
         flush: Callable[[float], Any] | None = None,
+        on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -137,6 +138,7 @@ class AcdApp:
         self.machine = Machine(queues, ring_timeout_s=ring_timeout_s, wrap_up_s=wrap_up_s)
         self.executor = Executor(client, writer, self.feed, on_change=self._changed, clock=clock)
         self._flush = flush
+        self._on_connect = on_connect  # e.g. re-push SIP accounts to a restarted Asterisk
         self._subscribers: set[asyncio.Queue[str]] = set()
         self.reconciles = 0
         self.handled = 0
@@ -186,6 +188,8 @@ class AcdApp:
     async def _reconcile(self) -> None:
         """After every (re)connection: compare with Asterisk's channels and the store's
         unfinished calls (written ones: pending writes are flushed first, briefly)."""
+        if self._on_connect is not None:
+            self._on_connect()
         if self._flush is not None:
             with contextlib.suppress(Exception):
                 await self._flush(5.0)

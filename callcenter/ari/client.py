@@ -6,7 +6,7 @@ reply) and raise ``AriNotFound`` on 404, ``AriError`` on any other HTTP error an
 (connection refused or reset, timeout): callers need to catch ``AriError`` only.
 A 404 on a channel operation is normal in telephony (the channel hung up a
 moment ago): callers catch ``AriNotFound``; the convenience methods that are
-typically used on vanishing channels (hangup, stop_recording...) do it already.
+typically used on vanishing channels (hangup, stop_playback...) do it already.
 
 Events: ``events()`` is an async iterator over the application's websocket that
 reconnects with exponential backoff and calls ``on_connect`` after every
@@ -231,6 +231,45 @@ class AriClient:
         body = {"variables": dict(variables)} if variables else None
         return dict(await self.post("/channels", body, **params) or {})
 
+    async def originate_to_dialplan(
+        self,
+        endpoint: str,
+        *,
+        context: str,
+        extension: str = "s",
+        timeout_s: float,
+        caller_id: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        channel_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST /channels`` that runs ``context,extension,1`` once answered; then
+        subscribe this app to the channel so its end (no answer) is seen. A 404 from
+        the subscription means it already ended."""
+        params = {
+            "endpoint": endpoint,
+            "context": context,
+            "extension": extension,
+            "priority": 1,
+            "timeout": max(1, round(timeout_s)),
+            "callerId": caller_id,
+            "channelId": channel_id,
+        }
+        body = {"variables": dict(variables)} if variables else None
+        channel = dict(await self.post("/channels", body, **params) or {})
+        source = f"channel:{channel.get('id') or channel_id}"
+        await self.post(f"/applications/{_seg(self.app)}/subscription", eventSource=source)
+        return channel
+
+    async def play(self, channel_id: str, playback_id: str, media: list[str]) -> None:
+        await self.post(f"/channels/{_seg(channel_id)}/play/{_seg(playback_id)}", media=media)
+
+    async def stop_playback(self, playback_id: str) -> bool:
+        try:
+            await self.delete(f"/playbacks/{_seg(playback_id)}")
+        except AriNotFound:
+            return False
+        return True
+
     async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
         """Hang a channel up; False when it was already gone (404)."""
         try:
@@ -255,51 +294,14 @@ class AriClient:
     async def ring_stop(self, channel_id: str) -> None:
         await self.delete(f"/channels/{_seg(channel_id)}/ring")
 
-    async def snoop(
-        self,
-        channel_id: str,
-        *,
-        app_args: str,
-        spy: str = "in",
-        whisper: str = "none",
-        snoop_id: str | None = None,
-    ) -> dict[str, Any]:
-        """A snoop channel on ``channel_id``, placed into this Stasis app."""
-        path = f"/channels/{_seg(channel_id)}/snoop"
-        if snoop_id:
-            path = f"/channels/{_seg(channel_id)}/snoop/{_seg(snoop_id)}"
-        return dict(
-            await self.post(path, spy=spy, whisper=whisper, app=self.app, appArgs=app_args) or {}
-        )
-
-    async def record(
-        self,
-        channel_id: str,
-        name: str,
-        *,
-        fmt: str = "wav",
-        if_exists: str = "overwrite",
-        terminate_on: str = "none",
-        beep: bool = False,
-    ) -> dict[str, Any]:
-        """Start a live recording ``name`` (relative to Asterisk's recording dir)."""
-        return dict(
-            await self.post(
-                f"/channels/{_seg(channel_id)}/record",
-                name=name,
-                format=fmt,
-                ifExists=if_exists,
-                terminateOn=terminate_on,
-                beep=beep,
-            )
-            or {}
-        )
-
-    # ---- bridges and recordings ---------------------------------------------------------
+    # ---- bridges ---------------------------------------------------------
 
     async def create_bridge(
-        self, bridge_type: str = "mixing", *, name: str | None = None
+        self, bridge_type: str = "mixing", *, name: str | None = None, bridge_id: str | None = None
     ) -> dict[str, Any]:
+        if bridge_id:
+            path = f"/bridges/{_seg(bridge_id)}"
+            return dict(await self.post(path, type=bridge_type, name=name) or {})
         return dict(await self.post("/bridges", type=bridge_type, name=name) or {})
 
     async def add_to_bridge(self, bridge_id: str, channel_ids: list[str]) -> None:
@@ -312,15 +314,6 @@ class AriClient:
         try:
             await self.delete(f"/bridges/{_seg(bridge_id)}")
         except AriNotFound:
-            return False
-        return True
-
-    async def stop_recording(self, name: str) -> bool:
-        """Stop and keep a live recording; False when it had already ended (404)."""
-        try:
-            await self.post(f"/recordings/live/{_seg(name)}/stop")
-        except AriNotFound:
-            log.debug("stop_recording: %s not live", name)
             return False
         return True
 

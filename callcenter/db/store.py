@@ -21,15 +21,17 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
 from callcenter.core import QaResult, Segment, Ticket
-from callcenter.routing.policy import AgentInfo
-from callcenter.routing.store import ACTIVE_STAGES
 from callcenter.sip.accounts import Account
 
 log = logging.getLogger("callcenter.db")
 
 PROCESS_CALL_JOB = "process_call"
+# Stages of an unfinished call: in the IVR, then the ACD's (reconcile reads them).
+ACTIVE_STAGES = ("greeting", "menu", "queue", "ringing", "conversation")
 # NOTIFY channel of agent changes: {"agent_id": ..., "change": "account"}.
 AGENTS_CHANNEL = "cc_agents"
+# NOTIFY channel of people's requests for an agent's state (payload: the request id).
+AGENT_REQUESTS_CHANNEL = "cc_agent_requests"
 
 # Columns a caller of update_call may set; anything else is a programming error.
 _CALL_FIELDS = {
@@ -48,6 +50,7 @@ _CALL_FIELDS = {
     "duration_s",
     "error",
     "channel_id",
+    "outcome",
 }
 
 
@@ -186,16 +189,22 @@ class PgStore:
         channel_id: str | None,
         recording_name: str | None = None,
         agent_id: str | None = None,
+        started_at: datetime | None = None,
     ) -> None:
+        """A leg and its recording; ``started_at``: when its recording began (both
+        legs of a call start together, at the agent's answer)."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO legs (call_id, leg, channel_id, agent_id) VALUES ($1, $2, $3, $4)"
+                "INSERT INTO legs (call_id, leg, channel_id, agent_id, started_at)"
+                " VALUES ($1, $2, $3, $4, COALESCE($5, now()))"
                 " ON CONFLICT (call_id, leg) DO UPDATE SET channel_id = EXCLUDED.channel_id,"
-                " agent_id = COALESCE(EXCLUDED.agent_id, legs.agent_id)",
+                " agent_id = COALESCE(EXCLUDED.agent_id, legs.agent_id),"
+                " started_at = COALESCE($5, legs.started_at)",
                 call_id,
                 leg,
                 channel_id,
                 agent_id,
+                started_at,
             )
             if recording_name:
                 await conn.execute(
@@ -215,6 +224,7 @@ class PgStore:
         stage: str,
         hangup_by: str | None,
         ended_at: datetime | None = None,
+        outcome: str | None = None,
     ) -> bool:
         """Close the call once and queue its processing in the same transaction.
 
@@ -225,7 +235,7 @@ class PgStore:
             row = await conn.fetchrow(
                 "WITH t AS (SELECT COALESCE($4::timestamptz, now()) AS ended)"
                 " UPDATE calls SET stage = $2, hangup_by = COALESCE($3, hangup_by),"
-                " ended_at = t.ended, status = 'ended',"
+                " ended_at = t.ended, status = 'ended', outcome = COALESCE($5, outcome),"
                 " duration_s = GREATEST(0,"
                 "  EXTRACT(EPOCH FROM t.ended - COALESCE(answered_at, started_at)))"
                 " FROM t WHERE id = $1 AND status = 'active' RETURNING id",
@@ -233,6 +243,7 @@ class PgStore:
                 stage,
                 hangup_by,
                 ended_at,
+                outcome,
             )
             if row is None:
                 return False
@@ -279,17 +290,17 @@ class PgStore:
                 " VALUES ($1, $2, $3, $4, $5)"
                 " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
                 " endpoint = EXCLUDED.endpoint, skills = EXCLUDED.skills,"
-                # Re-adding an agent who is on a call must not offer them a second one.
-                " state = CASE WHEN agents.state IN ('logged_out', 'paused') THEN EXCLUDED.state"
-                "  ELSE agents.state END,"
-                " state_since = CASE WHEN agents.state IN ('logged_out', 'paused') THEN now()"
-                "  ELSE agents.state_since END",
+                # The state is the ACD's: a new agent starts logged out, and
+                # logging in is a request it applies (never offering a second call).
+                " state = agents.state",
                 agent_id,
                 name,
                 endpoint,
                 list(skills),
-                state,
+                "logged_out",
             )
+            if state == "available":
+                await _request_agent(conn, agent_id, "login", None, "upsert")
             if sip_account is not None:
                 await conn.execute(
                     "INSERT INTO sip_accounts (agent_id, username, realm, ha1)"
@@ -306,16 +317,64 @@ class PgStore:
             await _notify_agent(conn, agent_id)
 
     @retrying()
+    async def request_agent(
+        self, agent_id: str, action: str, reason: str | None = None, by: str = "system"
+    ) -> int:
+        """Ask the ACD to change an agent's state (login, logout, pause, unpause,
+        ready). It applies requests once, in order; pending ones when it starts."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            exists = await conn.fetchval("SELECT 1 FROM agents WHERE id = $1", agent_id)
+            if not exists:
+                raise KeyError(agent_id)
+            return await _request_agent(conn, agent_id, action, reason, by)
+
+    @retrying()
+    async def pending_agent_requests(self) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM agent_requests WHERE applied_at IS NULL ORDER BY id")
+        return [dict(r) for r in rows]
+
+    async def mark_agent_request_applied(self, request_id: int, at: datetime) -> None:
+        await self.pool.execute(
+            "UPDATE agent_requests SET applied_at = $2 WHERE id = $1 AND applied_at IS NULL",
+            request_id, at)
+
+    async def record_agent_state(
+        self,
+        agent_id: str,
+        *,
+        from_state: str,
+        to_state: str,
+        reason: str | None,
+        at: datetime,
+        call_id: str | None = None,
+    ) -> None:
+        """One agent state change (the ACD's): the current state and a history row.
+        Idempotent: a change written twice is one row; an older one never wins."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO agent_state_history"
+                " (agent_id, from_state, to_state, reason, call_id, at)"
+                " SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM agents WHERE id = $1)"
+                " ON CONFLICT (agent_id, at, to_state) DO NOTHING RETURNING id",
+                agent_id, from_state, to_state, reason, call_id, at)
+            if inserted is None:
+                return
+            await conn.execute(
+                "UPDATE agents SET state = $2, pause_reason = $3, state_since = $4,"
+                " no_answer_count = no_answer_count + CASE WHEN $3 = 'no_answer' THEN 1 ELSE 0 END"
+                " WHERE id = $1 AND state_since <= $4",
+                agent_id, to_state, reason, at)
+
+    @retrying()
     async def remove_agent(self, agent_id: str) -> bool:
         """Log an agent out and delete their SIP account (their calls stay);
         False when there is no such agent."""
         async with self.pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchval(
-                "UPDATE agents SET state = 'logged_out', state_since = now() WHERE id = $1"
-                " RETURNING id", agent_id,
-            )
+            found = await conn.fetchval("SELECT 1 FROM agents WHERE id = $1", agent_id)
             if found is None:
                 return False
+            await _request_agent(conn, agent_id, "logout", None, "remove")
             await conn.execute("DELETE FROM sip_accounts WHERE agent_id = $1", agent_id)
             await _notify_agent(conn, agent_id)
         return True
@@ -332,62 +391,8 @@ class PgStore:
                 for r in rows]
 
     @retrying()
-    async def agents(self) -> list[AgentInfo]:
-        """Agents as routing sees them; ``state_since`` is when they became idle."""
-        return [
-            AgentInfo(
-                id=r["id"],
-                name=r["name"],
-                endpoint=r["endpoint"],
-                skills=tuple(r["skills"]),
-                state=r["state"],
-                idle_since=r["state_since"],
-                priority=r["priority"],
-            )
-            for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")
-        ]
-
-    @retrying()
     async def agent_rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch("SELECT * FROM agents ORDER BY id")]
-
-    @retrying()
-    async def set_agent_state(
-        self, agent_id: str, state: str, *, since: datetime | None = None
-    ) -> None:
-        """Idempotent: setting the state the agent is already in keeps ``state_since``
-        (a repeated write does not move them to the back of the idle order).
-        ``since``: when the change happened, for a write that lands late."""
-        await self.pool.execute(
-            "UPDATE agents SET state = $2, state_since = CASE WHEN state = $2 THEN state_since"
-            " ELSE COALESCE($3::timestamptz, now()) END WHERE id = $1",
-            agent_id,
-            state,
-            since,
-        )
-
-    @retrying()
-    async def count_no_answer(
-        self, agent_id: str, *, call_id: str | None = None, offer_id: str | None = None
-    ) -> None:
-        """Count an offer the agent let ring out. With ``call_id`` and ``offer_id``
-        (e.g. the agent channel's id) it counts once per offer however often it is
-        retried, and the call's audit trail records it; without them every call
-        counts (not idempotent)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            if call_id is not None and offer_id is not None:
-                first = await conn.fetchval(
-                    "INSERT INTO call_events (call_id, kind, data) SELECT $1, 'no_answer', $2"
-                    " WHERE NOT EXISTS (SELECT 1 FROM call_events WHERE call_id = $1"
-                    "  AND kind = 'no_answer' AND data = $2::jsonb) RETURNING id",
-                    call_id,
-                    {"agent_id": agent_id, "offer_id": offer_id},
-                )
-                if first is None:
-                    return
-            await conn.execute(
-                "UPDATE agents SET no_answer_count = no_answer_count + 1 WHERE id = $1", agent_id
-            )
 
     # ---- worker side --------------------------------------------------------------------
 
@@ -543,6 +548,16 @@ async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source:
             for r in qa.rules
         ],
     )
+
+
+async def _request_agent(
+    conn: asyncpg.Connection, agent_id: str, action: str, reason: str | None, by: str
+) -> int:
+    request_id = int(await conn.fetchval(
+        "INSERT INTO agent_requests (agent_id, action, reason, requested_by)"
+        " VALUES ($1, $2, $3, $4) RETURNING id", agent_id, action, reason, by))
+    await conn.execute("SELECT pg_notify($1, $2)", AGENT_REQUESTS_CHANNEL, str(request_id))
+    return request_id
 
 
 async def _notify_agent(conn: asyncpg.Connection, agent_id: str) -> None:

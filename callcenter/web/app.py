@@ -9,8 +9,10 @@ in reverse, also when start-up fails half-way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,17 @@ from aiohttp import web
 from callcenter.db.connect import create_pool
 from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore
+from callcenter.db.writer import OrderedWriter
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
 from callcenter.settings import Settings
-from callcenter.stats import CallTimes, period_figures
+from callcenter.stats import (
+    CallTimes,
+    StateChange,
+    interval_figures,
+    occupancy,
+    period_figures,
+    time_in_state,
+)
 from callcenter.web import metrics as prom
 from callcenter.web import pages, queries
 
@@ -32,7 +42,9 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", PgStore)
 DSN = web.AppKey("dsn", str)
-LIVE = web.AppKey("live", dict)  # name -> object with snapshot() (routing app) etc.
+WRITER = web.AppKey("writer", OrderedWriter)  # the telephony side's write-behind
+LIVE = web.AppKey("live", dict)  # name -> object with snapshot() (the ACD) etc.
+AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready")
 
 
 def create_app(
@@ -58,7 +70,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[DSN] = dsn
     app[POOL] = await create_pool(dsn)
     app[STORE] = PgStore(app[POOL])
+    # Writes of the IVR and the ACD: in order per call, retried through an outage,
+    # journaled at shutdown if the database is still away, replayed at start.
+    app[WRITER] = OrderedWriter(app[STORE], journal=app[SETTINGS].data_dir / "pending-writes.jsonl")
+    await app[WRITER].start()
     yield
+    await app[WRITER].close()
     await app[POOL].close()
 
 
@@ -109,7 +126,9 @@ def _routes(app: web.Application) -> None:
     app.router.add_get("/api/calls/{call_id}", api_call)
     app.router.add_get("/api/tickets", api_tickets)
     app.router.add_get("/api/agents", api_agents)
+    app.router.add_post("/api/agents/{agent_id}/state", api_agent_state)
     app.router.add_get("/api/queues", api_queues)
+    app.router.add_get("/api/live", api_live)
     app.router.add_get("/api/stats", api_stats)
     app.router.add_get("/recordings/{call_id}/{leg}.wav", recording)
     app.router.add_get("/metrics", metrics)
@@ -163,13 +182,62 @@ async def api_agents(request: web.Request) -> web.Response:
     return web.json_response(await queries.list_agents(request.app[POOL]), dumps=_dumps)
 
 
+async def api_agent_state(request: web.Request) -> web.Response:
+    """Ask the ACD to log an agent in or out, pause (with a reason), unpause, or end
+    wrap-up: ``{"action": "pause", "reason": "lunch"}``. Applied in order, at once
+    when the ACD runs (it owns agent states), else when it starts: 202 Accepted."""
+    agent_id = request.match_info["agent_id"]
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise BadRequest("body must be JSON") from exc
+    if not isinstance(body, dict) or body.get("action") not in AGENT_ACTIONS:
+        raise BadRequest(f"action must be one of {', '.join(AGENT_ACTIONS)}",
+                         action=body.get("action") if isinstance(body, dict) else None)
+    reason = body.get("reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 100):
+        raise BadRequest("reason must be a short string", reason=str(reason)[:100])
+    try:
+        request_id = await request.app[STORE].request_agent(
+            agent_id, body["action"], reason, by="api")
+    except KeyError as exc:
+        raise NotFound(f"no agent {agent_id}", agent_id=agent_id) from exc
+    return web.json_response({"request_id": request_id, "agent_id": agent_id,
+                              "action": body["action"]}, status=202)
+
+
 async def api_queues(request: web.Request) -> web.Response:
-    routing = request.app[LIVE].get("routing")
-    return web.json_response(_snapshot(routing) if routing else {"queues": {}}, dumps=_dumps)
+    acd = request.app[LIVE].get("acd")
+    return web.json_response(_snapshot(acd) if acd else {"queues": {}}, dumps=_dumps)
+
+
+async def api_live(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the live snapshot now, then again after every change
+    (changes within 0.2 s are sent as one)."""
+    acd = request.app[LIVE].get("acd")
+    if acd is None:
+        raise Unavailable("the call distributor is not running in this process")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    changes = acd.subscribe()
+    try:
+        while True:
+            data = json.dumps(_snapshot(acd), ensure_ascii=False, default=str)
+            await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
+            await changes.get()
+            await asyncio.sleep(0.2)  # coalesce a burst of changes into one push
+            while not changes.empty():
+                changes.get_nowait()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        acd.unsubscribe(changes)
+    return response
 
 
 async def metrics(request: web.Request) -> web.Response:
-    routing = request.app[LIVE].get("routing")
+    routing = request.app[LIVE].get("acd")
     rows = await request.app[POOL].fetch(
         "SELECT stage, status, count(*) AS n FROM calls GROUP BY stage, status")
     body = prom.render(_snapshot(routing) if routing else {},
@@ -177,23 +245,58 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-async def api_stats(request: web.Request) -> web.Response:
-    """answer_rate, service_level, abandon_rate, asa, aht over the last ``hours``."""
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
     try:
-        hours = float(request.query.get("hours", "24"))
-        threshold = float(request.query.get("threshold_s", "20"))
+        value = float(request.query.get(name, str(default)))
     except ValueError as exc:
-        raise BadRequest("hours and threshold_s must be numbers") from exc
-    if not (0 < hours <= 24 * 366 and 0 < threshold <= 3600):
-        raise BadRequest("hours must be in (0, 8784], threshold_s in (0, 3600]",
-                         hours=hours, threshold_s=threshold)
-    rows = await request.app[POOL].fetch(
-        "SELECT queued_at, answered_at, ended_at FROM calls"
-        " WHERE started_at >= now() - make_interval(secs => $1)", hours * 3600)
-    figures = period_figures([CallTimes(**dict(r)) for r in rows], threshold_s=threshold)
-    routing = request.app[LIVE].get("routing")
-    live = _snapshot(routing) if routing else {}
-    return web.json_response({"period_hours": hours, **figures, "live": live}, dumps=_dumps)
+        raise BadRequest(f"{name} must be a number", **{name: request.query.get(name)}) from exc
+    if not low < value <= high:
+        raise BadRequest(f"{name} must be in ({low:g}, {high:g}]", **{name: value})
+    return value
+
+
+async def api_stats(request: web.Request) -> web.Response:
+    """The spec's figures over the last ``hours``: for the whole period, per queue,
+    per interval (``interval_min``, 15 by default) and per agent (occupancy, time
+    in state); ``threshold_s`` is the X of service_level and sl2."""
+    hours = _number(request, "hours", 24, 0, 24 * 366)
+    threshold = _number(request, "threshold_s", 20, 0, 3600)
+    short = _number(request, "short_abandon_s", 5, -1, 600)
+    interval = _number(request, "interval_min", 15, 0, 24 * 60)
+    if hours * 60 / interval > 5000:
+        raise BadRequest("too many intervals: raise interval_min or lower hours",
+                         hours=hours, interval_min=interval)
+    end = datetime.now(UTC)
+    start = end - timedelta(hours=hours)
+    pool = request.app[POOL]
+    rows = await pool.fetch(
+        "SELECT queued_at, answered_at, ended_at, queue, outcome FROM calls"
+        " WHERE started_at >= $1", start)
+    calls = [CallTimes(**dict(r)) for r in rows]
+    history = await pool.fetch(
+        "SELECT agent_id, to_state, at FROM agent_state_history WHERE at >= $1"
+        " UNION ALL SELECT DISTINCT ON (agent_id) agent_id, to_state, at"
+        " FROM agent_state_history WHERE at < $1 ORDER BY agent_id, at DESC", start)
+    changes = [StateChange(**dict(r)) for r in history]
+    kwargs = {"threshold_s": threshold, "short_abandon_s": short}
+    queues = sorted({c.queue for c in calls if c.queue})
+    spent = time_in_state(changes, start, end)
+
+    acd = request.app[LIVE].get("acd")
+    body = {
+        "period_hours": hours,
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        **period_figures(calls, **kwargs),
+        "queues": {q: period_figures([c for c in calls if c.queue == q], **kwargs)
+                   for q in queues},
+        "intervals": [row for row in interval_figures(
+            calls, changes, start, end, interval=timedelta(minutes=interval), **kwargs)
+            if row["all"]["calls_for_agent"] or row["occupancy"] is not None],
+        "agents": {a: {"occupancy": occupancy(s), "time_in_state_s": s}
+                   for a, s in sorted(spent.items())},
+        "live": _snapshot(acd) if acd else {},
+    }
+    return web.json_response(body, dumps=_dumps)
 
 
 async def recording(request: web.Request) -> web.FileResponse:

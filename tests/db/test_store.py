@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -139,13 +139,38 @@ async def test_retrying_repeats_transient_failures_then_gives_up() -> None:
     assert len(calls) == 1
 
 
-async def test_re_adding_a_busy_agent_keeps_them_busy(db_pool: asyncpg.Pool) -> None:
+async def test_agents_are_defined_by_upsert_and_their_state_is_the_acds(
+    db_pool: asyncpg.Pool,
+) -> None:
+    """Adding an agent logs them in through a request the ACD applies; re-adding one
+    never touches the state the ACD wrote (so an agent on a call stays on it)."""
     store = PgStore(db_pool)
     await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair"])
-    await store.set_agent_state("a1", "busy")
+    (row,) = await store.agent_rows()
+    assert row["state"] == "logged_out"
+    (request,) = await store.pending_agent_requests()
+    assert (request["agent_id"], request["action"]) == ("a1", "login")
+    at = datetime.now(UTC)
+    await store.record_agent_state("a1", from_state="logged_out", to_state="on_call",
+                                   reason=None, at=at)
+    await store.record_agent_state("a1", from_state="logged_out", to_state="on_call",
+                                   reason=None, at=at)  # a retried write: one history row
     await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair", "general"])
-    (agent,) = await store.agents()
-    assert agent.state == "busy" and agent.skills == ("repair", "general")
-    await store.set_agent_state("a1", "logged_out")
+    (row,) = await store.agent_rows()
+    assert row["state"] == "on_call" and row["skills"] == ["repair", "general"]
+    assert await db_pool.fetchval("SELECT count(*) FROM agent_state_history") == 1
+    await store.mark_agent_request_applied(request["id"], at)
+    assert len(await store.pending_agent_requests()) == 1  # the second upsert's login
+
+
+async def test_an_older_agent_state_never_overwrites_a_newer_one(db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
     await store.upsert_agent("a1", name="周", endpoint="PJSIP/1001", skills=["repair"])
-    assert (await store.agents())[0].state == "available"
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    await store.record_agent_state("a1", from_state="ringing", to_state="paused",
+                                   reason="no_answer", at=now)
+    await store.record_agent_state("a1", from_state="logged_out", to_state="ringing",
+                                   reason=None, at=now - timedelta(seconds=1))
+    (row,) = await store.agent_rows()
+    assert (row["state"], row["pause_reason"], row["no_answer_count"]) == (
+        "paused", "no_answer", 1)

@@ -389,3 +389,49 @@ async def test_stats_use_the_spec_metric_names(web: Web) -> None:
         assert name in data
     error = await _json(await web.client.get("/api/stats?hours=abc"), 400)
     assert error["error"] == "bad_request"
+    assert {"sl2", "short_abandon_s", "queues", "intervals", "agents"} <= set(data)
+
+
+async def test_stats_per_queue_interval_and_agent(web: Web, db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
+    await store.upsert_agent("a1", name="周", endpoint="Local/1@sim-agents/n", skills=["repair"])
+    start = datetime.now(UTC) - timedelta(minutes=20)
+    await store.record_agent_state("a1", from_state="logged_out", to_state="available",
+                                   reason=None, at=start)
+    await store.record_agent_state("a1", from_state="available", to_state="on_call",
+                                   reason=None, at=start + timedelta(minutes=5))
+    await store.record_agent_state("a1", from_state="on_call", to_state="wrap_up",
+                                   reason=None, at=start + timedelta(minutes=10))
+    await store.record_agent_state("a1", from_state="wrap_up", to_state="paused",
+                                   reason="lunch", at=start + timedelta(minutes=11))
+    data = await _json(await web.client.get("/api/stats?hours=1&interval_min=15"), 200)
+    agent = data["agents"]["a1"]
+    assert agent["time_in_state_s"]["on_call"] == pytest.approx(300, abs=1)
+    # busy 6 of the 11 staffed minutes (paused time does not count)
+    assert agent["occupancy"] == pytest.approx(100 * 6 / 11, abs=0.2)
+    assert data["queues"]["repair"]["calls_for_agent"] == 0  # CALL never queued (no queued_at)
+    assert data["intervals"] and all("occupancy" in row for row in data["intervals"])
+    error = await _json(await web.client.get("/api/stats?hours=8000&interval_min=1"), 400)
+    assert error["error"] == "bad_request"
+
+
+async def test_agent_state_requests_go_to_the_acd(web: Web, db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
+    await store.upsert_agent("a1", name="周", endpoint="Local/1@sim-agents/n", skills=["repair"])
+    resp = await web.client.post("/api/agents/a1/state", json={"action": "pause",
+                                                                "reason": "training"})
+    body = await _json(resp, 202)
+    assert body["action"] == "pause"
+    pending = await store.pending_agent_requests()
+    assert [(r["action"], r["reason"], r["requested_by"]) for r in pending] == [
+        ("login", None, "upsert"), ("pause", "training", "api")]
+    bad = await _json(await web.client.post("/api/agents/a1/state", json={"action": "dance"}),
+                      400)
+    _assert_error(bad, 400, "bad_request")
+    missing = await _json(await web.client.post("/api/agents/nobody/state",
+                                                json={"action": "login"}), 404)
+    _assert_error(missing, 404, "not_found")
+    garbage = await web.client.post("/api/agents/a1/state", data=b"{not json")
+    _assert_error(await _json(garbage, 400), 400, "bad_request")
+    # /api/live needs the distributor, which this process (no telephony) does not run.
+    _assert_error(await _json(await web.client.get("/api/live"), 503), 503, "unavailable")
