@@ -143,6 +143,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.web.app import create_app
 
     telephony = not args.no_telephony
+    if telephony:
+        from callcenter.acd.queues import QueueConfigError, load_queues
+
+        try:  # a bad queues file is one line here, not a traceback at start-up
+            load_queues(settings.queues_file) if settings.queues_file else load_queues()
+        except QueueConfigError as exc:
+            raise CliError(str(exc)) from None
     app = create_app(settings, telephony=telephony, workers=args.workers)
     _announce(settings, telephony)
     web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
@@ -157,7 +164,8 @@ def _announce(settings: Settings, telephony: bool) -> None:
              f"recordings       {settings.recordings}"]
     if telephony:
         lines += [f"FastAGI (IVR)    agi://{settings.agi_host}:{settings.agi_port}/ivr",
-                  f"ARI (routing)    {settings.ari_url} app 'hotline'"]
+                  f"ARI (ACD)        {settings.ari_url} app 'hotline'",
+                  f"SIP              {settings.sip_host}:{settings.sip_port} (agent phones)"]
     print("callcenter is listening:\n  " + "\n  ".join(lines), flush=True)
 
 

@@ -80,7 +80,8 @@ async def ari_context(app: web.Application) -> AsyncIterator[None]:
     client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, STASIS_APP)
     writer = app[WRITER]
     resync_accounts = asyncio.Event()  # a (re)connected Asterisk gets every SIP account again
-    acd = AcdApp(client, app[STORE], writer, load_queues(),
+    queues = load_queues(settings.queues_file) if settings.queues_file else load_queues()
+    acd = AcdApp(client, app[STORE], writer, queues,
                  ring_timeout_s=settings.ring_timeout_s, wrap_up_s=settings.wrap_up_s,
                  flush=writer.flush, on_connect=resync_accounts.set)
     app[LIVE]["acd"] = acd

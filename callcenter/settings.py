@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8080, ge=1, le=65535, description="Web UI/API port.")
     workers: int = Field(default=1, ge=0, le=64, description="Transcription workers in serve.")
 
+    queues_file: Path | None = Field(
+        default=None,
+        description="Queues of the call distributor (YAML). Unset: callcenter/acd/queues.yaml.",
+    )
     ring_timeout_s: float = Field(default=15.0, gt=0, description="Agent no-answer timeout.")
     wrap_up_s: float = Field(default=5.0, ge=0, description="Agent wrap-up after a call.")
     timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
