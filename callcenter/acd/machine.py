@@ -167,6 +167,7 @@ class Machine:
         if not e.answered:
             self._emit(cmd.Answer(call_id, e.channel_id))
         log.info("call %s queued in %s (priority %d, %s)", call_id, queue, e.priority, e.kind)
+        self._emit(cmd.Changed("calls"))
         self._start_waiting(call, e.at)
 
     def _track(self, call: Call) -> None:

@@ -5,6 +5,7 @@ timestamps, failures of every kind, reconnects and restarts."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -309,3 +310,32 @@ async def test_snapshot_reports_connection_and_figures(env: Env) -> None:
     snap = env.acd.snapshot()
     assert snap["connected"] is True
     assert snap["queues"]["repair"]["agents_available"] == 2
+
+
+async def test_live_figures_are_pushed_as_server_sent_events(env: Env) -> None:
+    from aiohttp import web as aioweb
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from callcenter.web.app import LIVE, api_live
+
+    app = aioweb.Application()
+    app[LIVE] = {"acd": env.acd}
+    app.router.add_get("/api/live", api_live)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/api/live")
+        assert resp.headers["Content-Type"] == "text/event-stream"
+
+        async def next_snapshot() -> dict[str, Any]:
+            while True:
+                line = (await asyncio.wait_for(resp.content.readline(), 5)).decode()
+                if line.startswith("data: "):
+                    return dict(json.loads(line[len("data: "):]))
+
+        first = await next_snapshot()
+        assert first["queues"]["consultation"]["waiting"] == 0
+        env.fake.add_caller("caller-1", "c1", queue="consultation")  # nobody serves it
+        pushed = await next_snapshot()
+        while pushed["queues"]["consultation"]["waiting"] != 1:
+            pushed = await next_snapshot()
+        assert pushed["calls"]["queued"] == 1
+        resp.close()
