@@ -212,6 +212,8 @@ class Machine:
         """Offer waiting calls to free agents: highest priority first, FIFO within it;
         a call nobody can take does not hold up the calls behind it."""
         free = {a.id: a for a in self.agents.values() if a.state == "available"}
+        if not free:
+            return  # the usual case under load: nothing to sort
         for call in self._waiting_in_order():
             if not free:
                 return

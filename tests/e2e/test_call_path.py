@@ -277,3 +277,16 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
         "SELECT count(*) FROM tickets WHERE call_id = $1", call["id"]) == 1
     agent = await pool.fetchval("SELECT state FROM agents WHERE id = 'agent1001'")
     assert agent in ("available", "wrap_up")
+
+    # New calls are routed as before: the restarted Asterisk gets the next caller to 1001.
+    speech = sorted((shared_dir / "realspeech" / "wav8k").glob("*.wav"))
+    after = await place_call(
+        AriParams(), number="12345", caller_phone="13800000003", caller_audio=speech[0],
+        agent_audio=speech[1], digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+    )
+
+    async def answered() -> bool:
+        row = await _call_on(pool, f"{after}-pbx")
+        return bool(row and row["answered_at"] and row["agent_id"] == "agent1001")
+
+    await eventually(answered, 60, "a new call after the restart to be answered")
