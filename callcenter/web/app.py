@@ -21,7 +21,7 @@ from aiohttp import web
 
 from callcenter.db.connect import create_pool
 from callcenter.db.migrate import prepare_database
-from callcenter.db.store import PgStore
+from callcenter.db.store import PgStore, is_transient
 from callcenter.db.writer import OrderedWriter
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
 from callcenter.settings import Settings
@@ -161,7 +161,8 @@ async def healthz(request: web.Request) -> web.Response:
         # A health check answers "unavailable" (503), not a logged internal error (500).
         raise Unavailable("database unreachable", reason=str(exc)) from exc
     live = {name: _snapshot(obj).get("connected") for name, obj in request.app[LIVE].items()}
-    return web.json_response({"status": "ok", "database": "ok", "live": live})
+    return web.json_response({"status": "ok", "database": "ok", "live": live,
+                              "pending_writes": request.app[WRITER].pending()})
 
 
 async def api_calls(request: web.Request) -> web.Response:
@@ -237,11 +238,17 @@ async def api_live(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    routing = request.app[LIVE].get("acd")
-    rows = await request.app[POOL].fetch(
-        "SELECT stage, status, count(*) AS n FROM calls GROUP BY stage, status")
-    body = prom.render(_snapshot(routing) if routing else {},
-                       [(r["stage"], r["status"], r["n"]) for r in rows])
+    acd = request.app[LIVE].get("acd")
+    calls: list[tuple[str, str, int]] | None
+    try:
+        rows = await request.app[POOL].fetch(
+            "SELECT stage, status, count(*) AS n FROM calls GROUP BY stage, status", timeout=5)
+        calls = [(r["stage"], r["status"], r["n"]) for r in rows]
+    except Exception as exc:  # the live figures matter most while the database is away
+        if not (is_transient(exc) or isinstance(exc, TimeoutError)):
+            raise
+        calls = None
+    body = prom.render(_snapshot(acd) if acd else {}, calls, request.app[WRITER].pending())
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 

@@ -15,9 +15,11 @@ from prometheus_client.registry import Collector
 
 
 class _Snapshot(Collector):
-    def __init__(self, routing: dict[str, Any], calls: list[tuple[str, str, int]]) -> None:
+    def __init__(self, routing: dict[str, Any], calls: list[tuple[str, str, int]] | None,
+                 pending_writes: int) -> None:
         self.routing = routing
         self.calls = calls
+        self.pending_writes = pending_writes
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         waiting = GaugeMetricFamily("callcenter_queue_waiting_calls",
@@ -41,12 +43,20 @@ class _Snapshot(Collector):
             live.add_metric([state], count)
         calls = GaugeMetricFamily("callcenter_calls", "Calls by stage and status",
                                   labels=["stage", "status"])
-        for stage, status, count in self.calls:
+        for stage, status, count in self.calls or []:
             calls.add_metric([stage, status], count)
-        yield from (waiting, longest, available, agents, live, calls)
+        database = GaugeMetricFamily("callcenter_database_up",
+                                     "Whether the database answered this scrape")
+        database.add_metric([], 0 if self.calls is None else 1)
+        pending = GaugeMetricFamily("callcenter_pending_writes",
+                                    "Store writes of the IVR and the ACD not yet in the database")
+        pending.add_metric([], self.pending_writes)
+        yield from (waiting, longest, available, agents, live, calls, database, pending)
 
 
-def render(routing: dict[str, Any], calls: list[tuple[str, str, int]]) -> bytes:
+def render(routing: dict[str, Any], calls: list[tuple[str, str, int]] | None,
+           pending_writes: int = 0) -> bytes:
+    """``calls`` None: the database did not answer (live figures are served anyway)."""
     registry = CollectorRegistry()
-    registry.register(_Snapshot(routing, calls))
+    registry.register(_Snapshot(routing, calls, pending_writes))
     return generate_latest(registry)

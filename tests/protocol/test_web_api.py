@@ -166,7 +166,7 @@ def _assert_error(body: dict[str, Any], status: int, error: str) -> None:
 
 async def test_healthz(web: Web) -> None:
     body = await _json(await web.client.get("/healthz"), 200)
-    assert body == {"status": "ok", "database": "ok", "live": {}}
+    assert body == {"status": "ok", "database": "ok", "live": {}, "pending_writes": 0}
 
 
 async def test_healthz_without_database_is_503(web: Web) -> None:
@@ -380,6 +380,14 @@ async def test_metrics_count_calls_by_stage_and_status(web: Web) -> None:
     text = await resp.text()
     assert "# TYPE callcenter_calls gauge" in text
     assert 'callcenter_calls{stage="' in text
+    assert "callcenter_database_up 1.0" in text and "callcenter_pending_writes 0.0" in text
+
+
+async def test_metrics_still_answer_while_the_database_is_away(web: Web) -> None:
+    await web.client.app[POOL].close()  # the database is gone
+    resp = await web.client.get("/metrics")
+    assert resp.status == 200
+    assert "callcenter_database_up 0.0" in await resp.text()
 
 
 async def test_stats_use_the_spec_metric_names(web: Web) -> None:
