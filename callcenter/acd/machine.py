@@ -639,7 +639,7 @@ class Machine:
             if channel.id in self.channels or channel.stasis_args is None:
                 continue
             kind = channel.stasis_args[0] if channel.stasis_args else "inbound"
-            if kind in ("inbound", "fallback"):
+            if kind != "agent":  # whatever else is in the app is a caller: serve them
                 self._on_CallerArrived(caller_arrived(channel, e.at))
             else:
                 log.info("reconcile: hanging up orphan %s (%s)", channel.id, channel.stasis_args)

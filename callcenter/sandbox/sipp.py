@@ -10,6 +10,7 @@ host's loopback, with the scenarios of ``callcenter/sandbox/sipp/``:
 - ``agent_register.xml`` + ``agent_answer.xml``: one SIPp process registers
   several agent phones (injection file, digest auth) and answers incoming calls
   for all of them, playing the agent's audio until the BYE;
+  ``agent_no_answer.xml`` instead: phones that ring and are never picked up;
 - ``agent_register_refused.xml``: a registration that must be refused.
 
 Audio: a scenario WAV (any format sox reads) is converted to raw mu-law by sox
@@ -324,18 +325,23 @@ class SippLab:
         ring_s: float = 0.5,
         expires_s: int = 300,
         name: str = "agents",
+        answer: bool = True,
     ) -> SippRun:
         """Register phones ``(user, password)`` and answer their calls, playing
-        ``audio`` (or silence) on every call, until stopped."""
-        pcap = await self.pcap(f"{name}-audio", audio, silence_s=60)
+        ``audio`` (or silence) on every call, until stopped. ``answer=False``:
+        phones that ring (180) and are never picked up, whatever calls."""
         register = self._scenario("agent_register.xml", f"{name}-register", {
             "EXPIRES": str(expires_s), "REFRESH_MS": str(expires_s * 1000 * 2 // 3)})
-        answer = self._scenario("agent_answer.xml", f"{name}-answer", {
-            "RING_MS": str(round(ring_s * 1000)), "PCAP": pcap})
+        if answer:
+            pcap = await self.pcap(f"{name}-audio", audio, silence_s=60)
+            incoming = self._scenario("agent_answer.xml", f"{name}-answer", {
+                "RING_MS": str(round(ring_s * 1000)), "PCAP": pcap})
+        else:
+            incoming = self._scenario("agent_no_answer.xml", f"{name}-ringing", {})
         users = self._csv(f"{name}-users", [list(a) for a in accounts])
         n = str(len(accounts))
         return await self._start(name, [
-            "-sf", register, "-oocsf", answer, "-inf", users, "-m", n, "-l", n, "-r", "50",
+            "-sf", register, "-oocsf", incoming, "-inf", users, "-m", n, "-l", n, "-r", "50",
             "-i", PHONES_IP, "-p", str(free_port(PHONES_IP)),
             "-mi", PHONES_IP, "-mp", str(free_port(PHONES_IP, even=True)), "-aa",
         ])  # fmt: skip
