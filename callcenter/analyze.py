@@ -51,8 +51,8 @@ class AnalyzeRequest:
 
 
 async def run_analyze(request: AnalyzeRequest, settings: Settings) -> dict[str, Any]:
-    from callcenter.cli import CliError
     from callcenter.db.connect import DatabaseUnavailable
+    from callcenter.errors import CliError
 
     try:
         timeline, facts, legs, source = await asyncio.to_thread(_read_call, request, settings)

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from callcenter import logs
-from callcenter.settings import Settings, describe
+from callcenter.errors import CliError
+from callcenter.settings import Settings, describe, listening
 
 log = logging.getLogger("callcenter.cli")
-
-
-class CliError(Exception):
-    """A one-line reason; the command exits with status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,22 +148,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         except QueueConfigError as exc:
             raise CliError(str(exc)) from None
     app = create_app(settings, telephony=telephony, workers=args.workers)
-    _announce(settings, telephony)
+    print(listening(settings, telephony=telephony), flush=True)
     web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
                 access_log=None)
     return 0
-
-
-def _announce(settings: Settings, telephony: bool) -> None:
-    db = "DATABASE_URL" if settings.database_url else f"embedded PostgreSQL, {settings.data_dir}/pg"
-    lines = [f"web UI and API   http://{settings.web_host}:{settings.web_port}/",
-             f"database         {db}",
-             f"recordings       {settings.recordings}"]
-    if telephony:
-        lines += [f"FastAGI (IVR)    agi://{settings.agi_host}:{settings.agi_port}/ivr",
-                  f"ARI (ACD)        {settings.ari_url} app 'hotline'",
-                  f"SIP              {settings.sip_host}:{settings.sip_port} (agent phones)"]
-    print("callcenter is listening:\n  " + "\n  ".join(lines), flush=True)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -94,7 +94,7 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Place scenario calls; attach to a running ``callcenter serve`` if there is one,
     else run the whole service in this process for the demo's duration."""
-    from callcenter.cli import CliError
+    from callcenter.errors import CliError
     from callcenter.sandbox.asterisk import sandbox_from_settings
 
     try:
@@ -132,10 +132,10 @@ async def _until_terminated() -> None:
 @contextlib.asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
     """The database store and pool of the running service, or of one started here."""
-    from callcenter.cli import _announce
     from callcenter.db.connect import create_pool
     from callcenter.db.migrate import prepare_database
     from callcenter.db.store import PgStore
+    from callcenter.settings import listening
     from callcenter.web.app import POOL, STORE, create_app
 
     if await _service_answers(settings):
@@ -151,7 +151,7 @@ async def _service(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.web_host, settings.web_port).start()
-        _announce(settings, telephony=True)
+        print(listening(settings, telephony=True), flush=True)
         yield app[STORE], app[POOL]
     finally:
         await runner.cleanup()

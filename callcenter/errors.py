@@ -35,3 +35,7 @@ class BadRequest(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     error_id = "unavailable"
+
+
+class CliError(Exception):
+    """A one-line reason for the command line; the command exits with status 2."""

@@ -23,6 +23,7 @@ from callcenter.db.notify import listen
 from callcenter.db.store import AGENT_REQUESTS_CHANNEL, AGENTS_CHANNEL, PgStore
 from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.handler import make_ivr_handler
+from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
 from callcenter.settings import Settings
 from callcenter.sip.provision import run_provisioner
 
@@ -30,8 +31,6 @@ log = logging.getLogger("callcenter.service")
 
 
 async def agi_context(app: web.Application) -> AsyncIterator[None]:
-    from callcenter.web.app import SETTINGS, STORE, WRITER
-
     settings = app[SETTINGS]
     handler = make_ivr_handler(app[STORE], writer=app[WRITER])
     server = FastAgiServer(settings.agi_host, settings.agi_port, {"ivr": handler})
@@ -74,8 +73,6 @@ class AgentRequests:
 
 
 async def ari_context(app: web.Application) -> AsyncIterator[None]:
-    from callcenter.web.app import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
-
     settings = app[SETTINGS]
     client = AriClient(settings.ari_url, settings.ari_user, settings.ari_password, STASIS_APP)
     writer = app[WRITER]

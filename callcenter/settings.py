@@ -132,6 +132,19 @@ def describe(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+def listening(settings: Settings, *, telephony: bool) -> str:
+    """What the service listens on, for the console (serve, demo)."""
+    db = "DATABASE_URL" if settings.database_url else f"embedded PostgreSQL, {settings.data_dir}/pg"
+    lines = [f"web UI and API   http://{settings.web_host}:{settings.web_port}/",
+             f"database         {db}",
+             f"recordings       {settings.recordings}"]
+    if telephony:
+        lines += [f"FastAGI (IVR)    agi://{settings.agi_host}:{settings.agi_port}/ivr",
+                  f"ARI (ACD)        {settings.ari_url} app 'hotline'",
+                  f"SIP              {settings.sip_host}:{settings.sip_port} (agent phones)"]
+    return "callcenter is listening:\n  " + "\n  ".join(lines)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

@@ -24,6 +24,7 @@ from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore, is_transient
 from callcenter.db.writer import OrderedWriter
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
+from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
 from callcenter.settings import Settings
 from callcenter.stats import (
     CallTimes,
@@ -38,12 +39,6 @@ from callcenter.web import pages, queries
 
 log = logging.getLogger("callcenter.web")
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-STORE = web.AppKey("store", PgStore)
-DSN = web.AppKey("dsn", str)
-WRITER = web.AppKey("writer", OrderedWriter)  # the telephony side's write-behind
-LIVE = web.AppKey("live", dict)  # name -> object with snapshot() (the ACD) etc.
 AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready")
 
 
@@ -55,7 +50,7 @@ def create_app(
     app[LIVE] = {}
     app.cleanup_ctx.append(_database)
     if telephony:
-        from callcenter.service import agi_context, ari_context
+        from callcenter.service import agi_context, ari_context  # only with telephony
 
         app.cleanup_ctx.append(agi_context)
         app.cleanup_ctx.append(ari_context)
@@ -334,3 +329,6 @@ def _dumps(obj: Any) -> str:
     import json
 
     return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+__all__ = ["DSN", "LIVE", "POOL", "SETTINGS", "STORE", "WRITER", "create_app"]
