@@ -53,6 +53,9 @@ class AriUnavailable(AriError):
     """No HTTP answer at all (connection refused or reset, timeout): status 0."""
 
 
+# Concurrent HTTP connections to ARI (http.conf's sessionlimit must allow them).
+MAX_CONNECTIONS = 400
+
 # What aiohttp raises when no HTTP status came back (asyncio.TimeoutError is TimeoutError).
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
@@ -121,6 +124,9 @@ class AriClient:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Basic {token}"},
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+                # One request at a time per call, many calls at once: aiohttp's default
+                # of 100 connections would queue the 101st call behind the others.
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
             )
         return self._session
 
