@@ -7,6 +7,7 @@ contract of ../shared/spec/hotline-standards.md: never rename them.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +19,17 @@ CATEGORIES = ("engineering", "cleaning", "security", "landscaping", "complaint",
 URGENCIES = ("P1", "P2", "P3", "P4")
 COMPLAINT_SEVERITIES = ("minor", "important", "major")
 VIP_KINDS = ("none", "elderly", "disabled")
+
+# Call ids are derived from the caller channel's Asterisk unique id, so the IVR
+# and the call distributor name a call alike even when the IVR could not hand
+# its id over (a FastAGI failure sends the caller to the fallback queue).
+_CALL_ID_NAMESPACE = uuid.UUID("5b0c1d2e-8f3a-4c6b-9d7e-1a2b3c4d5e6f")
+
+
+def call_id_for_channel(unique_id: str) -> str:
+    """The call id of the call whose caller channel has this unique id (32 hex)."""
+    return uuid.uuid5(_CALL_ID_NAMESPACE, unique_id).hex
+
 
 # Where a call ended; stored on the call row so supervisors see how far it got.
 CALL_STAGES = ("greeting", "menu", "queue", "ringing", "conversation", "completed", "failed")

@@ -26,6 +26,7 @@ from callcenter.acd import events as ev
 from callcenter.acd.queues import GENERAL_QUEUE, QueueConfig, Rule
 from callcenter.acd.strategies import Candidate, choose, skill_level
 from callcenter.constants import VAR_BRIDGED, VAR_CALL_ID, VAR_CALLER_CHANNEL
+from callcenter.core import call_id_for_channel
 
 log = logging.getLogger("callcenter.acd")
 
@@ -150,7 +151,8 @@ class Machine:
     def _on_CallerArrived(self, e: ev.CallerArrived) -> None:
         if e.channel_id in self.channels:
             return  # already tracked (reconcile adopted it first)
-        call_id = e.call_id or f"ch-{e.channel_id}"
+        # Without the IVR's id (it failed before handing it over): the same derivation.
+        call_id = e.call_id or call_id_for_channel(e.channel_id)
         if call_id in self.calls:
             log.warning("acd: call %s arrived twice (channel %s): ignored", call_id, e.channel_id)
             return

@@ -5,7 +5,7 @@ Wiring::
     writer = OrderedWriter(PgStore(pool), journal=...)   # shared with routing
     server = FastAgiServer(host, port, {"ivr": make_ivr_handler(store, writer=writer)})
 
-What it does: a new call id (uuid4 hex), ``sink.open_call``, ANSWER, sets
+What it does: the call id (derived from the channel's unique id), ``sink.open_call``, ANSWER, sets
 ``CC_CALL_ID``, plays the greeting (any key interrupts), then WAIT FOR DIGIT,
 feeding each key or silence to :class:`~callcenter.ivr.engine.MenuEngine`
 until the engine routes the call. It then sets ``CC_QUEUE``,
@@ -47,6 +47,7 @@ from callcenter.constants import (
     VAR_QUEUE,
     VAR_VIP,
 )
+from callcenter.core import call_id_for_channel
 from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.engine import (
     Action,
@@ -166,7 +167,10 @@ class IvrCall:
         self.engine = MenuEngine(menu=menu)
         self.lookup = lookup
         self.sink_timeout_s = sink_timeout_s
-        self.call_id = uuid.uuid4().hex
+        # Derived from the channel: the distributor finds the same id if this
+        # IVR fails before it could set CC_CALL_ID (see core.call_id_for_channel).
+        self.call_id = (call_id_for_channel(channel.unique_id) if channel.unique_id
+                        else uuid.uuid4().hex)
         self.stage = "greeting"
         self._reported_stage: str | None = None
         self.log = log.bind(

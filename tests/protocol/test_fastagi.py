@@ -37,6 +37,7 @@ from callcenter.constants import (
     VAR_QUEUE,
     VAR_VIP,
 )
+from callcenter.core import call_id_for_channel
 from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.engine import CallerIdentified
 from callcenter.ivr.handler import MemoryCallSink, make_ivr_handler
@@ -446,7 +447,9 @@ async def test_caller_id_unknown_is_empty(server: FastAgiServer, sink: MemoryCal
 
 async def test_concurrent_calls(server: FastAgiServer, sink: MemoryCallSink) -> None:
     plans = [["1"], ["", "2"], ["9", "", "3"], []]
-    peers = await asyncio.gather(*(run_call(server, FakeAsterisk(plan=p)) for p in plans))
+    peers = await asyncio.gather(*(
+        run_call(server, FakeAsterisk(plan=p), default_env(agi_uniqueid=f"1700000001.{n}"))
+        for n, p in enumerate(plans)))
     assert [p.vars_set()[VAR_QUEUE] for p in peers] == [
         "repair",
         "complaint",
@@ -455,6 +458,8 @@ async def test_concurrent_calls(server: FastAgiServer, sink: MemoryCallSink) -> 
     ]
     assert len({p.vars_set()[VAR_CALL_ID] for p in peers}) == 4
     assert len(sink.calls) == 4
+    # The id is the channel's: the distributor derives the same one if the IVR fails.
+    assert peers[0].vars_set()[VAR_CALL_ID] == call_id_for_channel("1700000001.0")
 
 
 async def test_known_vip_caller_gets_priority(server: FastAgiServer, sink: MemoryCallSink) -> None:

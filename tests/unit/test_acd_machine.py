@@ -476,3 +476,12 @@ def test_shipped_queues_file_loads() -> None:
 
     queues = load_queues()
     assert set(IVR_QUEUES) <= set(queues)
+
+
+def test_a_fallback_caller_without_the_ivrs_id_gets_the_same_derived_id() -> None:
+    from callcenter.core import call_id_for_channel
+
+    h = Harness()
+    h.feed(ev.CallerArrived(T0, "1700000000.5", "PJSIP/x", "", "1", "general", 0,
+                            answered=True, kind="fallback"))
+    assert call_id_for_channel("1700000000.5") in h.m.calls
