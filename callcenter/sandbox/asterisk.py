@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -358,6 +359,7 @@ class AsteriskSandbox:
             self._mount_data()
             self.install_config()
             self.render_prompts()
+            self._isolate_names()
             self._launch()
             self.wait_ready()
         except BaseException:
@@ -365,10 +367,23 @@ class AsteriskSandbox:
             raise
         log.info("Asterisk is up in %.1f s (pid %s)", time.monotonic() - started, self.pid())
 
+    def _isolate_names(self) -> None:
+        """The sandbox reaches nothing but loopback, so name lookups must fail at once:
+        Asterisk looks up this machine's name (and A.ROOT-SERVERS.NET) for every
+        call's RTP, and a resolver that times out (5 s) stalls PJSIP's task
+        queues under load. The machine's own name resolves to loopback."""
+        hostname = socket.gethostname()
+        (self.root / "etc/hosts").write_text(
+            f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost\n")
+        (self.root / "etc/resolv.conf").write_text(
+            "# the sandbox has no DNS: lookups fail at once (callcenter/sandbox/asterisk.py)\n"
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+
     def _refresh(self) -> None:
         """Bring a running Asterisk in line with this sandbox's folders and config."""
         self.wait_ready()
         self._mount_data()
+        self._isolate_names()
         changed = self.install_config()
         if self.render_prompts() or changed:
             log.info("configuration changed: core reload")
