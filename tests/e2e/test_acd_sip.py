@@ -205,9 +205,24 @@ class Scene:
         return await eventually(check, within_s, f"{name}: {what}")
 
     async def until_talking(self, name: str, within_s: float) -> asyncpg.Record:
+        """Connected in the ACD, and its row and both legs written (write-behind)."""
         await self.until_acd_state(name, "connected", within_s)
-        return await self.until_row(name, "answered (row)", 10,
-                                    lambda r: r["answered_at"] is not None)
+        row = await self.until_row(name, "answered (row)", 10,
+                                   lambda r: r["answered_at"] is not None)
+
+        async def legs_written() -> bool:
+            return bool(await self.pool.fetchval(
+                "SELECT count(*) = 2 FROM legs WHERE call_id = $1", row["id"]))
+
+        await eventually(legs_written, 10, f"{name}'s legs (rows)")
+        return row
+
+    async def agent_channel(self, name: str) -> str:
+        channel = await self.pool.fetchval(
+            "SELECT channel_id FROM legs WHERE call_id = $1 AND leg = 'agent'",
+            await self.call_id(name))
+        assert channel, f"{name}: no agent leg"
+        return str(channel)
 
     async def until_ended(self, name: str, within_s: float) -> asyncpg.Record:
         return await self.until_row(name, "ended (row)", within_s,
@@ -216,20 +231,13 @@ class Scene:
     async def agent_hangs_up(self, name: str) -> None:
         """The agent ends the conversation: their channel is hung up (ARI), the
         hotline then hangs up the caller (a BYE to the caller's phone)."""
-        call_id = await self.call_id(name)
-        channel = await self.pool.fetchval(
-            "SELECT channel_id FROM legs WHERE call_id = $1 AND leg = 'agent'", call_id)
-        assert channel, f"{name}: no agent leg"
-        await self.ari.hangup(str(channel))
+        await self.ari.hangup(await self.agent_channel(name))
 
     async def bridged(self, name: str) -> bool:
         """ARI: the caller's and the agent's channels share one bridge."""
-        call_id = await self.call_id(name)
         row = await self.row(name)
         assert row is not None
-        agent_channel = await self.pool.fetchval(
-            "SELECT channel_id FROM legs WHERE call_id = $1 AND leg = 'agent'", call_id)
-        wanted = {str(row["channel_id"]), str(agent_channel)}
+        wanted = {str(row["channel_id"]), await self.agent_channel(name)}
         return any(wanted <= set(b.get("channels") or [])
                    for b in await self.ari.list_bridges())
 
@@ -402,9 +410,14 @@ async def _scenario(
     silent = machine.agents[silent_id]
     assert (silent.state, silent.reason) == ("paused", "no_answer")
     assert scene.acd.snapshot()["agents"][silent_id]["reason"] == "no_answer"
-    history = await pool.fetch(
-        "SELECT from_state, to_state, reason, call_id, at FROM agent_state_history"
-        " WHERE agent_id = $1 ORDER BY at, id", silent_id)
+
+    async def silent_history() -> list[asyncpg.Record]:  # written behind, apart from C1's
+        rows = await pool.fetch(
+            "SELECT from_state, to_state, reason, call_id, at FROM agent_state_history"
+            " WHERE agent_id = $1 ORDER BY at, id", silent_id)
+        return rows if len(rows) >= 3 else []
+
+    history = await eventually(silent_history, 10, "the silent agent's history rows")
     assert [(h["from_state"], h["to_state"], h["reason"]) for h in history] == [
         ("logged_out", "available", None), ("available", "ringing", None),
         ("ringing", "paused", "no_answer")], [dict(h) for h in history]
@@ -415,14 +428,18 @@ async def _scenario(
     # ARI: the silent phone is still registered (it rang out, it was not unreachable),
     # and of the offers made for C1 only the answered agent's channel is left.
     assert await _endpoint_state(ari, silent_id) == "online"
-    agent_channel = await pool.fetchval(
-        "SELECT channel_id FROM legs WHERE call_id = $1 AND leg = 'agent'", c1_id)
+    agent_channel = await scene.agent_channel("c1")
+
+    left: list[dict[str, Any]] = []
 
     async def only_the_answered_offer() -> bool:
-        return [c["id"] for c in await ari.list_channels()
-                if str(c["id"]).startswith(c1_id)] == [agent_channel]
+        left[:] = [c for c in await ari.list_channels() if str(c["id"]).startswith(c1_id)]
+        return [c["id"] for c in left] == [agent_channel]
 
-    await eventually(only_the_answered_offer, 5, "C1's unanswered offer channel to be gone")
+    try:
+        await eventually(only_the_answered_offer, 5, "C1's unanswered offer to be gone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {agent_channel=} {left}") from None
     assert await eventually(lambda: scene.bridged("c1"), 10, "C1 bridged (ARI)")
 
     # ---- C2 to B: now every answering agent is busy --------------------------------
