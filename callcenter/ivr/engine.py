@@ -30,7 +30,7 @@ from callcenter.constants import QUEUES
 
 MENU_PATH = Path(__file__).with_name("menu.yaml")
 
-INTENTS = ("repair", "complaint", "consultation", "agent", "repeat", "back", "none")
+INTENTS = ("emergency", "repair", "complaint", "consultation", "agent", "repeat", "back", "none")
 NAVIGATION_INTENTS = ("repeat", "back")
 DTMF_KEYS = "0123456789*#"
 VIP_KINDS_RAISED = ("elderly", "disabled")
@@ -46,6 +46,7 @@ class MenuChoice:
     digit: str
     intent: str
     queue: str
+    priority: int = 0  # a safety choice (P1) is served before everyone else
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +80,10 @@ def menu_from_dict(data: dict[str, Any]) -> Menu:
     """Build and validate a :class:`Menu` from parsed YAML."""
     prompts = data.get("prompts") or {}
     priority = data.get("priority") or {}
+    levels = {"normal": 0, **{str(k): int(v) for k, v in priority.items()}}
     choices = tuple(
-        MenuChoice(digit=str(c["digit"]), intent=str(c["intent"]), queue=str(c["queue"]))
+        MenuChoice(digit=str(c["digit"]), intent=str(c["intent"]), queue=str(c["queue"]),
+                   priority=_level(levels, c.get("priority", "normal")))
         for c in data.get("choices") or []
     )
     keywords = {
@@ -103,6 +106,12 @@ def menu_from_dict(data: dict[str, Any]) -> Menu:
     )
     _validate(menu)
     return menu
+
+
+def _level(levels: dict[str, int], name: Any) -> int:
+    if str(name) not in levels:
+        raise ValueError(f"invalid IVR menu: unknown priority level {name!r}")
+    return levels[str(name)]
 
 
 def _validate(menu: Menu) -> None:
@@ -221,6 +230,7 @@ class MenuEngine:
     spoken: list[str] = field(default_factory=list)  # every spoken intent, in order
     known_caller: bool = False
     vip: str = "none"
+    choice_priority: int = 0  # the chosen option's own level (safety)
     pending: Action | None = None
 
     @property
@@ -229,9 +239,10 @@ class MenuEngine:
 
     @property
     def priority(self) -> int:
-        if self.vip in VIP_KINDS_RAISED:
-            return self.menu.priority_vip
-        return self.menu.priority_normal
+        """The higher of the caller's (VIP) and the choice's (safety) level."""
+        caller = self.menu.priority_vip if self.vip in VIP_KINDS_RAISED else (
+            self.menu.priority_normal)
+        return max(caller, self.choice_priority)
 
     def start(self) -> Action:
         """The first action: the greeting (with the menu), collecting one key."""
@@ -257,6 +268,7 @@ class MenuEngine:
             self.pressed.append(event.digit)
             choice = self.menu.by_digit(event.digit)
             if choice is not None:
+                self.choice_priority = choice.priority
                 return self._route(choice.queue, choice.intent, choice.digit, "choice")
             return self._failed(invalid=True)
         if isinstance(event, IntentRecognised):
@@ -265,6 +277,7 @@ class MenuEngine:
                 return self._replay()
             choice = self.menu.by_intent(event.intent)
             if choice is not None:
+                self.choice_priority = choice.priority
                 return self._route(choice.queue, choice.intent, "", "choice")
             return self._failed(invalid=True)
         if isinstance(event, NoInput):

@@ -417,7 +417,7 @@ async def test_digit_after_greeting_ends(server: FastAgiServer, sink: MemoryCall
 
 async def test_invalid_digit_then_valid(server: FastAgiServer) -> None:
     # greeting -> 9 (invalid); "invalid" prompt; menu prompt -> 3
-    peer = await run_call(server, FakeAsterisk(plan=["9", "", "3"]))
+    peer = await run_call(server, FakeAsterisk(plan=["7", "", "3"]))
     played = [a[0] for n, a in peer.commands if n == "STREAM FILE"]
     assert played == ["callcenter/greeting", "callcenter/invalid", "callcenter/menu"]
     got = peer.vars_set()
@@ -446,7 +446,7 @@ async def test_caller_id_unknown_is_empty(server: FastAgiServer, sink: MemoryCal
 
 
 async def test_concurrent_calls(server: FastAgiServer, sink: MemoryCallSink) -> None:
-    plans = [["1"], ["", "2"], ["9", "", "3"], []]
+    plans = [["1"], ["", "2"], ["7", "", "3"], []]
     peers = await asyncio.gather(*(
         run_call(server, FakeAsterisk(plan=p), default_env(agi_uniqueid=f"1700000001.{n}"))
         for n, p in enumerate(plans)))

@@ -33,12 +33,14 @@ def collect(action: object) -> PlayAndCollect:
 def test_menu_yaml_is_valid_and_complete() -> None:
     menu = load_menu()
     assert {c.digit: c.queue for c in menu.choices} == {
+        "9": "repair",  # safety (P1): fire, gas, someone trapped; served first
         "1": "repair",
         "2": "complaint",
         "3": "consultation",
         "0": "general",
     }
     assert all(c.queue in QUEUES for c in menu.choices)
+    assert menu.by_digit("9").priority > menu.priority_vip > menu.priority_normal  # type: ignore[union-attr]
     assert set(menu.keywords) <= set(INTENTS)
     assert menu.fallback_queue == "general"
 
@@ -76,11 +78,11 @@ def test_invalid_digit_plays_invalid_then_menu_and_retries() -> None:
     menu = default_menu()
     engine = MenuEngine()
     engine.start()
-    action = collect(engine.handle(DigitPressed("9")))
+    action = collect(engine.handle(DigitPressed("7")))
     assert action.prompts == (menu.invalid_prompt, menu.menu_prompt)
     assert action.stage == "menu"
     assert route(engine.handle(DigitPressed("2"))).queue == "complaint"
-    assert engine.pressed == ["9", "2"]
+    assert engine.pressed == ["7", "2"]
 
 
 def test_three_invalid_tries_go_to_general_never_drop() -> None:
@@ -207,3 +209,19 @@ def test_invalid_menus_are_refused(bad: dict[str, object]) -> None:
     data.update(bad)
     with pytest.raises(ValueError, match="invalid IVR menu"):
         menu_from_dict(data)
+
+
+def test_a_safety_choice_outranks_a_vip_caller_and_keeps_its_level() -> None:
+    engine = MenuEngine(menu=load_menu())
+    engine.start()
+    routed = engine.handle(DigitPressed("9"))
+    assert isinstance(routed, RouteToQueue) and routed.intent == "emergency"
+    safety = routed.priority
+    # The caller lookup answering late (a VIP) must not lower the safety level.
+    late = engine.handle(CallerIdentified(known=True, vip="elderly"))
+    assert isinstance(late, RouteToQueue) and late.priority == safety
+    vip = MenuEngine(menu=load_menu())
+    vip.start()
+    vip.handle(CallerIdentified(known=True, vip="elderly"))
+    plain = vip.handle(DigitPressed("1"))
+    assert isinstance(plain, RouteToQueue) and 0 < plain.priority < safety
