@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.settings import Settings
+from callcenter.web.app import create_app
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +50,24 @@ async def eventually(
             return value
         await asyncio.sleep(every_s)
     raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings, *, workers: int = 1
+                          ) -> AsyncIterator[web.Application]:
+    """The whole service as ``callcenter serve`` runs it (web, FastAGI, the ACD, SIP
+    provisioning, ``workers`` transcription workers)."""
+    app = create_app(settings, telephony=True, workers=workers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
+    try:
+        yield app
+    finally:
+        await runner.cleanup()

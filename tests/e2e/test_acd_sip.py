@@ -31,14 +31,12 @@ Stasis argument -> the ACD).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import random
-import socket
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,8 +59,8 @@ from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.sipp import SippLab, SippRun
 from callcenter.settings import Settings
 from callcenter.sip.provision import AddedAgent, add_agent
-from callcenter.web.app import LIVE, POOL, STORE, create_app
-from tests.e2e.conftest import eventually
+from callcenter.web.app import LIVE, POOL, STORE
+from tests.e2e.conftest import eventually, free_port, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -87,11 +85,6 @@ QUEUES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def settings(
@@ -101,22 +94,10 @@ def settings(
     queues_file.write_text(yaml.safe_dump(QUEUES), encoding="utf-8")
     return Settings(
         database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=_free_port(), queues_file=queues_file,
+        shared_dir=shared_dir, web_port=free_port(), queues_file=queues_file,
         ring_timeout_s=RING_TIMEOUT_S, wrap_up_s=0,  # the queues' wrap-up applies
     )
 
-
-@contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[web.Application]:
-    """The whole service as ``serve`` runs it, with one transcription worker."""
-    app = create_app(settings, telephony=True, workers=1)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
-    try:
-        yield app
-    finally:
-        await runner.cleanup()
 
 
 def _residents(vip_numbers: set[str]) -> Callable[..., Any]:

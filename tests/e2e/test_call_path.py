@@ -4,9 +4,7 @@ ARI routing, worker with Vosk) and a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,18 +18,13 @@ from callcenter.demo import place_scenario_call
 from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, place_call
 from callcenter.settings import Settings
-from callcenter.web.app import POOL, SETTINGS, STORE, create_app
-from tests.e2e.conftest import eventually
+from callcenter.web.app import POOL, SETTINGS, STORE
+from tests.e2e.conftest import eventually, free_port, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
 SCENARIO = "d007"  # the shortest dev call (78 s), IVR key 1
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -40,21 +33,9 @@ def service_settings(
 ) -> Settings:
     return Settings(
         database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=_free_port(), wrap_up_s=0, ring_timeout_s=6,
+        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0, ring_timeout_s=6,
     )
 
-
-@contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[web.Application]:
-    """The whole service (web, FastAGI, ARI routing, one worker), as `serve` runs it."""
-    app = create_app(settings, telephony=True, workers=1)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
-    try:
-        yield app
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, place_call
 from callcenter.settings import Settings
 from callcenter.web.app import LIVE, POOL, STORE
-from tests.e2e.conftest import eventually
-from tests.e2e.test_call_path import _free_port, running_service
+from tests.e2e.conftest import eventually, free_port, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -73,7 +72,7 @@ async def test_calls_are_routed_through_a_60_s_database_outage(
         await conn.close()
     settings = Settings(
         database_url=dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=_free_port(), wrap_up_s=0, ring_timeout_s=6,
+        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0, ring_timeout_s=6,
     )
     speech = sorted((shared_dir / "realspeech" / "wav8k").glob("*.wav"))
     async with running_service(settings) as app:

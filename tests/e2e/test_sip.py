@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 
 from callcenter.ari.client import AriClient, AriNotFound
 from callcenter.db.connect import create_pool
@@ -29,8 +27,8 @@ from callcenter.sandbox.sipp import SippLab
 from callcenter.settings import Settings
 from callcenter.sip.accounts import digest_ha1
 from callcenter.sip.provision import add_agent, run_provisioner
-from callcenter.web.app import POOL, STORE, create_app
-from tests.e2e.conftest import eventually
+from callcenter.web.app import POOL, STORE
+from tests.e2e.conftest import eventually, free_port, running_service
 
 pytestmark = [pytest.mark.e2e]
 
@@ -39,11 +37,6 @@ HOTLINE_NUMBER = "4008001234"
 SCENARIO = "d007"  # caller keys 1 (repair)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def settings(
@@ -51,7 +44,7 @@ def settings(
 ) -> Settings:
     return Settings(
         database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=_free_port(), wrap_up_s=0, ring_timeout_s=10,
+        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0, ring_timeout_s=10,
     )
 
 
@@ -141,18 +134,6 @@ async def test_an_added_agent_registers_with_the_printed_credentials(
         await pool.close()
 
 
-@contextlib.asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[web.Application]:
-    """The service as `serve` runs it (no transcription worker: not tested here)."""
-    app = create_app(settings, telephony=True, workers=0)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
-    try:
-        yield app
-    finally:
-        await runner.cleanup()
-
 
 def _wav_seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
@@ -173,7 +154,7 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
     finally:
         await setup.close()
     assert added.credentials is not None
-    async with running_service(settings) as app, provisioner(app[POOL], ari), \
+    async with running_service(settings, workers=0) as app, provisioner(app[POOL], ari), \
             SippLab(asterisk_sandbox) as lab:
         pool = app[POOL]
         await eventually(lambda: _provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
