@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from callcenter.ari.client import AriClient, AriNotFound
 from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.settings import Settings
 from callcenter.web.app import create_app
@@ -71,3 +72,20 @@ async def running_service(settings: Settings, *, workers: int = 1
         yield app
     finally:
         await runner.cleanup()
+
+
+async def endpoint_state(ari: AriClient, user: str) -> str | None:
+    """A PJSIP endpoint's state as ARI sees it (online/offline), None if unknown."""
+    try:
+        return str((await ari.get(f"/endpoints/PJSIP/{user}"))["state"])
+    except AriNotFound:
+        return None
+
+
+async def provisioned(ari: AriClient, user: str) -> bool:
+    """Whether the service pushed this SIP account into Asterisk."""
+    try:
+        await ari.get(f"/asterisk/config/dynamic/res_pjsip/endpoint/{user}")
+    except AriNotFound:
+        return False
+    return True

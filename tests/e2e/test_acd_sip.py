@@ -50,7 +50,7 @@ from aiohttp import web
 
 import callcenter.service
 from callcenter.acd.stasis import AcdApp
-from callcenter.ari.client import AriClient, AriNotFound
+from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.ivr import handler as ivr_handler
@@ -60,7 +60,13 @@ from callcenter.sandbox.sipp import SippLab, SippRun
 from callcenter.settings import Settings
 from callcenter.sip.provision import AddedAgent, add_agent
 from callcenter.web.app import LIVE, POOL, STORE
-from tests.e2e.conftest import eventually, free_port, running_service
+from tests.e2e.conftest import (
+    endpoint_state,
+    eventually,
+    free_port,
+    provisioned,
+    running_service,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -233,21 +239,6 @@ class Scene:
         await self.agent_hangs_up(name)
 
 
-async def _endpoint_state(ari: AriClient, user: str) -> str | None:
-    try:
-        return str((await ari.get(f"/endpoints/PJSIP/{user}"))["state"])
-    except AriNotFound:
-        return None
-
-
-async def _provisioned(ari: AriClient, user: str) -> bool:
-    try:
-        await ari.get(f"/asterisk/config/dynamic/res_pjsip/endpoint/{user}")
-    except AriNotFound:
-        return False
-    return True
-
-
 def _wav_seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
@@ -344,7 +335,7 @@ async def test_two_queues_three_agents_one_never_answers(
                 await app[STORE].remove_agent(agent_id)
             for agent_id in ids:
                 async def gone(user: str = agent_id) -> bool:
-                    return not await _provisioned(ari, user)
+                    return not await provisioned(ari, user)
 
                 await eventually(gone, 15, f"agent {agent_id}'s endpoint to be deleted")
         assert await pool.fetchval("SELECT count(*) FROM calls") == len(scene.callers)
@@ -361,7 +352,7 @@ async def _scenario(
 
     # ---- phones registered, agents logged in ------------------------------------
     async def provisioned() -> bool:
-        return all([await _provisioned(ari, agent_id) for agent_id in ids])
+        return all([await provisioned(ari, agent_id) for agent_id in ids])
 
     await eventually(provisioned, 15, "the three endpoints in Asterisk")
     scene.phones.append(await lab.agents([account(silent_id)], name="silent", answer=False))
@@ -370,7 +361,7 @@ async def _scenario(
 
     async def online() -> bool:
         scene.check_processes()
-        states = [await _endpoint_state(ari, agent_id) for agent_id in ids]
+        states = [await endpoint_state(ari, agent_id) for agent_id in ids]
         return all(s == "online" for s in states)
 
     await eventually(online, 20, "the three phones to register")
@@ -408,7 +399,7 @@ async def _scenario(
     assert c1["answered_at"] >= history[2]["at"]
     # ARI: the silent phone is still registered (it rang out, it was not unreachable),
     # and of the offers made for C1 only the answered agent's channel is left.
-    assert await _endpoint_state(ari, silent_id) == "online"
+    assert await endpoint_state(ari, silent_id) == "online"
     agent_channel = await scene.agent_channel("c1")
 
     left: list[dict[str, Any]] = []

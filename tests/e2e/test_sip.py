@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from callcenter.ari.client import AriClient, AriNotFound
+from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.sandbox.asterisk import AsteriskSandbox
@@ -28,7 +28,13 @@ from callcenter.settings import Settings
 from callcenter.sip.accounts import digest_ha1
 from callcenter.sip.provision import add_agent, run_provisioner
 from callcenter.web.app import POOL, STORE
-from tests.e2e.conftest import eventually, free_port, running_service
+from tests.e2e.conftest import (
+    endpoint_state,
+    eventually,
+    free_port,
+    provisioned,
+    running_service,
+)
 
 pytestmark = [pytest.mark.e2e]
 
@@ -77,21 +83,6 @@ def _is_set(event: asyncio.Event, task: asyncio.Task[None]) -> Any:
     return check
 
 
-async def _endpoint_state(ari: AriClient, user: str) -> str | None:
-    try:
-        return str((await ari.get(f"/endpoints/PJSIP/{user}"))["state"])
-    except AriNotFound:
-        return None
-
-
-async def _provisioned(ari: AriClient, user: str) -> bool:
-    try:
-        await ari.get(f"/asterisk/config/dynamic/res_pjsip/endpoint/{user}")
-    except AriNotFound:
-        return False
-    return True
-
-
 def _agent_id() -> str:
     return f"7{random.randrange(100, 1000)}"
 
@@ -112,22 +103,22 @@ async def test_an_added_agent_registers_with_the_printed_credentials(
             assert row["ha1"] == digest_ha1(sip.username, "callcenter", sip.password)
             assert sip.password not in {str(v) for v in row.values()}
 
-            await eventually(lambda: _provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
+            await eventually(lambda: provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
             assert await lab.register_refused(agent_id, sip.password + "x")
-            assert await _endpoint_state(ari, agent_id) == "offline"
+            assert await endpoint_state(ari, agent_id) == "offline"
 
             phones = await lab.agents([(sip.username, sip.password)])
 
             async def online() -> bool:
                 assert phones.running, phones.log_tail()
-                return await _endpoint_state(ari, agent_id) == "online"
+                return await endpoint_state(ari, agent_id) == "online"
 
             await eventually(online, 15, "the phone to register")
 
             assert await store.remove_agent(agent_id)
 
             async def gone() -> bool:
-                return not await _provisioned(ari, agent_id)
+                return not await provisioned(ari, agent_id)
 
             await eventually(gone, 15, "the removed agent's endpoint to be deleted")
     finally:
@@ -157,13 +148,13 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
     async with running_service(settings, workers=0) as app, provisioner(app[POOL], ari), \
             SippLab(asterisk_sandbox) as lab:
         pool = app[POOL]
-        await eventually(lambda: _provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
+        await eventually(lambda: provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
         phones = await lab.agents([(added.credentials.username, added.credentials.password)],
                                   audio=folder / "agent.wav")
 
         async def online() -> bool:
             assert phones.running, phones.log_tail()
-            return await _endpoint_state(ari, agent_id) == "online"
+            return await endpoint_state(ari, agent_id) == "online"
 
         await eventually(online, 15, "the agent's phone to register")
 
@@ -211,6 +202,6 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
         assert await app[STORE].remove_agent(agent_id)  # leave Asterisk as it was
 
         async def gone() -> bool:
-            return not await _provisioned(ari, agent_id)
+            return not await provisioned(ari, agent_id)
 
         await eventually(gone, 15, "the agent's endpoint to be deleted")
