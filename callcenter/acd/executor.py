@@ -165,7 +165,11 @@ class Executor:
         elif isinstance(c, cmd.Hangup):
             await client.hangup(c.channel_id, c.reason)
         elif isinstance(c, cmd.Bridge):
-            await client.create_bridge("mixing", bridge_id=c.bridge_id)
+            try:
+                await client.create_bridge("mixing", bridge_id=c.bridge_id)
+            except AriError as exc:
+                if exc.status != 409:  # 409: the call's bridge exists (re-adopted): use it
+                    raise
             await client.add_to_bridge(c.bridge_id, list(c.channel_ids))
         elif isinstance(c, cmd.DestroyBridge):
             await client.destroy_bridge(c.bridge_id)

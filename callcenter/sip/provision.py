@@ -241,9 +241,12 @@ async def run_provisioner(
                                 synced.set()
                             delay = retry_min_s
                     finally:
-                        conn.remove_termination_listener(terminated)
-                        if not conn.is_closed():
-                            await conn.remove_listener(AGENTS_CHANNEL, notified)
+                        # A connection the server dropped is already detached from the
+                        # pool's proxy: there is nothing left to unregister then.
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.remove_termination_listener(terminated)
+                            if not conn.is_closed():
+                                await conn.remove_listener(AGENTS_CHANNEL, notified)
             except retried as exc:
                 log.warning("SIP account sync failed (%s); retrying in %.0f s",
                             _reason(exc), delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -38,6 +39,31 @@ def asterisk_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aster
     finally:
         if not was_running:
             sandbox.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_calls_left_over(asterisk_sandbox: AsteriskSandbox) -> Iterator[None]:
+    """Every end-to-end test starts with an Asterisk without channels: a call another
+    test left behind would be adopted by this test's service (reconcile) and take
+    one of its agents."""
+    _hang_up_everything(asterisk_sandbox)
+    yield
+
+
+def _no_channels(sandbox: AsteriskSandbox) -> bool:
+    counts = sandbox.cli("core show channels count").splitlines()
+    return any(re.fullmatch(r"0 active channels?", line.strip()) for line in counts)
+
+
+def _hang_up_everything(sandbox: AsteriskSandbox, within_s: float = 15.0) -> None:
+    if _no_channels(sandbox):
+        return
+    sandbox.cli("channel request hangup all")
+    deadline = time.monotonic() + within_s
+    while not _no_channels(sandbox):
+        if time.monotonic() > deadline:
+            raise AssertionError("channels left over from an earlier test do not go away")
+        time.sleep(0.1)
 
 
 async def eventually(

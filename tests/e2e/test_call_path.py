@@ -271,3 +271,10 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
         return bool(row and row["answered_at"] and row["agent_id"] == "agent1001")
 
     await eventually(answered, 60, "a new call after the restart to be answered")
+    await _hang_up(after)  # leave Asterisk without calls for the next test
+
+    async def ended() -> bool:
+        row = await _call_on(pool, f"{after}-pbx")
+        return bool(row and row["status"] != "active")
+
+    await eventually(ended, 30, "the new call to end")

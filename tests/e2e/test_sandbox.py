@@ -181,7 +181,8 @@ async def test_fallback_agent_bridge_and_snoop_recording(
         )  # fmt: skip
         caller = pbx_channel_id(sim_id)
         started = await events.wait(stasis_start(caller))
-        assert started["args"] == ["fallback"]
+        # No IVR ran: no call id yet (the ACD derives one from the channel), general, 0.
+        assert started["args"] == ["fallback", "", "general", "0"]
         queue = await ari_json(ari, "GET", f"{base}/channels/{caller}/variable", variable=VAR_QUEUE)
         assert queue["value"] == "general"
 

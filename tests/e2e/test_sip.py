@@ -145,7 +145,7 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
     finally:
         await setup.close()
     assert added.credentials is not None
-    async with running_service(settings, workers=0) as app, provisioner(app[POOL], ari), \
+    async with running_service(settings, workers=0) as app, \
             SippLab(asterisk_sandbox) as lab:
         pool = app[POOL]
         await eventually(lambda: provisioned(ari, agent_id), 15, "the endpoint in Asterisk")
