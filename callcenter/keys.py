@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from callcenter.acd.queues import QueueConfig
 from callcenter.db.store import PgStore
 from callcenter.db.writer import OrderedWriter
 from callcenter.settings import Settings
@@ -20,3 +21,4 @@ STORE = web.AppKey("store", PgStore)
 DSN = web.AppKey("dsn", str)
 WRITER = web.AppKey("writer", OrderedWriter)  # the telephony side's write-behind
 LIVE = web.AppKey("live", dict)  # name -> object with snapshot() (the ACD) etc.
+QUEUE_CONFIG = web.AppKey("queue_config", dict[str, QueueConfig])  # queues.yaml, as loaded

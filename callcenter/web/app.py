@@ -19,12 +19,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from callcenter.acd.queues import QueueConfig, QueueConfigError, load_queues
 from callcenter.db.connect import create_pool
 from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore, is_transient
 from callcenter.db.writer import OrderedWriter
 from callcenter.errors import BadRequest, NotFound, ServiceError, Unavailable
-from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
+from callcenter.keys import DSN, LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, WRITER
 from callcenter.settings import Settings
 from callcenter.stats import (
     CallTimes,
@@ -48,6 +49,7 @@ def create_app(
     app = web.Application(middlewares=[_errors_middleware])
     app[SETTINGS] = settings
     app[LIVE] = {}
+    app[QUEUE_CONFIG] = _queue_config(settings)
     app.cleanup_ctx.append(_database)
     if telephony:
         from callcenter.service import agi_context, ari_context  # only with telephony
@@ -58,6 +60,16 @@ def create_app(
         app.cleanup_ctx.append(_worker)
     _routes(app)
     return app
+
+
+def _queue_config(settings: Settings) -> dict[str, QueueConfig]:
+    """The queues (for each queue's own service-level X in the figures); a broken
+    file is refused by ``serve`` before this, so here it only means no per-queue X."""
+    try:
+        return load_queues(settings.queues_file) if settings.queues_file else load_queues()
+    except QueueConfigError as exc:
+        log.warning("queues file not usable for figures: %s", exc)
+        return {}
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -247,6 +259,19 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
+def _queue_kwargs(request: web.Request, queue: str, kwargs: dict[str, float]
+                  ) -> dict[str, float]:
+    config = request.app[QUEUE_CONFIG].get(queue)
+    if config is None:
+        return kwargs
+    own = dict(kwargs)
+    if "threshold_s" not in request.query:
+        own["threshold_s"] = config.service_level_s
+    if "short_abandon_s" not in request.query:
+        own["short_abandon_s"] = config.short_abandon_s
+    return own
+
+
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
     try:
         value = float(request.query.get(name, str(default)))
@@ -260,7 +285,9 @@ def _number(request: web.Request, name: str, default: float, low: float, high: f
 async def api_stats(request: web.Request) -> web.Response:
     """The spec's figures over the last ``hours``: for the whole period, per queue,
     per interval (``interval_min``, 15 by default) and per agent (occupancy, time
-    in state); ``threshold_s`` is the X of service_level and sl2."""
+    in state). ``threshold_s`` is the X of service_level and sl2 (20 s by default);
+    without it each queue's figures use that queue's own ``service_level_s`` and
+    ``short_abandon_s`` from the queues file, reported with them."""
     hours = _number(request, "hours", 24, 0, 24 * 366)
     threshold = _number(request, "threshold_s", 20, 0, 3600)
     short = _number(request, "short_abandon_s", 5, -1, 600)
@@ -289,8 +316,8 @@ async def api_stats(request: web.Request) -> web.Response:
         "period_hours": hours,
         "period": {"start": start.isoformat(), "end": end.isoformat()},
         **period_figures(calls, **kwargs),
-        "queues": {q: period_figures([c for c in calls if c.queue == q], **kwargs)
-                   for q in queues},
+        "queues": {q: period_figures([c for c in calls if c.queue == q],
+                                     **_queue_kwargs(request, q, kwargs)) for q in queues},
         "intervals": [row for row in interval_figures(
             calls, changes, start, end, interval=timedelta(minutes=interval), **kwargs)
             if row["all"]["calls_for_agent"] or row["occupancy"] is not None],

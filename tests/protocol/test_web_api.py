@@ -443,3 +443,24 @@ async def test_agent_state_requests_go_to_the_acd(web: Web, db_pool: asyncpg.Poo
     _assert_error(await _json(garbage, 400), 400, "bad_request")
     # /api/live needs the distributor, which this process (no telephony) does not run.
     _assert_error(await _json(await web.client.get("/api/live"), 503), 503, "unavailable")
+
+
+async def test_each_queue_is_measured_against_its_own_service_level(
+    db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    (tmp_path / "queues.yaml").write_text(
+        "queues:\n  repair: {skills: {repair: 1}, service_level_s: 30, short_abandon_s: 2}\n"
+        "  general: {}\n", encoding="utf-8")
+    store = PgStore(db_pool)
+    now = datetime.now(UTC)
+    await store.open_call("sl", caller_number="1", channel_id="x")
+    await store.update_call("sl", stage="queue", queue="repair", queued_at=now - timedelta(
+        seconds=60), answered_at=now - timedelta(seconds=35))  # answered after 25 s
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path,
+                        queues_file=tmp_path / "queues.yaml")
+    async with TestClient(TestServer(create_app(settings, telephony=False, workers=0))) as client:
+        own = (await _json(await client.get("/api/stats?hours=1"), 200))["queues"]["repair"]
+        assert (own["service_level_threshold_s"], own["short_abandon_s"]) == (30, 2)
+        assert own["service_level"] == 100.0  # 25 s <= the queue's own 30 s
+        asked = (await _json(await client.get("/api/stats?hours=1&threshold_s=20"), 200))
+        assert asked["queues"]["repair"]["service_level"] == 0.0  # 25 s > the asked 20 s
