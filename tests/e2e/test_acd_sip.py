@@ -351,10 +351,10 @@ async def _scenario(
     machine = scene.acd.machine
 
     # ---- phones registered, agents logged in ------------------------------------
-    async def provisioned() -> bool:
+    async def all_provisioned() -> bool:
         return all([await provisioned(ari, agent_id) for agent_id in ids])
 
-    await eventually(provisioned, 15, "the three endpoints in Asterisk")
+    await eventually(all_provisioned, 15, "the three endpoints in Asterisk")
     scene.phones.append(await lab.agents([account(silent_id)], name="silent", answer=False))
     scene.phones.append(await lab.agents([account(a_id), account(b_id)],
                                          audio=scene.audio / "agent.wav", name="phones"))
