@@ -24,11 +24,15 @@ from callcenter.acd.executor import Executor, Writer, utc_now
 from callcenter.acd.figures import live_snapshot
 from callcenter.acd.machine import Machine, caller_arrived
 from callcenter.acd.queues import QueueConfig, parse_skills
-from callcenter.ari.client import AriClient
+from callcenter.ari.client import AriClient, AriError
 
 log = logging.getLogger("callcenter.acd")
 
 ARG_AGENT = "agent"
+# The only ARI events the ACD reacts to (translate): Asterisk is asked to send no
+# others, which spares it and us the JSON of every dialplan step and variable.
+EVENT_TYPES = ("StasisStart", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
+               "PlaybackFinished")
 ACTIONS = ("login", "logout", "pause", "unpause", "ready")
 
 
@@ -190,6 +194,7 @@ class AcdApp:
         unfinished calls (written ones: pending writes are flushed first, briefly)."""
         if self._on_connect is not None:
             self._on_connect()
+        await self._filter_events()
         if self._flush is not None:
             with contextlib.suppress(Exception):
                 await self._flush(5.0)
@@ -203,6 +208,13 @@ class AcdApp:
         live = {c.id: c for c in (live_channel(ch, self.client.app) for ch in channels)}
         self.feed(ev.Reconcile(self.clock(), live, rows))
         self.reconciles += 1
+
+    async def _filter_events(self) -> None:
+        allowed = {"allowed": [{"type": kind} for kind in EVENT_TYPES]}
+        try:
+            await self.client.put(f"/applications/{self.client.app}/eventFilter", allowed)
+        except AriError as exc:  # an older Asterisk: every event comes, translate skips
+            log.info("ARI event filter not set (%s)", exc)
 
     # ---- agents --------------------------------------------------------------------
 
