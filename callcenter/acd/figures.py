@@ -7,19 +7,13 @@ every queue they may serve). Totals of calls by state, and every agent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from callcenter.acd.machine import AGENT_STATES, CallState, Machine
 from callcenter.acd.strategies import skill_level
-
-if TYPE_CHECKING:
-    from callcenter.acd.machine import Machine
-
-AGENT_STATES = ("logged_out", "available", "ringing", "on_call", "wrap_up", "paused")
 
 
 def live_snapshot(machine: Machine, now: datetime) -> dict[str, Any]:
-    from callcenter.acd.machine import CallState
-
     waiting = list(machine.waiting_calls())
     queues: dict[str, dict[str, Any]] = {}
     for name, queue in machine.queues.items():

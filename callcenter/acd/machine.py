@@ -382,11 +382,10 @@ class Machine:
             if call.answered_at is not None:
                 self.handled_s = [*self.handled_s[-49:], (at - call.answered_at).total_seconds()]
             self._emit(cmd.DestroyBridge(lane, bridge_id_of(call.call_id)))
+        leaver = {"caller": call.channel_id, "agent": call.agent_channel}.get(hangup_by or "")
         for channel in (call.channel_id, call.agent_channel):
-            if channel and channel not in gone:
-                if not (channel == call.channel_id and hangup_by == "caller") and not (
-                        channel == call.agent_channel and hangup_by == "agent"):
-                    self._emit(cmd.Hangup(lane, channel))
+            if channel and channel not in gone and channel != leaver:
+                self._emit(cmd.Hangup(lane, channel))
         if call.agent_channel and call.agent_channel not in gone:
             call.closing.add(call.agent_channel)  # its MixMonitor closes the recordings
         log.info("call %s: ended in %s (%s), hangup by %s", call.call_id, call.stage,
