@@ -173,6 +173,11 @@ async def test_fallback_agent_bridge_and_snoop_recording(
     ws_url = base.replace("http", "ws", 1) + f"/events?app={STASIS_APP}"
     shared = asterisk_sandbox.shared_dir
     async with ari.ws_connect(ws_url) as ws:
+        # The app keeps the event filter the service set (callcenter/acd/stasis.py):
+        # this stand-in wants every event, recordings' included.
+        async with ari.put(f"{base}/applications/{STASIS_APP}/eventFilter",
+                           json={"allowed": [], "disallowed": []}) as response:
+            assert response.status == 200, await response.text()
         events = AriEvents(ws)
         sim_id = await place_call(
             ari, number="s", caller_phone=PHONE, caller_audio=shared / CALLER_WAV, digits="",
