@@ -43,8 +43,8 @@ channel closes; its start is the file's last write time (mtime) minus its
 length, compared with ``calls.answered_at``. (``legs.started_at`` is printed
 too, but the ACD stamps it with the answer time itself.)
 
-    flock /tmp/cc-e2e.lock .venv/bin/python bench/call_load.py --quick
-    flock /tmp/cc-e2e.lock .venv/bin/python bench/call_load.py   # 10,50,100,200: < 10 min
+    .venv/bin/python bench/call_load.py --quick
+    .venv/bin/python bench/call_load.py   # 10,50,100,200: < 10 min
 
 Needs root (the sandbox, the packet socket) and 127.0.0.x only. Stops by
 itself; Ctrl-C or SIGTERM stop SIPp, the service, the database and (when this
