@@ -59,6 +59,9 @@ class AgentRequests:
 
     async def apply_pending(self) -> None:
         rows = await self.store.pending_agent_requests()
+        # Ids marked applied in the store are no longer pending: forget them, so
+        # the set holds only writes still under way (it never grows with uptime).
+        self._applied &= {int(r["id"]) for r in rows}
         if any(str(r["agent_id"]) not in self.acd.machine.agents for r in rows):
             await self.acd.load_agents()  # an agent added with the request in one go
         for row in rows:

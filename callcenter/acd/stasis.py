@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -83,10 +84,9 @@ def translate(event: dict[str, Any], app: str, now: datetime) -> ev.Event | None
         args = tuple(str(a) for a in event.get("args") or [])
         if args[:1] == (ARG_AGENT,):
             return ev.AgentAnswered(at, channel_id, args[1] if len(args) > 1 else "")
-        found = live_channel(channel, app)
-        return caller_arrived(
-            ev.LiveChannel(found.id, found.name, found.state, found.caller_number,
-                           args or ("inbound",)), at)
+        # The event's own args, not the channel's dialplan data (not set yet).
+        found = replace(live_channel(channel, app), stasis_args=args or ("inbound",))
+        return caller_arrived(found, at)
     if kind in ("StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"):
         cause = event.get("cause")
         return ev.ChannelGone(at, channel_id, cause if isinstance(cause, int) else None,
