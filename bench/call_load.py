@@ -7,6 +7,10 @@ For each step of N calls, twice:
   endpoint whose dialplan (``[cc-load-bare]``, docker/asterisk/extensions.conf)
   answers, starts one MixMonitor with r()/t() as ``[cc-agent]`` does, and
   echoes. No IVR, no queue, no agent, no service;
+- **bare bridge**: the same callers reach ``[cc-load-bridge]``, which answers
+  and Dials the agent phones in turn; the agent's answer starts the same
+  MixMonitor on the agent's channel and Dial bridges the two. What Asterisk
+  itself spends on a recorded two-party call, without IVR, queue or service;
 - **service**: the same callers on the loopback trunk enter ``[hotline]``: the
   IVR (FastAGI) answers and plays the greeting, the caller keys 1 (queue
   ``repair``) or 0 (``general``) by RFC 4733 two seconds after the answer, the
@@ -103,8 +107,9 @@ GOAL_SILENCE_S = 1.0
 GOAL_RECORDING_S = 0.5
 
 BARE_IP = "127.0.0.4"  # where the bare-baseline callers live (not the trunk's address)
-BARE_ENDPOINT = "ccloadbare"  # identified by the From user; context cc-load-bare
-BARE_CONTEXT = "cc-load-bare"
+# The two baselines: endpoints identified by the From user, each into its own context.
+BASELINES = {"bare": ("ccloadbare", "cc-load-bare"),
+             "bridge": ("ccloadbridge", "cc-load-bridge")}
 AGENT_PREFIX = "ld"
 SKILLS = ("repair", "general")
 HOTLINE_NUMBER = "4008001234"
@@ -445,7 +450,7 @@ def wav_seconds(path: Path) -> float | None:
 
 @dataclass
 class StepResult:
-    mode: str  # "bare" | "service"
+    mode: str  # "bare" | "bridge" | "service"
     calls: int
     attempted: int = 0
     sipp_ok: int = 0
@@ -516,7 +521,7 @@ class Bench:
         self.phones: SippRun | None = None
         self.agent_users: list[str] = []
         self.pcaps: dict[str, str] = {}
-        self.bare_made = False
+        self.baselines_made: list[str] = []
         self.step_index = 0
         self.web_port = 0
 
@@ -531,7 +536,7 @@ class Bench:
         await asyncio.to_thread(self.sandbox.start)
         self.ari = AriClient(self.sandbox.ari_url, self.sandbox.ari_user,
                              self.sandbox.ari_password)
-        await self._bare_endpoint()
+        await self._baseline_endpoints()
         self.lab = SippLab(self.sandbox)
         audio = self.work / "audio"
         audio.mkdir()
@@ -565,6 +570,7 @@ class Bench:
                                             name="load-agents")
         await self._until(self._all_online, 120, "every agent phone to register")
         await self._until(self._acd_ready, 60, "the ACD to see every agent available")
+        await self._bridge_agents()
         log(f"{args.agents} agent phones registered and available")
 
     def _start_pg(self) -> str:
@@ -646,16 +652,28 @@ class Bench:
             await asyncio.sleep(0.5)
         raise RuntimeError(f"timed out after {within_s:.0f} s waiting for {what}")
 
-    async def _bare_endpoint(self) -> None:
-        """A temporary endpoint, identified by the From user, into [cc-load-bare]."""
+    async def _baseline_endpoints(self) -> None:
+        """Temporary endpoints, identified by the From user, into [cc-load-bare] and
+        [cc-load-bridge]."""
         assert self.ari is not None
-        fields = [("context", BARE_CONTEXT), ("allow", "!all,ulaw"),
-                  ("dtmf_mode", "rfc4733"), ("direct_media", "no"), ("rtp_symmetric", "yes"),
-                  ("force_rport", "yes"), ("rewrite_contact", "yes"),
-                  ("identify_by", "username")]
-        await self.ari.put(f"{ARI_DYNAMIC}/endpoint/{BARE_ENDPOINT}", {
-            "fields": [{"attribute": k, "value": v} for k, v in fields]})
-        self.bare_made = True
+        for endpoint, context in BASELINES.values():
+            fields = [("context", context), ("allow", "!all,ulaw"),
+                      ("dtmf_mode", "rfc4733"), ("direct_media", "no"),
+                      ("rtp_symmetric", "yes"), ("force_rport", "yes"),
+                      ("rewrite_contact", "yes"), ("identify_by", "username")]
+            await self.ari.put(f"{ARI_DYNAMIC}/endpoint/{endpoint}", {
+                "fields": [{"attribute": k, "value": v} for k, v in fields]})
+            self.baselines_made.append(endpoint)
+
+    async def _bridge_agents(self) -> None:
+        """[cc-load-bridge] dials the agent phones in turn: CC_LOAD_AGENT_<i> names them."""
+        assert self.ari is not None
+        await self.ari.post("/asterisk/variable", variable="CC_LOAD_AGENTS",
+                            value=str(len(self.agent_users)))
+        await self.ari.post("/asterisk/variable", variable="CC_LOAD_NEXT", value="0")
+        for i, user in enumerate(self.agent_users):
+            await self.ari.post("/asterisk/variable", variable=f"CC_LOAD_AGENT_{i}",
+                                value=user)
 
     # -- steps -----------------------------------------------------------------------
 
@@ -705,8 +723,8 @@ class Bench:
             if not count:
                 continue
             name = f"load-{self.step_index}-{mode}-{queue}"
-            if mode == "bare":
-                from_user, ip = BARE_ENDPOINT, BARE_IP
+            if mode in BASELINES:
+                from_user, ip = BASELINES[mode][0], BARE_IP
             else:
                 prefix = f"1{self.step_index:02d}{QUEUE_KEYS.index((queue, _key))}"
                 prefixes.append(prefix)
@@ -774,7 +792,7 @@ class Bench:
                 second = row.get("CurrentTime", "")[:19]
                 per_second[second] = per_second.get(second, 0) + _count(row, "CurrentCall")
         result.peak = max(per_second.values(), default=0)
-        if result.mode == "bare":
+        if result.mode in BASELINES:
             result.completed = result.sipp_ok
 
     async def _rows_settled(self, prefixes: list[str], calls: int) -> None:
@@ -955,10 +973,10 @@ class Bench:
                 await asyncio.to_thread(self.sandbox.stop)
 
     async def _delete_dynamic(self) -> None:
-        """The agents' accounts and the bare endpoint: Asterisk as it was."""
+        """The agents' accounts and the baselines' endpoints: Asterisk as it was."""
         assert self.ari is not None
         ari = self.ari
-        objects = [("endpoint", BARE_ENDPOINT)] if self.bare_made else []
+        objects = [("endpoint", name) for name in self.baselines_made]
         for user in self.agent_users:
             objects += [("endpoint", user), ("aor", user), ("auth", user)]
         gate = asyncio.Semaphore(8)
@@ -996,72 +1014,79 @@ def _time(value: Any) -> datetime:
 # ---- report ----------------------------------------------------------------------------
 
 
-def _row(label: str, service: str, bare: str, goal: str = "") -> str:
-    return f"  {label:44} {service:>16} {bare:>16}   {goal}"
+def _row(label: str, *cells: str, goal: str = "") -> str:
+    return f"  {label:44}" + "".join(f" {c:>16}" for c in cells) + f"   {goal}"
 
 
-def report_step(svc: StepResult, bare: StepResult, args: argparse.Namespace) -> str:
+def _cpu_ratio(res: StepResult, base: StepResult) -> float | None:
+    cost, base_cost = res.per_call_ms("asterisk"), base.per_call_ms("asterisk")
+    return cost / base_cost if cost is not None and base_cost else None
+
+
+def report_step(svc: StepResult, bare: StepResult, bridge: StepResult,
+                args: argparse.Namespace) -> str:
+    runs = (svc, bare, bridge)
+
+    def each(show: Any) -> list[str]:
+        return [show(r) for r in runs]
+
+    def cpu(role: str) -> list[str]:
+        return each(lambda r: sec(r.per_call_ms(role), 0))
+
     lines = [
         f"step {svc.calls} calls  (hold {args.hold_s:.0f} s after the IVR answers, "
         f"{args.rate:g} new calls/s, {args.agents} agents)",
-        _row("", "service", "bare Asterisk", "goal"),
+        _row("", "service", "bare Asterisk", "bare bridge", goal="goal"),
         _row("calls attempted / completed / failed",
-             f"{svc.attempted}/{svc.completed}/{svc.failed}",
-             f"{bare.attempted}/{bare.completed}/{bare.failed}", "0 failed"),
-        _row("peak simultaneous calls (SIPp)", str(svc.peak), str(bare.peak),
-             f">= {GOAL_CONCURRENT}"),
+             *each(lambda r: f"{r.attempted}/{r.completed}/{r.failed}"), goal="0 failed"),
+        _row("peak simultaneous calls (SIPp)", *each(lambda r: str(r.peak)),
+             goal=f">= {GOAL_CONCURRENT}"),
         _row("queue entry -> agent ringing p50/p99 ms",
-             f"{ms(pct(svc.to_ring, .5))}/{ms(pct(svc.to_ring, .99))}", "-",
-             "(calls.queued_at -> ringing_at)"),
+             f"{ms(pct(svc.to_ring, .5))}/{ms(pct(svc.to_ring, .99))}", "-", "-",
+             goal="(calls.queued_at -> ringing_at)"),
         _row("  queue entry -> INVITE at the phone p50/p99",
-             f"{ms(pct(svc.to_invite, .5))}/{ms(pct(svc.to_invite, .99))}", "-",
-             f"(on the wire; {len(svc.to_invite)} calls)"),
+             f"{ms(pct(svc.to_invite, .5))}/{ms(pct(svc.to_invite, .99))}", "-", "-",
+             goal=f"(on the wire; {len(svc.to_invite)} calls)"),
         _row("queue entry -> answer p50/p99 ms",
-             f"{ms(pct(svc.to_answer, .5))}/{ms(pct(svc.to_answer, .99))}", "-"),
-    ]
-    a_svc, a_bare = svc.per_call_ms("asterisk"), bare.per_call_ms("asterisk")
-    ratio = (a_svc / a_bare) if a_svc is not None and a_bare else None
-    lines += [
-        _row("Asterisk CPU per call ms", sec(a_svc, 0), sec(a_bare, 0),
-             f"<= {GOAL_CPU_RATIO:g}x bare (now {sec(ratio, 2)}x)"),
-        _row("service CPU per call ms", sec(svc.per_call_ms("service"), 0),
-             sec(bare.per_call_ms("service"), 0), "(idle in the bare run)"),
-        _row("PostgreSQL CPU per call ms", sec(svc.per_call_ms("postgres"), 0),
-             sec(bare.per_call_ms("postgres"), 0)),
+             f"{ms(pct(svc.to_answer, .5))}/{ms(pct(svc.to_answer, .99))}", "-", "-"),
+        _row("Asterisk CPU per call ms", *cpu("asterisk"),
+             goal=f"<= {GOAL_CPU_RATIO:g}x bare (now {sec(_cpu_ratio(svc, bare), 2)}x; "
+                  f"{sec(_cpu_ratio(svc, bridge), 2)}x bare bridge)"),
+        _row("service CPU per call ms", *cpu("service"), goal="(idle in the baselines)"),
+        _row("PostgreSQL CPU per call ms", *cpu("postgres")),
         _row("load: SIPp callers / agent phones / sniffer ms",
-             f"{sec(svc.per_call_ms('callers'), 0)}/{sec(svc.per_call_ms('phones'), 0)}/"
-             f"{sec(svc.per_call_ms('sniffer'), 0)}",
-             f"{sec(bare.per_call_ms('callers'), 0)}/{sec(bare.per_call_ms('phones'), 0)}/-"),
+             *each(lambda r: f"{sec(r.per_call_ms('callers'), 0)}/"
+                             f"{sec(r.per_call_ms('phones'), 0)}/"
+                             f"{sec(r.per_call_ms('sniffer'), 0)}")),
         _row("machine busy over the step (2 cores)",
-             f"{svc.cpu.get('machine_busy', 0) * 100:.0f} % of {svc.seconds:.0f} s",
-             f"{bare.cpu.get('machine_busy', 0) * 100:.0f} % of {bare.seconds:.0f} s"),
+             *each(lambda r: f"{r.cpu.get('machine_busy', 0) * 100:.0f} % of {r.seconds:.0f} s")),
         _row("ARI round trip during the step p50/max ms",
-             f"{ms(pct(svc.ari_ms, .5))}/{ms(max(svc.ari_ms, default=None))}",
-             f"{ms(pct(bare.ari_ms, .5))}/{ms(max(bare.ari_ms, default=None))}",
-             "(GET /asterisk/info, 1/s)"),
+             *each(lambda r: f"{ms(pct(r.ari_ms, .5))}/{ms(max(r.ari_ms, default=None))}"),
+             goal="(GET /asterisk/info, 1/s)"),
         _row("silence after the key p50/p99/max s",
              f"{sec(pct(svc.silence, .5))}/{sec(pct(svc.silence, .99))}/"
-             f"{sec(max(svc.silence, default=None))}", "-", f"<= {GOAL_SILENCE_S:g} s"),
+             f"{sec(max(svc.silence, default=None))}", "-", "-",
+             goal=f"<= {GOAL_SILENCE_S:g} s"),
         _row("  callers measured (ended by BYE) / over 1 s",
              f"{len(svc.silence)} ({svc.streams_with_bye}) / "
-             f"{sum(s > GOAL_SILENCE_S for s in svc.silence)}", "-",
-             f"(sniffer drops {svc.sniff_drops})"),
-        _row("  worst silence begins s after the key", sec(_worst_at(svc)), "-"),
+             f"{sum(s > GOAL_SILENCE_S for s in svc.silence)}", "-", "-",
+             goal=f"(sniffer drops {svc.sniff_drops})"),
+        _row("  worst silence begins s after the key", sec(_worst_at(svc)), "-", "-"),
         _row("  key -> first sound p50/p99 s",
-             f"{sec(pct(svc.first_sound, .5))}/{sec(pct(svc.first_sound, .99))}", "-"),
+             f"{sec(pct(svc.first_sound, .5))}/{sec(pct(svc.first_sound, .99))}", "-", "-"),
         _row("recording start - answer p50/max s",
-             f"{sec(pct(svc.rec_start, .5))}/{sec(max(svc.rec_start, default=None))}", "-",
-             f"<= {GOAL_RECORDING_S:g} s"),
+             f"{sec(pct(svc.rec_start, .5))}/{sec(max(svc.rec_start, default=None))}",
+             "-", "-", goal=f"<= {GOAL_RECORDING_S:g} s"),
         _row("  legs.started_at - answered_at max s",
-             sec(max(svc.leg_start, default=None)), "-", "(stamped by the ACD)"),
+             sec(max(svc.leg_start, default=None)), "-", "-", goal="(stamped by the ACD)"),
         _row("  WAV length - talk time p50/min s",
              f"{sec(pct(svc.wav_minus_talk, .5))}/{sec(min(svc.wav_minus_talk, default=None))}",
-             "-"),
+             "-", "-"),
         _row("  recordings read / missing", f"{svc.recordings}/{svc.recordings_missing}",
-             f"{bare.recordings}/-"),
+             f"{bare.recordings}/-", f"{bridge.recordings}/-"),
     ]
     notes = []
-    for res in (svc, bare):
+    for res in runs:
         if res.sipp_failures:
             notes.append(f"{res.mode}: SIPp failures {res.sipp_failures}")
         if res.not_connected:
@@ -1080,34 +1105,34 @@ def _worst_at(res: StepResult) -> float | None:
     return res.silence_at[res.silence.index(max(res.silence))]
 
 
-def verdict(results: list[tuple[StepResult, StepResult]]) -> str:
+def verdict(results: list[tuple[StepResult, StepResult, StepResult]]) -> str:
     lines = ["verdict"]
-    big = [(s, b) for s, b in results if s.peak >= GOAL_CONCURRENT]
-    ok = [s for s, _b in big if s.failed == 0]
-    best = max((s.peak for s, _b in results if s.failed == 0), default=0)
+    big = [s for s, _b, _g in results if s.peak >= GOAL_CONCURRENT]
+    ok = [s for s in big if s.failed == 0]
+    best = max((s.peak for s, _b, _g in results if s.failed == 0), default=0)
     lines.append(
         f"  >= {GOAL_CONCURRENT} concurrent calls, 0 failures: "
         + ("PASS" if ok else "FAIL")
         + f" (largest step without failures peaked at {best} simultaneous calls; "
-        + ", ".join(f"{s.calls}: {s.failed} failed, peak {s.peak}" for s, _b in results) + ")")
-    ratios = []
-    for s, b in results:
-        a, base = s.per_call_ms("asterisk"), b.per_call_ms("asterisk")
-        ratios.append((s.calls, a / base if a is not None and base else None))
-    cpu_ok = all(r is not None and r <= GOAL_CPU_RATIO for _n, r in ratios)
+        + ", ".join(f"{s.calls}: {s.failed} failed, peak {s.peak}" for s, _b, _g in results)
+        + ")")
+    ratios = [(s.calls, _cpu_ratio(s, b), _cpu_ratio(s, g)) for s, b, g in results]
+    cpu_ok = all(r is not None and r <= GOAL_CPU_RATIO for _n, r, _g in ratios)
     lines.append(f"  Asterisk CPU per call <= {GOAL_CPU_RATIO:g}x bare: "
                  + ("PASS" if cpu_ok else "FAIL") + " ("
-                 + ", ".join(f"{n}: {sec(r)}x" for n, r in ratios) + ")")
-    silences = [x for s, _b in results for x in s.silence]
-    measured = sum(len(s.silence) for s, _b in results)
-    connected = sum(s.attempted for s, _b in results)
+                 + ", ".join(f"{n}: {sec(r)}x" for n, r, _g in ratios)
+                 + "; against the bare bridge: "
+                 + ", ".join(f"{n}: {sec(g)}x" for n, _r, g in ratios) + ")")
+    silences = [x for s, _b, _g in results for x in s.silence]
+    measured = sum(len(s.silence) for s, _b, _g in results)
+    connected = sum(s.attempted for s, _b, _g in results)
     over = sum(x > GOAL_SILENCE_S for x in silences)
     lines.append(f"  no caller hears > {GOAL_SILENCE_S:g} s of silence: "
                  + ("PASS" if silences and not over and measured == connected else "FAIL")
                  + f" ({over} of {measured} measured callers over, worst "
                  + f"{sec(max(silences, default=None))} s; {connected} calls placed)")
-    starts = [x for s, _b in results for x in s.rec_start]
-    missing = sum(s.recordings_missing for s, _b in results)
+    starts = [x for s, _b, _g in results for x in s.rec_start]
+    missing = sum(s.recordings_missing for s, _b, _g in results)
     late = sum(x > GOAL_RECORDING_S for x in starts)
     lines.append(f"  every recording starts within {GOAL_RECORDING_S:g} s of the answer: "
                  + ("PASS" if starts and not late and not missing else "FAIL")
@@ -1186,7 +1211,7 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="cc-load-"))
     bench = Bench(args, work)
-    results: list[tuple[StepResult, StepResult]] = []
+    results: list[tuple[StepResult, StepResult, StepResult]] = []
     began = time.monotonic()
     try:
         await bench.setup()
@@ -1196,10 +1221,12 @@ async def run(args: argparse.Namespace) -> int:
         for calls in args.step_list:
             log(f"step {calls}: bare Asterisk")
             bare = await bench.step("bare", calls)
+            log(f"step {calls}: bare bridge")
+            bridge = await bench.step("bridge", calls)
             log(f"step {calls}: service")
             svc = await bench.step("service", calls)
-            results.append((svc, bare))
-            print(report_step(svc, bare, args), flush=True)
+            results.append((svc, bare, bridge))
+            print(report_step(svc, bare, bridge, args), flush=True)
             print(flush=True)
         print(verdict(results))
         print(service_log_summary(bench.service_log))
