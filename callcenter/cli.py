@@ -6,6 +6,8 @@ db migrate   apply database migrations
 analyze      transcribe, ticket and score one call from files; print JSON
 demo         place scenario calls through the sandboxed Asterisk
 agents       list, add or remove agents; login, logout, pause, unpause, ready
+users        people who sign in to the web: add (the first admin too), list, set
+residents    the residents directory: import a CSV, show one
 sandbox      build/start/stop the Asterisk sandbox
 config       print the effective settings
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import json
 import logging
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 from callcenter import logs
 from callcenter.errors import CliError
 from callcenter.settings import Settings, describe, listening
+from callcenter.startup import check_ports_free, failure_message, prepare_process
 
 log = logging.getLogger("callcenter.cli")
 
@@ -37,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings()
-    except Exception as exc:  # pydantic's message is precise but long; keep its first lines
-        print(f"callcenter: invalid settings: {exc}", file=sys.stderr)
+    except Exception as exc:  # pydantic's message is precise but long: one line of it
+        invalid = failure_message(exc, None) or f"invalid settings: {' '.join(str(exc).split())}"
+        print(f"callcenter: {invalid}", file=sys.stderr)
         return 2
     logs.configure(
         "DEBUG" if getattr(args, "verbose", False) else settings.log_level,
@@ -47,16 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args, settings)
         return int(result or 0)
-    except CliError as exc:
-        print(f"callcenter: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        print(f"callcenter: {exc.strerror or exc} (is another callcenter already running? "
-              "see CALLCENTER_WEB_PORT / CALLCENTER_AGI_PORT)", file=sys.stderr)
+    except Exception as exc:  # start-up failures surface here, through run_app/asyncio.run
+        reason = failure_message(exc, settings)  # the one place that knows them
+        if reason is None:
+            raise  # a bug: its traceback
+        log.debug("the command failed", exc_info=True)  # -v: the traceback too
+        print(f"callcenter: {reason}", file=sys.stderr)
         return 2
 
 
@@ -125,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
             request.add_argument("--reason", default="break", help="e.g. lunch, training")
         request.set_defaults(func=_agents_request, action=action)
 
+    _users_parser(sub)
+
+    residents = sub.add_parser("residents", help="the residents directory (name, address, VIP)")
+    residents_sub = residents.add_subparsers()
+    residents_import = residents_sub.add_parser(
+        "import", help="add or update residents from a UTF-8 CSV with a header "
+                       "(phone, name, building, unit, room, vip, notes)")
+    residents_import.add_argument("file", type=Path)
+    residents_import.set_defaults(func=_residents_import)
+    residents_show = residents_sub.add_parser("show", help="one resident by phone number")
+    residents_show.add_argument("phone")
+    residents_show.set_defaults(func=_residents_show)
+
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
     sandbox.set_defaults(func=_sandbox)
@@ -140,6 +154,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.web.app import create_app
 
     telephony = not args.no_telephony
+    prepare_process(settings)
     if telephony:
         from callcenter.acd.queues import QueueConfigError, load_queues
 
@@ -147,6 +162,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             load_queues(settings.queues_file) if settings.queues_file else load_queues()
         except QueueConfigError as exc:
             raise CliError(str(exc)) from None
+    # A taken port is one line at once, not after the database and the model started.
+    check_ports_free((settings.web_host, settings.web_port),
+                     *([(settings.agi_host, settings.agi_port)] if telephony else []))
     app = create_app(settings, telephony=telephony, workers=args.workers)
     print(listening(settings, telephony=telephony), flush=True)
     web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
@@ -157,6 +175,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.service import run_worker
 
+    prepare_process(settings)
     asyncio.run(run_worker(settings))
     return 0
 
@@ -197,6 +216,7 @@ def _analyze(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.demo import run_demo
 
+    prepare_process(settings)
     summary = asyncio.run(run_demo(settings, calls=args.calls, scenarios=args.scenario,
                                    keep_running=args.keep_running))
     print(json.dumps(summary, ensure_ascii=False, indent=1, default=str))
@@ -250,6 +270,162 @@ def _agents_remove(args: argparse.Namespace, settings: Settings) -> int:
     if not _with_store(settings, lambda store: store.remove_agent(args.id)):
         raise CliError(f"no agent {args.id!r}")
     print(json.dumps({"removed": args.id}))
+    return 0
+
+
+def _users_parser(sub: Any) -> None:
+    users = sub.add_parser("users", help="people who sign in to the web")
+    users_sub = users.add_subparsers()
+    users_list = users_sub.add_parser("list")
+    users_list.set_defaults(func=_users_list)
+    for name, text in (("add", "add a user (the first admin, for one)"),
+                       ("set", "change a user's role, agent, name, password or state")):
+        cmd = users_sub.add_parser(name, help=text)
+        cmd.add_argument("username")
+        cmd.add_argument("--role", choices=["agent", "qa", "supervisor", "admin"],
+                         required=name == "add")
+        cmd.add_argument("--agent", help="the agent id of an agent user (callcenter agents add)")
+        cmd.add_argument("--name", help="display name")
+        cmd.add_argument("--language", choices=["zh-CN", "en"])
+        cmd.add_argument("--password-stdin", action="store_true",
+                         help="read the password from standard input (else one is made "
+                              "and printed once)")
+        if name == "set":
+            cmd.add_argument("--new-password", action="store_true",
+                             help="make a new password and print it once")
+            state = cmd.add_mutually_exclusive_group()
+            state.add_argument("--disable", action="store_true")
+            state.add_argument("--enable", action="store_true")
+        cmd.set_defaults(func=_users_add if name == "add" else _users_set)
+
+
+def _residents_import(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter import residents
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.file}: {exc}") from None
+    rows, problems = residents.parse_csv(text)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if not rows:
+        raise CliError(f"no residents to import from {args.file}")
+    count = _with_store(settings, lambda store: residents.upsert(store.pool, rows, by="cli"))
+    print(json.dumps({"imported": count, "skipped": len(problems)}))
+    return 0
+
+
+def _residents_show(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter import residents
+
+    found = _with_store(settings, lambda store: residents.find(store.pool, args.phone))
+    if found is None:
+        raise CliError(f"no resident with number {args.phone}")
+    print(json.dumps(found, ensure_ascii=False))
+    return 0
+
+
+def _users_list(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.auth import store as users
+
+    rows = _with_store(settings, lambda store: users.list_users(store.pool))
+    print(json.dumps(rows, ensure_ascii=False, indent=1, default=str))
+    return 0
+
+
+def _password_from(args: argparse.Namespace, username: str) -> tuple[str, bool]:
+    """(password, made here) from stdin or a new one; refused if too weak."""
+    from callcenter.auth.model import password_problem
+    from callcenter.auth.passwords import new_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        problem = password_problem(password, username)
+        if problem:
+            raise CliError(f"password refused: {problem}")
+        return password, False
+    return new_password(), True
+
+
+def _users_add(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.auth import store as users
+    from callcenter.auth.model import USERNAME, Role
+    from callcenter.auth.passwords import hash_password
+
+    username = args.username.strip().lower()
+    if not USERNAME.match(username):
+        raise CliError("user name: 2-64 of a-z 0-9 . _ -, starting with a letter or digit")
+    password, made = _password_from(args, username)
+    if args.role == "agent" and not args.agent:
+        raise CliError("an agent user needs --agent (see `callcenter agents add`)")
+
+    async def add(store: Any) -> Any:
+        user = await users.create_user(
+            store.pool, username=username, role=Role(args.role), created_by="cli",
+            password_hash=hash_password(password), display_name=args.name or "",
+            agent_id=args.agent, language=args.language or "zh-CN")
+        await users.audit(store.pool, action="user_created", username="cli", target_kind="user",
+                          target_id=str(user["id"]), details={"username": username,
+                                                              "role": args.role})
+        return user
+
+    try:
+        user = _with_store(settings, add)
+    except users.UserExists as exc:
+        raise CliError(f"already taken: {exc}") from None
+    except users.UnknownAgent as exc:
+        raise CliError(f"no agent {exc} (add it first: callcenter agents add)") from None
+    print(json.dumps({"user": user, **({"password": password} if made else {})},
+                     ensure_ascii=False, default=str))
+    if made:
+        print("Note the password now: it cannot be shown again.", file=sys.stderr)
+    return 0
+
+
+def _users_set(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.auth import store as users
+    from callcenter.auth.passwords import hash_password
+
+    changes: dict[str, Any] = {}
+    if args.role:
+        changes["role"] = args.role
+    if args.agent is not None:
+        changes["agent_id"] = args.agent or None
+    if args.name is not None:
+        changes["display_name"] = args.name
+    if args.language:
+        changes["language"] = args.language
+    if args.disable or args.enable:
+        changes["disabled"] = bool(args.disable)
+    password, made = None, False
+    if args.password_stdin or args.new_password:
+        password, made = _password_from(args, args.username)
+        changes["password_hash"] = hash_password(password)
+    if not changes:
+        raise CliError("nothing to change (see callcenter users set --help)")
+
+    async def change(store: Any) -> Any:
+        user_id = await store.pool.fetchval("SELECT id FROM users WHERE username = $1",
+                                            args.username.strip().lower())
+        if user_id is None:
+            return None
+        user = await users.update_user(store.pool, user_id, changes)
+        shown = {k: v for k, v in changes.items() if k != "password_hash"}
+        await users.audit(store.pool, action="user_changed", username="cli", target_kind="user",
+                          target_id=str(user_id), details=shown)
+        return user
+
+    try:
+        user = _with_store(settings, change)
+    except users.UnknownAgent as exc:
+        raise CliError(f"no agent {exc}") from None
+    except users.UserExists as exc:
+        raise CliError(f"already taken: {exc}") from None
+    if user is None:
+        raise CliError(f"no user {args.username!r}")
+    print(json.dumps({"user": user, **({"password": password} if made else {})},
+                     ensure_ascii=False, default=str))
     return 0
 
 

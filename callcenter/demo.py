@@ -107,6 +107,7 @@ async def run_demo(
     try:
         async with _service(settings) as (store, pool):
             await seed_demo_agents(store)
+            await _first_admin(pool)
             summary = await _place_and_wait(settings, ids, pool)
             if keep_running:
                 print(json.dumps(summary, ensure_ascii=False, default=str), flush=True)
@@ -116,6 +117,22 @@ async def run_demo(
     finally:
         if started_asterisk:
             await asyncio.to_thread(box.stop)
+
+
+async def _first_admin(pool: Any) -> None:
+    """With nobody to sign in yet, an admin with a new password, printed once."""
+    from callcenter.auth import store as users
+    from callcenter.auth.model import Role
+    from callcenter.auth.passwords import hash_password, new_password
+
+    if await pool.fetchval("SELECT count(*) FROM users"):
+        return
+    password = new_password()
+    await users.create_user(pool, username="admin", role=Role.ADMIN, created_by="demo",
+                            password_hash=hash_password(password), display_name="admin")
+    print(json.dumps({"web_sign_in": {"username": "admin", "password": password,
+                                      "note": "shown once; `callcenter users set admin "
+                                              "--new-password` makes another"}}), flush=True)
 
 
 async def _until_terminated() -> None:

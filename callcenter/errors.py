@@ -10,10 +10,12 @@ class ServiceError(Exception):
     status = 500
     error_id = "internal_error"
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, *, error: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        if error is not None:  # a more precise id than the class's
+            self.error_id = error
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -30,6 +32,26 @@ class NotFound(ServiceError):
 class BadRequest(ServiceError):
     status = 400
     error_id = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    error_id = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    error_id = "forbidden"
+
+
+class Conflict(ServiceError):
+    status = 409
+    error_id = "conflict"
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    error_id = "too_many_requests"
 
 
 class Unavailable(ServiceError):

@@ -24,6 +24,7 @@ from callcenter.db.store import AGENT_REQUESTS_CHANNEL, AGENTS_CHANNEL, PgStore
 from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.handler import make_ivr_handler
 from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
+from callcenter.residents import ivr_lookup
 from callcenter.settings import Settings
 from callcenter.sip.provision import run_provisioner
 
@@ -32,7 +33,8 @@ log = logging.getLogger("callcenter.service")
 
 async def agi_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    handler = make_ivr_handler(app[STORE], writer=app[WRITER])
+    # Known residents and VIP callers (elderly, disabled) are looked up by number.
+    handler = make_ivr_handler(app[STORE], writer=app[WRITER], lookup=ivr_lookup(app[POOL]))
     server = FastAgiServer(settings.agi_host, settings.agi_port, {"ivr": handler})
     await server.start()
     yield

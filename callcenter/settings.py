@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from callcenter.redact import MASK, mask_dsn, safe_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
@@ -42,6 +45,12 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "CALLCENTER_DATABASE_URL", "database_url"),
         description="PostgreSQL DSN. Unset: an embedded PostgreSQL in data_dir/pg.",
+        repr=False,  # may hold a password: never in a repr, a traceback or a log line
+    )
+    database_connect_attempts: int = Field(
+        default=10, ge=1, le=100,
+        description="At start: attempts to reach the database (0.5 s apart, doubling to "
+                    "5 s) before giving up.",
     )
     data_dir: Path = Field(
         default=PROJECT_ROOT / "var",
@@ -67,7 +76,8 @@ class Settings(BaseSettings):
     agi_port: int = Field(default=4573, ge=1, le=65535, description="FastAGI listen port.")
     ari_url: str = Field(default="http://127.0.0.1:8088", description="Asterisk ARI base URL.")
     ari_user: str = Field(default="callcenter", description="ARI user (ari.conf).")
-    ari_password: str = Field(default="callcenter", description="ARI password (ari.conf).")
+    ari_password: str = Field(default="callcenter", description="ARI password (ari.conf).",
+                              repr=False)
     sip_host: str = Field(
         default="127.0.0.1",
         description="SIP server agent phones register to (printed with each new account).",
@@ -79,6 +89,25 @@ class Settings(BaseSettings):
     )
     web_host: str = Field(default="127.0.0.1", description="Web UI/API listen address.")
     web_port: int = Field(default=8080, ge=1, le=65535, description="Web UI/API port.")
+    web_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the web answers to (guards against DNS rebinding). Empty: "
+                    "localhost, 127.0.0.1, ::1 and web_host.",
+    )
+    web_cookie_secure: bool = Field(
+        default=True,
+        description="Session cookie over HTTPS only (browsers accept it from http://localhost "
+                    "too). Off only for a plain-HTTP test network.",
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 7,
+                                 description="A web session ends this long after sign-in.")
+    session_idle_minutes: float = Field(default=60.0, gt=0,
+                                        description="...or after this long without a request.")
+    metrics_from_loopback: bool = Field(
+        default=True,
+        description="/metrics without sign-in from this machine; otherwise supervisors and "
+                    "admins only.",
+    )
     workers: int = Field(default=1, ge=0, le=64, description="Transcription workers in serve.")
 
     queues_file: Path | None = Field(
@@ -90,6 +119,13 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=False, description="Log JSON lines instead of console text.")
+
+    @field_validator("web_allowed_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # CALLCENTER_WEB_ALLOWED_HOSTS=a.example,b.example
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -126,8 +162,12 @@ def describe(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for name, info in Settings.model_fields.items():
         value = getattr(settings, name)
-        if name == "ari_password" or (name == "database_url" and value and "@" in str(value)):
-            value = "***"
+        if name == "ari_password":
+            value = MASK
+        elif name == "database_url" and value:
+            value = mask_dsn(str(value))
+        elif name == "ari_url":
+            value = safe_url(value)  # credentials belong in ari_user/ari_password
         rows.append({"name": name, "value": str(value), "description": info.description})
     return rows
 
@@ -140,7 +180,7 @@ def listening(settings: Settings, *, telephony: bool) -> str:
              f"recordings       {settings.recordings}"]
     if telephony:
         lines += [f"FastAGI (IVR)    agi://{settings.agi_host}:{settings.agi_port}/ivr",
-                  f"ARI (ACD)        {settings.ari_url} app 'hotline'",
+                  f"ARI (ACD)        {safe_url(settings.ari_url)} app 'hotline'",
                   f"SIP              {settings.sip_host}:{settings.sip_port} (agent phones)"]
     return "callcenter is listening:\n  " + "\n  ".join(lines)
 

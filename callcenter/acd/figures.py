@@ -50,3 +50,38 @@ def live_snapshot(machine: Machine, now: datetime) -> dict[str, Any]:
             for a in sorted(machine.agents.values(), key=lambda a: a.id)
         },
     }
+
+
+def agent_view(machine: Machine, agent_id: str, now: datetime) -> dict[str, Any] | None:
+    """What one agent's console shows live: their state, the call offered to them or
+    on the line, the wrap-up time left, and the queues they serve."""
+    agent = machine.agents.get(agent_id)
+    if agent is None:
+        return None
+    call = machine.calls.get(agent.call_id or "")
+    wrap = None
+    if agent.state == "wrap_up" and agent.wrap_up is not None:
+        call_id, until = agent.wrap_up
+        wrap = {"call_id": call_id or None, "until": until.isoformat(),
+                "seconds_left": round(max(0.0, (until - now).total_seconds()), 1)}
+    waiting = list(machine.waiting_calls())
+    queues = {}
+    for name, queue in machine.queues.items():
+        if skill_level(agent.skills, queue) is None:
+            continue
+        mine = [c for c in waiting if c.queue == name]
+        longest = max(((now - c.queued_at).total_seconds() for c in mine), default=0.0)
+        queues[name] = {"waiting": len(mine), "longest_wait_s": round(max(0.0, longest), 1)}
+    return {
+        "agent_id": agent.id, "name": agent.name, "state": agent.state, "reason": agent.reason,
+        "since": agent.since.isoformat() if agent.since else None,
+        "calls_answered": agent.calls_answered,
+        "pending": list(agent.pending) if agent.pending else None,
+        "call": None if call is None else {
+            "call_id": call.call_id, "caller_number": call.caller_number, "queue": call.queue,
+            "priority": call.priority, "queued_at": call.queued_at.isoformat(),
+            "ringing": agent.state == "ringing",
+            "answered_at": call.answered_at.isoformat() if call.answered_at else None},
+        "wrap_up": wrap,
+        "queues": queues,
+    }

@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from callcenter.acd import commands as cmd
@@ -78,6 +78,7 @@ class Agent:
     calls_answered: int = 0
     call_id: str | None = None  # the call it rings for or talks on
     pending: tuple[str, str | None] | None = None  # ("pause"|"logout", reason) after the call
+    wrap_up: tuple[str, datetime] | None = None  # (call id, until) while in wrap-up
 
 
 @dataclass
@@ -418,6 +419,8 @@ class Machine:
             return
         was = agent.state
         agent.state, agent.reason, agent.since = state, reason, at
+        if state != "wrap_up":
+            agent.wrap_up = None
         self._emit(
             cmd.Write(f"agent:{agent.id}", "record_agent_state", (agent.id,),
                       {"from_state": was, "to_state": state, "reason": reason, "at": at,
@@ -432,6 +435,7 @@ class Machine:
             self._become_free(agent, at)
             return
         self._set_agent(agent, "wrap_up", None, at, call.call_id)
+        agent.wrap_up = (call.call_id, at + timedelta(seconds=seconds))
         self._emit(cmd.StartTimer(("wrap_up", agent.id), seconds))
 
     def _become_free(self, agent: Agent, at: datetime) -> None:
@@ -653,6 +657,8 @@ class Machine:
                 agent.call_id = None
                 self._become_free(agent, e.at)
             elif agent.state == "wrap_up":
+                agent.wrap_up = (agent.wrap_up[0] if agent.wrap_up else "",
+                                 e.at + timedelta(seconds=self.wrap_up_s))
                 self._emit(cmd.StartTimer(("wrap_up", agent.id), self.wrap_up_s))
         self._dispatch(e.at)
 

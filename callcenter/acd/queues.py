@@ -138,9 +138,20 @@ def parse_queues(data: Any) -> dict[str, QueueConfig]:
 def load_queues(path: Path = QUEUES_FILE) -> dict[str, QueueConfig]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise QueueConfigError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise QueueConfigError(f"{path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise QueueConfigError(f"{path}: {_yaml_problem(exc)}") from exc
     return parse_queues(data)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where and what (PyYAML's own message spans several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
+    return " ".join(str(exc).split())
 
 
 def parse_skills(items: list[str] | tuple[str, ...]) -> dict[str, int]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from callcenter.acd import events as ev
 from callcenter.acd.executor import Executor, Writer, utc_now
-from callcenter.acd.figures import live_snapshot
+from callcenter.acd.figures import agent_view, live_snapshot
 from callcenter.acd.machine import Machine, caller_arrived
 from callcenter.acd.queues import QueueConfig, parse_skills
 from callcenter.ari.client import AriClient, AriError
@@ -234,6 +234,10 @@ class AcdApp:
 
     def snapshot(self) -> dict[str, Any]:
         return {**live_snapshot(self.machine, self.clock()), "connected": self.client.connected}
+
+    def agent_view(self, agent_id: str) -> dict[str, Any] | None:
+        """One agent's live view (their console), or None for an unknown agent."""
+        return agent_view(self.machine, agent_id, self.clock())
 
     def subscribe(self) -> asyncio.Queue[str]:
         """A queue that gets the name of what changed ("calls", "agents")."""

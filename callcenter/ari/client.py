@@ -17,7 +17,6 @@ application can reconcile its state with ``GET /channels``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -25,8 +24,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
+from yarl import URL
 
 from callcenter.constants import STASIS_APP
+from callcenter.redact import safe_url, scrub_urls
 
 log = logging.getLogger("callcenter.ari")
 
@@ -65,6 +66,15 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def describe_transport_error(exc: BaseException) -> str:
+    """One line for a failed request, without credentials or query string: aiohttp's
+    own messages quote the whole URL."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message} from {safe_url(exc.request_info.real_url)}"
+    text = str(exc)
+    return scrub_urls(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
 def _params(params: Mapping[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (params or {}).items():
@@ -97,7 +107,8 @@ class AriClient:
         base = base_url.rstrip("/")
         if base.endswith("/ari"):
             base = base[: -len("/ari")]
-        self.base_url = base
+        # Credentials travel in the Authorization header only, never in a URL.
+        self.base_url = str(URL(base).with_user(None)) if "@" in base else base
         self.user = user
         self.password = password
         self.app = app
@@ -120,9 +131,9 @@ class AriClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
             self._session = aiohttp.ClientSession(
-                headers={"Authorization": f"Basic {token}"},
+                # HTTP Basic on every request, the events websocket's upgrade included.
+                headers={"Authorization": aiohttp.encode_basic_auth(self.user, self.password)},
                 timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
                 # One request at a time per call, many calls at once: aiohttp's default
                 # of 100 connections would queue the 101st call behind the others.
@@ -165,7 +176,7 @@ class AriClient:
             async with self.session.request(method, url, params=_params(params), json=body) as resp:
                 status, text = resp.status, await resp.text()
         except TRANSPORT_ERRORS as exc:
-            raise AriUnavailable(0, method, path, f"{type(exc).__name__}: {exc}") from exc
+            raise AriUnavailable(0, method, path, describe_transport_error(exc)) from exc
         if status == 404:
             raise AriNotFound(status, method, path, text)
         if status >= 400:
@@ -327,15 +338,11 @@ class AriClient:
 
     @property
     def events_url(self) -> str:
+        """The events websocket; no credentials (they go in the Authorization header:
+        an ``api_key`` in the query would end up in logs and proxies)."""
         scheme, rest = self.base_url.split("://", 1)
         ws_scheme = "wss" if scheme == "https" else "ws"
-        query = urlencode(
-            {
-                "app": self.app,
-                "api_key": f"{self.user}:{self.password}",
-                "subscribeAll": "false",
-            }
-        )
+        query = urlencode({"app": self.app, "subscribeAll": "false"})
         return f"{ws_scheme}://{rest}/ari/events?{query}"
 
     async def events(self, on_connect: OnConnect | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -371,7 +378,12 @@ class AriClient:
                             break
                     log.warning("ARI events websocket closed")
             except TRANSPORT_ERRORS as exc:
-                log.warning("ARI events connection failed: %s", exc)
+                if isinstance(exc, aiohttp.ClientResponseError) and exc.status == 401:
+                    log.warning("ARI events connection refused: user %r or its password is "
+                                "wrong (%s)", self.user, describe_transport_error(exc))
+                else:
+                    log.warning("ARI events connection failed: %s",
+                                describe_transport_error(exc))
             finally:
                 self._ws = None
             if self._closed:

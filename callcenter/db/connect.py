@@ -40,6 +40,10 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached after retrying."""
 
 
+class DatabaseConfigError(ValueError):
+    """The DSN cannot be used at all (malformed, unknown option): not retried."""
+
+
 @dataclass
 class _Embedded:
     server: Any  # pgserver.PostgresServer
@@ -207,9 +211,13 @@ async def _retry(factory: Callable[[], Awaitable[Any]], attempts: int, delay_s: 
     for attempt in range(1, attempts + 1):
         try:
             return await factory()
+        except ValueError as exc:  # asyncpg's ClientConfigurationError too: a bad DSN
+            raise DatabaseConfigError(f"not a usable PostgreSQL DSN: {exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             last = exc
-            log.warning("database not reachable (attempt %d/%d): %s", attempt, attempts, exc)
-            if attempt < attempts:
+            if attempt < attempts:  # the last failure is the exception's message
+                log.warning("database not reachable (attempt %d/%d): %s", attempt, attempts,
+                            exc)
                 await asyncio.sleep(min(delay_s * 2 ** (attempt - 1), 5.0))
-    raise DatabaseUnavailable(f"database unreachable after {attempts} attempts: {last}")
+    tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+    raise DatabaseUnavailable(f"database unreachable after {tries}: {last}")

@@ -66,7 +66,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 async def prepare_database(settings: Settings) -> str:
     """Find (or start) the database, bring its schema up to date, return its DSN."""
     dsn = await asyncio.to_thread(database_dsn, settings)
-    conn = await connect(dsn)
+    conn = await connect(dsn, attempts=settings.database_connect_attempts)
     try:
         await migrate(conn)
     finally:

@@ -490,10 +490,7 @@ async def _save_ticket(
     conn: asyncpg.Connection, call_id: str, ticket: Ticket, history: Sequence[int]
 ) -> str:
     existing = await conn.fetchval("SELECT number FROM tickets WHERE call_id = $1", call_id)
-    number = existing or await conn.fetchval(
-        "SELECT 'T' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'"
-        " || lpad(nextval('ticket_number_seq')::text, 6, '0')"
-    )
+    number = existing or await next_ticket_number(conn)
     status = "incomplete" if ticket.incomplete else "open"
     await conn.execute(
         "INSERT INTO tickets (number, call_id, category, urgency, complaint_severity,"
@@ -531,6 +528,13 @@ async def _save_ticket(
         list(history),
     )
     return str(number)
+
+
+async def next_ticket_number(conn: asyncpg.Connection) -> str:
+    """T<yyyymmdd>-<six digits>, from one sequence (never reused)."""
+    return str(await conn.fetchval(
+        "SELECT 'T' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'"
+        " || lpad(nextval('ticket_number_seq')::text, 6, '0')"))
 
 
 async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source: str) -> None:

@@ -3,9 +3,11 @@
 The root is built once with debootstrap into the cache folder and reused; a
 stamp file holds a hash of the recipe, so changing the package list rebuilds it.
 ``start()`` installs the project's configuration (``docker/asterisk/``), renders
-the IVR prompts inside the root, bind-mounts the recordings folder (read-write)
-and the shared test-data folder (read-only, at ``/srv/shared``) and starts
-Asterisk, which shares the host's loopback (ARI on 127.0.0.1:8088).
+the IVR prompts inside the root, bind-mounts the recordings folder (read-write,
+mode 0750) and the shared test-data folder (read-only, at ``/srv/shared``) and
+starts Asterisk with umask 027 (recordings are not readable by other users; a
+running Asterisk with a wider umask is restarted), which shares the host's
+loopback (ARI on 127.0.0.1:8088).
 
 Needs root (debootstrap, chroot, mount). Command line::
 
@@ -33,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from callcenter.permissions import SERVICE_UMASK, prepare_recordings_dir
+
 if TYPE_CHECKING:
     from callcenter.settings import Settings
 
@@ -48,6 +52,9 @@ RECIPE_VERSION = "1"
 STAMP_NAME = ".callcenter-stamp"
 # Installed on the host when debootstrap is missing.
 HOST_PACKAGES = ("debootstrap", "debian-archive-keyring")
+# The root is built with the usual umask (apt's _apt user reads what it installs),
+# whatever the calling process (callcenter demo runs with SERVICE_UMASK).
+BUILD_UMASK = 0o022
 
 # Paths inside the root.
 IN_ROOT_RECORDINGS = "var/spool/asterisk/recording"
@@ -94,11 +101,15 @@ def debian_mirror() -> str:
     raise SandboxError("no Debian mirror found in /etc/apt/sources.list(.d)")
 
 
-def run(cmd: list[str], *, check: bool = True, timeout: float | None = None) -> str:
-    """Run a command, log it, return its stdout; raise SandboxError on failure."""
+def run(
+    cmd: list[str], *, check: bool = True, timeout: float | None = None, umask: int = -1
+) -> str:
+    """Run a command, log it, return its stdout; raise SandboxError on failure.
+    ``umask`` (when >= 0) is the command's umask."""
     log.debug("run: %s", " ".join(cmd))
     proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        umask=umask,
     )
     if check and proc.returncode != 0:
         tail = (proc.stderr or proc.stdout)[-2000:]
@@ -157,6 +168,17 @@ def processes_in_root(root: Path) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def process_umask(pid: int) -> int | None:
+    """A running process's umask (Linux's /proc/<pid>/status), None if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def require_root() -> None:
@@ -241,12 +263,13 @@ class AsteriskSandbox:
         if shutil.which("debootstrap") is None:
             log.info("installing debootstrap with apt-get")
             apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
-            run([*apt, "update"])
-            run([*apt, "install", "-y", "--no-install-recommends", *HOST_PACKAGES])
+            run([*apt, "update"], umask=BUILD_UMASK)
+            run([*apt, "install", "-y", "--no-install-recommends", *HOST_PACKAGES],
+                umask=BUILD_UMASK)
         mirror = debian_mirror()
         log.info("debootstrap %s into %s from %s", SUITE, target, mirror)
         target.parent.mkdir(parents=True, exist_ok=True)
-        run(["debootstrap", "--variant=minbase", SUITE, str(target), mirror])
+        run(["debootstrap", "--variant=minbase", SUITE, str(target), mirror], umask=BUILD_UMASK)
         policy = target / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
@@ -254,9 +277,9 @@ class AsteriskSandbox:
     def _install_packages(self, target: Path) -> None:
         apt = ["chroot", str(target), "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
         log.info("installing %s in the root", " ".join(PACKAGES))
-        run([*apt, "-o", "Acquire::Check-Valid-Until=false", "update"])
-        run([*apt, "install", "-y", "--no-install-recommends", *PACKAGES])
-        run([*apt, "clean"])
+        run([*apt, "-o", "Acquire::Check-Valid-Until=false", "update"], umask=BUILD_UMASK)
+        run([*apt, "install", "-y", "--no-install-recommends", *PACKAGES], umask=BUILD_UMASK)
+        run([*apt, "clean"], umask=BUILD_UMASK)
 
     # -- mounts ----------------------------------------------------------
 
@@ -270,8 +293,9 @@ class AsteriskSandbox:
                     run(["mount", "--bind", "/dev", str(root / name)])
 
     def _mount_data(self) -> None:
-        """Bind the recordings (rw) and shared (ro) folders, replacing other binds."""
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        """Bind the recordings (rw, mode 0750) and shared (ro) folders, replacing other
+        binds."""
+        prepare_recordings_dir(self.recordings_dir)
         if not self.shared_dir.is_dir():
             raise SandboxError(f"shared folder not found: {self.shared_dir}")
         self._ensure_bind(self.recordings_dir, self.root / IN_ROOT_RECORDINGS, readonly=False)
@@ -345,10 +369,16 @@ class AsteriskSandbox:
     def start(self) -> None:
         """Start Asterisk (reusing a running one) and wait until ARI answers."""
         require_root()
-        if self.is_running():
+        pid = self.pid()
+        if pid is not None and self._umask_is_private(pid):
             self._refresh()
-            log.info("reusing the running Asterisk (pid %s)", self.pid())
+            log.info("reusing the running Asterisk (pid %s)", pid)
             return
+        if pid is not None:  # started before recordings were private: start it again
+            log.warning("the running Asterisk (pid %s) has umask %s: its recordings would "
+                        "be readable by everyone; restarting it", pid,
+                        oct(process_umask(pid) or 0))
+            self.stop()
         self.build()
         if self.ari_info() is not None:
             raise SandboxError(f"something else already answers ARI at {self.ari_url}")
@@ -379,6 +409,11 @@ class AsteriskSandbox:
             "# the sandbox has no DNS: lookups fail at once (callcenter/sandbox/asterisk.py)\n"
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
+    @staticmethod
+    def _umask_is_private(pid: int) -> bool:
+        umask = process_umask(pid)
+        return umask is None or umask & SERVICE_UMASK == SERVICE_UMASK
+
     def _refresh(self) -> None:
         """Bring a running Asterisk in line with this sandbox's folders and config."""
         self.wait_ready()
@@ -399,6 +434,7 @@ class AsteriskSandbox:
                 ["chroot", str(self.root), "/usr/sbin/asterisk", "-f"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=SERVICE_UMASK,  # recordings (MixMonitor) 0640, their folders 0750
             )  # fmt: skip
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:

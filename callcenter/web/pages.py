@@ -1,98 +1,154 @@
-"""Server-rendered pages for QA staff and supervisors (no build step).
-
-Each QA evidence item links to the recording of its leg at the exact time:
-clicking it plays that span in the page's audio player.
-"""
+"""The HTML pages: server-rendered Jinja2 templates (``templates/``), a little
+JavaScript in ``static/`` (no inline scripts or handlers: the CSP forbids them),
+every string through the translation tables (``i18n/``)."""
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
+from urllib.parse import urlsplit
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
-table{border-collapse:collapse}td,th{border-bottom:1px solid #ddd;padding:.3rem .6rem;
-text-align:left}.fail{color:#b00020}.pass{color:#1b5e20}.na{color:#777}
-.seg-agent{background:#eef5ff}.seg-caller{background:#f7f7f7}.ev{cursor:pointer;
-text-decoration:underline}
-"""
+import aiohttp_jinja2
+from aiohttp import web
 
+from callcenter.auth import sessions
+from callcenter.auth import store as users_store
+from callcenter.auth.http import (
+    LOGIN_COOKIE,
+    TooManyAttempts,
+    authenticate,
+    check_login_form_token,
+    login_form_token,
+    maybe_principal,
+    principal,
+)
+from callcenter.auth.model import Role, own_agent
+from callcenter.errors import Forbidden, Unauthorized
+from callcenter.keys import POOL
+from callcenter.web import i18n, queries
+from callcenter.web.api import call_for, limit_of
 
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html lang='zh'><head><meta charset='utf-8'><title>{escape(title)}"
-        f"</title><style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>"
-    )
-
-
-def calls_page(calls: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        "<tr>"
-        f"<td><a href='/calls/{escape(c['id'])}'>{escape(c['id'][:12])}</a></td>"
-        f"<td>{escape(str(c['started_at'])[:19])}</td><td>{escape(c['caller_number'] or '')}</td>"
-        f"<td>{escape(c['stage'])}</td><td>{escape(c['status'])}</td>"
-        f"<td>{escape(c['queue'] or '')}</td><td>{escape(c['ticket_number'] or '')}</td>"
-        f"<td>{escape(c['category'] or '')}</td><td>{escape(c['urgency'] or '')}</td>"
-        f"<td>{'' if c['qa_score'] is None else round(c['qa_score'])}</td></tr>"
-        for c in calls
-    )
-    head = ("<tr><th>call</th><th>started</th><th>caller</th><th>stage</th><th>status</th>"
-            "<th>queue</th><th>ticket</th><th>category</th><th>urgency</th><th>QA</th></tr>")
-    return _page("Calls", f"<p><a href='/api/queues'>live queues (JSON)</a></p>"
-                          f"<table>{head}{rows}</table>")
+TICKET_KEYS = ("number", "category", "urgency", "complaint_severity", "repeat_complaint", "vip",
+               "caller_name", "phone", "building", "unit", "room", "description", "deadline",
+               "escalate_to", "incomplete", "status")
 
 
-def call_page(doc: dict[str, Any]) -> str:
-    call = doc["call"]
-    players = "".join(
-        f"<p>{escape(r['leg'])}: <audio id='audio-{escape(r['leg'])}' controls preload='none' "
-        f"src='/recordings/{escape(call['id'])}/{escape(r['leg'])}.wav'></audio></p>"
-        for r in doc["recordings"]
-    )
-    return _page(
-        f"Call {call['id']}",
-        f"<p>caller {escape(call['caller_number'] or '')} · stage {escape(call['stage'])} · "
-        f"status {escape(call['status'])}</p>{players}"
-        f"{_ticket_html(doc['ticket'])}{_qa_html(doc['qa'])}{_transcript_html(doc['transcript'])}"
-        "<script>function play(leg,s,e){const a=document.getElementById('audio-'+leg);"
-        "if(!a)return;a.currentTime=s;a.play();const stop=()=>{if(a.currentTime>=e){a.pause();"
-        "a.removeEventListener('timeupdate',stop)}};a.addEventListener('timeupdate',stop)}"
-        "</script>",
-    )
+def language_of(request: web.Request) -> str:
+    user = maybe_principal(request)
+    return i18n.pick(request.cookies.get(i18n.LANG_COOKIE), user.language if user else None,
+                     request.headers.get("Accept-Language"))
 
 
-def _ticket_html(ticket: dict[str, Any] | None) -> str:
-    if not ticket:
-        return "<h2>Ticket</h2><p>none</p>"
-    keys = ("number", "category", "urgency", "complaint_severity", "repeat_complaint", "vip",
-            "caller_name", "phone", "building", "unit", "room", "description", "deadline",
-            "escalate_to", "incomplete", "status")
-    rows = "".join(f"<tr><th>{k}</th><td>{escape(str(ticket.get(k)))}</td></tr>" for k in keys)
-    return f"<h2>Ticket</h2><table>{rows}</table>"
+async def context(request: web.Request) -> dict[str, Any]:
+    """What every template gets: ``t``, the language, the user and the CSRF token."""
+    lang = language_of(request)
+    user, csrf = (None, None)
+    if maybe_principal(request) is not None:
+        user, csrf = await sessions.current(request)
+    return {"t": i18n.translator(lang), "lang": lang, "user": user, "csrf": csrf,
+            "here": request.rel_url.path_qs}
 
 
-def _qa_html(qa: dict[str, Any] | None) -> str:
-    if not qa:
-        return "<h2>QA</h2><p>not scored</p>"
-    rows = []
-    for rule in qa["rules"]:
-        verdict = {True: ("pass", "pass"), False: ("fail", "fail"), None: ("na", "n/a")}[
-            rule["passed"]]
-        evidence = " ".join(
-            f"<span class='ev' onclick=\"play('{escape(e['leg'])}',{e['start']},{e['end']})\">"
-            f"[{escape(e['leg'])} {e['start']:.1f}s] {escape(e['text'])}</span>"
-            for e in rule["evidence"]
-        )
-        rows.append(f"<tr><td>{escape(rule['id'])}</td><td class='{verdict[0]}'>{verdict[1]}"
-                    f"</td><td>{escape(rule.get('detail') or '')}</td><td>{evidence}</td></tr>")
-    return f"<h2>QA score {round(qa['score'])}</h2><table>{''.join(rows)}</table>"
+def safe_next(target: str | None, fallback: str = "/") -> str:
+    """Only a path on this site (no scheme, no host, no //): no open redirect."""
+    if not target:
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target or any(ord(c) < 0x20 for c in target):
+        return fallback
+    return target
 
 
-def _transcript_html(segments: list[dict[str, Any]]) -> str:
-    rows = "".join(
-        f"<tr class='seg-{escape(s['leg'])}'><td>{s['start']:.1f}–{s['end']:.1f}</td>"
-        f"<td>{escape(s['leg'])}</td><td class='ev' onclick=\"play('{escape(s['leg'])}',"
-        f"{s['start']},{s['end']})\">{escape(s['text'])}</td></tr>"
-        for s in segments
-    )
-    return f"<h2>Transcript</h2><table>{rows}</table>"
+async def login_page(request: web.Request) -> web.Response:
+    return await _login_form(request, status=200, message="", username="",
+                             target=request.query.get("next"))
+
+
+async def _login_form(request: web.Request, *, status: int, message: str, username: str,
+                      target: str | None) -> web.Response:
+    ctx = await context(request)
+    response = web.Response(status=status, content_type="text/html")
+    ctx.update(form_token=login_form_token(response, request), message=message,
+               username=username, next=safe_next(target))
+    response.text = aiohttp_jinja2.render_string("login.html", request, ctx)
+    return response
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    username = str(form.get("username", ""))[:64]
+    target = _text(form.get("next"))
+    t = i18n.translator(language_of(request))
+    try:
+        check_login_form_token(request, _text(form.get("csrf_token")))
+    except Forbidden:
+        return await _login_form(request, status=403, message=t("login.expired"),
+                                 username=username, target=target)
+    try:
+        who = await authenticate(request, username, str(form.get("password", "")))
+    except TooManyAttempts as exc:
+        response = await _login_form(request, status=429, username=username, target=target,
+                                     message=t("login.throttled", seconds=exc.retry_after_s))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    except Unauthorized:
+        return await _login_form(request, status=401, message=t("login.failed"),
+                                 username=username, target=target)
+    await sessions.sign_in(request, who)
+    home = "/console" if who.agent_id else "/"
+    response = web.HTTPSeeOther(safe_next(target, home))
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    raise response
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await users_store.audit(request.app[POOL], action="sign_out", principal=principal(request),
+                            ip=request.remote)
+    await sessions.sign_out(request)
+    raise web.HTTPSeeOther("/login")
+
+
+async def language(request: web.Request) -> web.StreamResponse:
+    """Switch the pages' language (a cookie of this browser)."""
+    chosen = request.query.get("set", "")
+    response = web.HTTPSeeOther(safe_next(request.query.get("next")))
+    if chosen in ("zh-CN", "en"):
+        response.set_cookie(i18n.LANG_COOKIE, chosen, max_age=365 * 86400, samesite="Lax",
+                            httponly=True, path="/")
+    raise response
+
+
+async def calls_page(request: web.Request) -> web.Response:
+    calls = await queries.list_calls(request.app[POOL], limit_of(request),
+                                     agent_id=own_agent(principal(request)))
+    ctx = await context(request)
+    ctx["calls"] = calls
+    return aiohttp_jinja2.render_template("calls.html", request, ctx)
+
+
+async def call_page(request: web.Request) -> web.Response:
+    doc = await call_for(request)
+    ctx = await context(request)
+    ctx.update(call=doc["call"], recordings=doc["recordings"], ticket=doc["ticket"],
+               ticket_keys=TICKET_KEYS, qa=doc["qa"], transcript=doc["transcript"])
+    return aiohttp_jinja2.render_template("call.html", request, ctx)
+
+
+async def users_page(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    table = i18n.table(ctx["lang"])
+    ctx.update(users=await users_store.list_users(request.app[POOL]), roles=[r.value for r in Role],
+               strings={k: v for k, v in table.items() if k.startswith("users.")})
+    return aiohttp_jinja2.render_template("users.html", request, ctx)
+
+
+async def error_page(request: web.Request, status: int, message_key: str) -> web.Response:
+    ctx = await context(request)
+    ctx["message"] = ctx["t"](message_key)
+    response = aiohttp_jinja2.render_template("error.html", request, ctx)
+    response.set_status(status)
+    return response

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
 
+from callcenter.console.model import effective_ticket
 from callcenter.errors import NotFound
 
 
@@ -13,15 +15,18 @@ def _iso(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-async def list_calls(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
+async def list_calls(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | None = None
+                     ) -> list[dict[str, Any]]:
+    """Newest first; with ``agent_id``, that agent's calls only."""
     rows = await pool.fetch(
         "SELECT c.id, c.source, c.caller_number, c.stage, c.status, c.queue, c.agent_id,"
         " c.started_at, c.ended_at, c.duration_s, c.hangup_by, t.number AS ticket_number,"
         " t.category, t.urgency, q.score AS qa_score"
         " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
         " LEFT JOIN qa_results q ON q.call_id = c.id"
+        " WHERE $2::text IS NULL OR c.agent_id = $2"
         " ORDER BY c.started_at DESC LIMIT $1",
-        limit,
+        limit, agent_id,
     )
     return [_iso(dict(r)) for r in rows]
 
@@ -56,15 +61,28 @@ async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
              "words": s["words"]}
             for s in segments
         ],
-        "ticket": _iso(dict(ticket)) if ticket else None,
+        "ticket": effective_ticket(_iso(_decoded(ticket))) if ticket else None,
         "qa": {"score": qa["score"], "rules": [dict(r) for r in rules]} if qa else None,
         "events": [_iso(dict(e)) for e in events],
     }
 
 
-async def list_tickets(pool: asyncpg.Pool, limit: int = 100) -> list[dict[str, Any]]:
-    rows = await pool.fetch("SELECT * FROM tickets ORDER BY created_at DESC LIMIT $1", limit)
-    return [_iso(dict(r)) for r in rows]
+async def list_tickets(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Newest first; with ``agent_id``, the tickets of that agent's calls only."""
+    rows = await pool.fetch(
+        "SELECT t.* FROM tickets t LEFT JOIN calls c ON c.id = t.call_id"
+        " WHERE $2::text IS NULL OR c.agent_id = $2"
+        " ORDER BY t.created_at DESC LIMIT $1", limit, agent_id)
+    return [effective_ticket(_iso(_decoded(r))) for r in rows]
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    """A ticket row with its ``human`` values as a dict."""
+    out = dict(row)
+    if isinstance(out.get("human"), str):
+        out["human"] = json.loads(out["human"])
+    return out
 
 
 async def list_agents(pool: asyncpg.Pool) -> list[dict[str, Any]]:

@@ -42,7 +42,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 import yaml
@@ -67,6 +66,7 @@ from tests.e2e.conftest import (
     provisioned,
     running_service,
 )
+from tests.web_support import signed_in_at
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -597,7 +597,7 @@ async def _scenario(
     answered_ids = {r["id"] for r in answered.values()}
     abandoned_ids, callback_ids = {ids_of["q"]}, {ids_of["x"]}
     assert {r["id"] for r in rows if r["outcome"] == "answered"} == answered_ids
-    async with aiohttp.ClientSession() as http:
+    async with signed_in_at(f"http://127.0.0.1:{settings.web_port}", pool) as http:
         url = (f"http://127.0.0.1:{settings.web_port}/api/stats"
                f"?hours=1&threshold_s={THRESHOLD_S:g}")
         async with http.get(url) as resp:

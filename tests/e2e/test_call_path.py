@@ -20,6 +20,7 @@ from callcenter.sandbox.simulator import AriParams, place_call
 from callcenter.settings import Settings
 from callcenter.web.app import POOL, SETTINGS, STORE
 from tests.e2e.conftest import eventually, free_port, running_service
+from tests.web_support import signed_in_at
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -91,6 +92,10 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
         path = settings.recordings / rec["path"]
         seconds = _wav_seconds(path)
         assert path.stat().st_size > 100_000
+        # Asterisk runs with umask 027: the recording and its call's folder are not
+        # readable by other users.
+        for made in (path, path.parent):
+            assert made.stat().st_mode & 0o007 == 0, (made, oct(made.stat().st_mode))
         assert abs(seconds - talk) < 3.0, (rec["leg"], seconds, talk)
         assert abs(seconds - 78.47) < 6.0, (rec["leg"], seconds)
 
@@ -113,8 +118,8 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
     agent = await pool.fetchrow("SELECT state FROM agents WHERE id = 'agent1001'")
     assert agent["state"] == "available"
 
-    async with aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{settings.web_port}"
+    base = f"http://127.0.0.1:{settings.web_port}"
+    async with signed_in_at(base, pool) as http:
         async with http.get(f"{base}/api/calls/{call['id']}") as resp:
             doc = await resp.json()
             assert resp.status == 200 and doc["ticket"]["number"] == ticket["number"]

@@ -7,6 +7,7 @@ events in ARI's JSON shapes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
@@ -42,7 +43,9 @@ class FakeAri:
     delay_s: float = 0.0  # every REST answer waits this long (client timeouts)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connections: int = 0
-    ws_auth: list[dict[str, str]] = field(default_factory=list)
+    ws_auth: list[dict[str, str]] = field(default_factory=list)  # each upgrade's query
+    ws_authorization: list[str | None] = field(default_factory=list)  # and its header
+    ws_refuse: bool = False  # answer every upgrade 401, whatever the credentials
     subscribed: set[str] = field(default_factory=set)
     playbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (regex on the decoded path, seconds): requests matching it answer this late
@@ -79,8 +82,12 @@ class FakeAri:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         self.ws_auth.append(dict(request.query))
-        if request.query.get("api_key") != f"{USER}:{PASSWORD}":
-            return web.Response(status=401)
+        header = request.headers.get("Authorization")
+        self.ws_authorization.append(header)
+        # Asterisk takes HTTP Basic (or an api_key query, which our client never sends).
+        basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if self.ws_refuse or header != basic:
+            return web.Response(status=401, text="Authentication required")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.sockets.append(ws)

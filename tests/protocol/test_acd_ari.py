@@ -5,6 +5,7 @@ timestamps, failures of every kind, reconnects and restarts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -158,7 +159,9 @@ async def connect_call(env: Env, caller: str = "caller-1", call_id: str = "c1") 
 
 async def test_websocket_url_and_auth(env: Env) -> None:
     query = env.fake.ws_auth[0]
-    assert query == {"app": APP, "api_key": f"{USER}:{PASSWORD}", "subscribeAll": "false"}
+    assert query == {"app": APP, "subscribeAll": "false"}  # no api_key: credentials in a
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()  # header only
+    assert env.fake.ws_authorization[0] == f"Basic {token}"
 
 
 async def test_happy_path_follows_the_dialplan_contract(env: Env) -> None:
@@ -316,7 +319,8 @@ async def test_live_figures_are_pushed_as_server_sent_events(env: Env) -> None:
     from aiohttp import web as aioweb
     from aiohttp.test_utils import TestClient, TestServer
 
-    from callcenter.web.app import LIVE, api_live
+    from callcenter.keys import LIVE
+    from callcenter.web.api import api_live
 
     app = aioweb.Application()
     app[LIVE] = {"acd": env.acd}

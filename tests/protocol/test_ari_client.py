@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
 
-from callcenter.ari.client import AriClient, AriError, AriNotFound, AriUnavailable
+from callcenter.ari.client import (
+    AriClient,
+    AriError,
+    AriNotFound,
+    AriUnavailable,
+    describe_transport_error,
+)
 from tests.protocol.fake_ari import APP, PASSWORD, USER, FakeAri
 
 
@@ -68,3 +78,57 @@ async def test_transport_errors_are_ari_unavailable(fake: FakeAri):
     finally:
         for client in (refused, slow, dropped):
             await client.close()
+
+
+async def until(cond: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_events_websocket_sends_credentials_only_in_the_header(
+    fake: FakeAri, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 on the upgrade: the request carried Basic auth and no api_key, and
+    neither the password nor a query string reaches the log."""
+    password = "Pw-zq81-not-in-logs"
+    fake.ws_refuse = True
+    caplog.set_level(logging.DEBUG)
+    client = AriClient(fake.url, USER, password, APP, reconnect_min_s=0.01,
+                       reconnect_max_s=0.05)
+
+    async def consume() -> None:
+        async for _ in client.events():
+            pass
+
+    task = asyncio.create_task(consume())
+    try:  # refused, logged, and tried again
+        await until(lambda: len(fake.ws_auth) >= 2
+                    and any("refused" in r.getMessage() for r in caplog.records),
+                    what="two refused upgrades, logged")
+        assert not client.connected
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 5)
+    for query in fake.ws_auth:
+        assert query == {"app": APP, "subscribeAll": "false"}  # no api_key
+    token = base64.b64encode(f"{USER}:{password}".encode()).decode()
+    assert set(fake.ws_authorization) == {f"Basic {token}"}
+    everything = caplog.text  # the fake's access log included
+    assert password not in everything and token not in everything
+    assert "api_key" not in everything
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("callcenter"))
+    assert "401" in ours and "/ari/events" in ours
+    assert "?" not in ours and "subscribeAll" not in ours  # no query string at all
+
+
+def test_transport_errors_are_described_without_credentials_or_query() -> None:
+    text = describe_transport_error(
+        aiohttp.InvalidURL("http://cc:s3cret@127.0.0.1:8088/ari/x?api_key=cc:s3cret"))
+    assert "s3cret" not in text and "api_key" not in text
+    assert "http://127.0.0.1:8088/ari/x" in text
+    assert describe_transport_error(TimeoutError()) == "TimeoutError"
+    client = AriClient("http://cc:s3cret@127.0.0.1:8088/ari", USER, PASSWORD, APP)
+    assert client.base_url == "http://127.0.0.1:8088" and "s3cret" not in client.events_url

@@ -18,12 +18,13 @@ from typing import Any
 import asyncpg
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Word
 from callcenter.db.store import PgStore
 from callcenter.settings import Settings
 from callcenter.web.app import POOL, create_app
+from tests.web_support import Browser, add_user, browser, running, signed_in
 
 CALL = "c0ffee0000000001"
 OTHER = "c0ffee0000000002"  # a call without results
@@ -35,10 +36,11 @@ SECRET = b"RIFF-not-for-you"
 
 @dataclass
 class Web:
-    client: TestClient
+    client: Browser  # signed in as a supervisor
     rec_dir: Path
     ticket_number: str
     agent_wav: bytes
+    server: TestServer
 
 
 def _wav_bytes(path: Path, seconds: float = 1.0, rate: int = 8000) -> bytes:
@@ -129,8 +131,9 @@ async def web(db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterat
     number, agent_wav = await _seed(PgStore(db_pool), rec_dir, tmp_path / "outside.wav")
     settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=rec_dir)
     app = create_app(settings, telephony=False, workers=0)
-    async with TestClient(TestServer(app)) as client:
-        yield Web(client, rec_dir, number, agent_wav)
+    await add_user(db_pool, "boss", "supervisor")
+    async with running(app) as server, signed_in(server, "boss") as client:
+        yield Web(client, rec_dir, number, agent_wav, server)
 
 
 async def _json(resp: Any, status: int) -> Any:
@@ -139,13 +142,17 @@ async def _json(resp: Any, status: int) -> Any:
     return json.loads(await resp.text())
 
 
-async def _raw_get(client: TestClient, path: str) -> tuple[int, bytes]:
-    """One request with the path sent exactly as written (no client normalising)."""
-    host, port = client.server.host, client.server.port
+async def _raw_get(client: Browser, path: str) -> tuple[int, bytes]:
+    """One request with the path sent exactly as written (no client normalising),
+    carrying the client's session cookie."""
+    url = client.server.make_url("/")
+    host, port = url.host, url.port
+    cookie = "; ".join(f"{c.key}={c.value}" for c in client.session.cookie_jar)
     assert port is not None
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n"
+                     "Connection: close\r\n\r\n".encode())
         await writer.drain()
         data = await reader.read()
     finally:
@@ -346,8 +353,9 @@ async def test_index_page(web: Web) -> None:
     assert resp.content_type == "text/html"
     html = await resp.text()
     assert web.ticket_number in html
-    assert f"href='/calls/{CALL}'" in html
-    assert "<td>engineering</td><td>P2</td><td>82</td>" in html  # QA 82.5, rounded
+    assert f'href="/calls/{CALL}"' in html
+    assert "<td>engineering</td><td>P2</td>\n<td>82</td>" in html  # QA 82.5, rounded
+    assert "通话记录" in html  # zh-CN by default
 
 
 async def test_call_page_plays_evidence(web: Web) -> None:
@@ -356,17 +364,18 @@ async def test_call_page_plays_evidence(web: Web) -> None:
     assert resp.content_type == "text/html"
     html = await resp.text()
     assert web.ticket_number in html
-    assert "function play(leg,s,e)" in html
+    assert '<script type="module" src="/static/call.js"></script>' in html
+    assert "onclick" not in html and "<script>" not in html  # the CSP allows no inline code
     # A QA evidence item and a transcript line, each playing its leg at its time.
-    assert "<span class='ev' onclick=\"play('agent',9.0,10.0)\">" in html
-    assert "onclick=\"play('caller',6.6," in html
-    assert (
-        f"<audio id='audio-agent' controls preload='none' src='/recordings/{CALL}/agent.wav'>"
-        in html
-    )
-    assert "id='audio-caller'" in html
+    assert 'data-leg="agent" data-start="9.0" data-end="10.0"' in html
+    assert 'data-leg="caller" data-start="6.6"' in html
+    assert (f'<audio id="audio-agent" controls preload="none" '
+            f'src="/recordings/{CALL}/agent.wav"></audio>') in html
+    assert 'id="audio-caller"' in html
     # Stored text is escaped, never markup.
     assert "<b>urgent</b>" not in html and "&lt;b&gt;urgent&lt;/b&gt;" in html
+    script = await web.client.get("/static/call.js")
+    assert script.status == 200 and "function play(leg, start, end)" in await script.text()
 
 
 async def test_pages_bad_limit_is_400(web: Web) -> None:
@@ -375,7 +384,7 @@ async def test_pages_bad_limit_is_400(web: Web) -> None:
 
 
 async def test_metrics_count_calls_by_stage_and_status(web: Web) -> None:
-    resp = await web.client.get("/metrics")
+    resp = await web.client.get("/metrics")  # a supervisor (loopback is open too)
     assert resp.status == 200
     text = await resp.text()
     assert "# TYPE callcenter_calls gauge" in text
@@ -385,9 +394,10 @@ async def test_metrics_count_calls_by_stage_and_status(web: Web) -> None:
 
 async def test_metrics_still_answer_while_the_database_is_away(web: Web) -> None:
     await web.client.app[POOL].close()  # the database is gone
-    resp = await web.client.get("/metrics")
-    assert resp.status == 200
-    assert "callcenter_database_up 0.0" in await resp.text()
+    async with browser(web.server) as prometheus:  # on this machine: no sign-in
+        resp = await prometheus.get("/metrics")
+        assert resp.status == 200
+        assert "callcenter_database_up 0.0" in await resp.text()
 
 
 async def test_stats_use_the_spec_metric_names(web: Web) -> None:
@@ -432,7 +442,7 @@ async def test_agent_state_requests_go_to_the_acd(web: Web, db_pool: asyncpg.Poo
     assert body["action"] == "pause"
     pending = await store.pending_agent_requests()
     assert [(r["action"], r["reason"], r["requested_by"]) for r in pending] == [
-        ("login", None, "upsert"), ("pause", "training", "api")]
+        ("login", None, "upsert"), ("pause", "training", "web:boss")]
     bad = await _json(await web.client.post("/api/agents/a1/state", json={"action": "dance"}),
                       400)
     _assert_error(bad, 400, "bad_request")
@@ -458,7 +468,9 @@ async def test_each_queue_is_measured_against_its_own_service_level(
         seconds=60), answered_at=now - timedelta(seconds=35))  # answered after 25 s
     settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path,
                         queues_file=tmp_path / "queues.yaml")
-    async with TestClient(TestServer(create_app(settings, telephony=False, workers=0))) as client:
+    await add_user(db_pool, "qa1", "qa")
+    app = create_app(settings, telephony=False, workers=0)
+    async with running(app) as server, signed_in(server, "qa1") as client:
         own = (await _json(await client.get("/api/stats?hours=1"), 200))["queues"]["repair"]
         assert (own["service_level_threshold_s"], own["short_abandon_s"]) == (30, 2)
         assert own["service_level"] == 100.0  # 25 s <= the queue's own 30 s

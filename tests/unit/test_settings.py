@@ -29,7 +29,15 @@ def test_environment_beats_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert (settings.web_port, settings.agi_port, settings.log_level) == (9000, 4600, "DEBUG")
     assert settings.database_url == "postgresql://u:secret@db/x"
     shown = {row["name"]: row["value"] for row in describe(settings)}
-    assert shown["database_url"] == "***" and shown["ari_password"] == "***"
+    assert shown["database_url"] == "postgresql://u:***@db/x" and shown["ari_password"] == "***"
+
+
+def test_secrets_are_not_in_repr_or_str() -> None:
+    settings = Settings(ari_password="Ari-Qx81-pw", database_url="postgresql://u:Db-Qx81-pw@db/x")
+    for text in (repr(settings), str(settings), f"{settings!r}"):
+        assert "Ari-Qx81-pw" not in text and "Db-Qx81-pw" not in text
+        assert "ari_user='callcenter'" in text  # the rest is still shown
+    assert settings.ari_password == "Ari-Qx81-pw"  # and still there to use
 
 
 def test_missing_config_file_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

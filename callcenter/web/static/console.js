@@ -1,0 +1,161 @@
+// The agent console: live state and screen pop (server-sent events), state
+// buttons, today's figures, and the wrap-up form with the call's ticket.
+import {send, strings} from "/static/common.js";
+
+const t = strings();
+const root = document.querySelector(".console");
+const agentId = root.dataset.agent;
+const $ = (id) => document.getElementById(id);
+const say = (key, values = {}) =>
+  Object.entries(values).reduce((text, [k, v]) => text.replace(`{${k}}`, v), t[key] || key);
+
+let popCallId = null;   // the call shown in the screen pop
+let wrapCallId = null;  // the call the wrap-up form is for
+let wrapUntil = null;   // Date the wrap-up ends
+let lastState = null;
+
+function renderState(view) {
+  const state = $("state");
+  state.textContent = say(`console.state.${view.state}`);
+  state.dataset.state = view.state;
+  $("state-reason").textContent = view.reason ? `(${say(`console.reason.${view.reason}`)})` : "";
+  $("state-since").textContent = view.since ? new Date(view.since).toLocaleTimeString() : "";
+  $("pending").textContent = view.pending ? say("console.pending", {action: view.pending[0]}) : "";
+  const rows = Object.entries(view.queues).map(([name, q]) =>
+    `<tr><td>${escape(name)}</td><td>${q.waiting}</td><td>${q.longest_wait_s}</td></tr>`);
+  $("queues").querySelectorAll("tr:not(:first-child)").forEach((row) => row.remove());
+  $("queues").insertAdjacentHTML("beforeend", rows.join(""));
+}
+
+function escape(text) {
+  const node = document.createElement("span");
+  node.textContent = text ?? "";
+  return node.innerHTML;
+}
+
+async function showPop(callId) {
+  popCallId = callId;
+  const pop = await send("GET", `/api/console/calls/${encodeURIComponent(callId)}`);
+  if (popCallId !== callId) return;  // a newer call came meanwhile
+  $("pop").hidden = false;
+  $("pop-number").textContent = pop.call.caller_number || "—";
+  const resident = pop.resident;
+  $("pop-resident").textContent = resident
+    ? `${resident.name} · ${[resident.building, resident.unit, resident.room].filter(Boolean).join("-")}`
+    : say("console.unknown_caller");
+  const vip = $("pop-vip");
+  vip.hidden = !resident || resident.vip === "none";
+  vip.textContent = resident && resident.vip !== "none" ? say(`console.vip.${resident.vip}`) : "";
+  const intent = pop.call.ivr_intent ? say(`console.intent.${pop.call.ivr_intent}`) : (pop.call.queue || "");
+  $("pop-choice").textContent = say("console.choice", {choice: intent});
+  const list = $("pop-tickets");
+  list.replaceChildren();
+  for (const ticket of pop.tickets) {
+    const item = document.createElement("li");
+    item.textContent = `${ticket.number} · ${say(`category.${ticket.category}`)} · ${ticket.urgency} · ${ticket.status} · ${ticket.description}`;
+    list.append(item);
+  }
+  if (!pop.tickets.length) list.innerHTML = `<li>${escape(say("console.no_tickets"))}</li>`;
+  fillForm(pop.form);
+}
+
+function fillForm(values) {
+  const form = $("wrap-form");
+  for (const [name, value] of Object.entries(values)) {
+    if (form.elements[name] && value !== null && value !== undefined) form.elements[name].value = value;
+  }
+}
+
+function renderWrap(view) {
+  const wrap = view.wrap_up;
+  const callId = wrap ? wrap.call_id : (view.call && !view.call.ringing ? view.call.call_id : null);
+  if (!callId) {
+    if (view.state !== "wrap_up") {
+      wrapUntil = null;
+      $("wrap-left").textContent = "";
+    }
+    return;
+  }
+  if (wrapCallId !== callId) {
+    wrapCallId = callId;
+    $("wrap-result").textContent = "";
+  }
+  $("wrap").hidden = false;
+  wrapUntil = wrap ? new Date(Date.now() + wrap.seconds_left * 1000) : null;
+  tick();
+}
+
+function tick() {
+  if (!wrapUntil) return;
+  const left = Math.max(0, Math.round((wrapUntil - Date.now()) / 1000));
+  $("wrap-left").textContent = say("console.wrap_left", {seconds: left});
+}
+setInterval(tick, 1000);
+
+async function refreshToday() {
+  const today = await send("GET", "/api/console/today");
+  for (const node of $("today").querySelectorAll("[data-figure]")) {
+    const value = today[node.dataset.figure];
+    node.textContent = value === null || value === undefined ? "–" : value;
+  }
+}
+
+function onView(view) {
+  if (!view) return;
+  renderState(view);
+  const callId = view.call ? view.call.call_id : (view.wrap_up ? view.wrap_up.call_id : null);
+  if (callId && callId !== popCallId) showPop(callId).catch((e) => console.error(e));
+  renderWrap(view);
+  if (view.state !== lastState) {
+    lastState = view.state;
+    refreshToday().catch((e) => console.error(e));
+  }
+}
+
+function connect() {
+  const events = new EventSource("/api/console/live");
+  events.addEventListener("agent", (event) => {
+    $("connection").textContent = "";
+    onView(JSON.parse(event.data));
+  });
+  events.addEventListener("error", () => {
+    $("connection").textContent = say("console.offline");
+  });
+}
+
+document.querySelector(".buttons").addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const body = {action: button.dataset.action};
+  if (body.action === "pause") body.reason = $("pause-reason").value;
+  try {
+    await send("POST", `/api/agents/${encodeURIComponent(agentId)}/state`, body);
+  } catch (error) {
+    $("connection").textContent = error.message;
+  }
+});
+
+$("wrap-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (!wrapCallId) return;
+  const form = event.target;
+  const ticket = {};
+  for (const name of ["category", "urgency", "caller_name", "building", "unit", "room", "description"]) {
+    ticket[name] = form.elements[name].value;
+  }
+  const disposition = form.elements.disposition.value;
+  const body = {disposition, ready: form.elements.ready.checked};
+  if (ticket.category) body.ticket = ticket;
+  try {
+    const saved = await send("POST", `/api/console/calls/${encodeURIComponent(wrapCallId)}/wrap-up`, body);
+    $("wrap-result").textContent = saved.ticket_number
+      ? say("console.saved", {number: saved.ticket_number}) : say("console.saved_no_ticket");
+    $("wrap-result").dataset.ticket = saved.ticket_number || "";
+  } catch (error) {
+    const problems = error.data && error.data.details && error.data.details.problems;
+    $("wrap-result").textContent = problems ? JSON.stringify(problems) : error.message;
+  }
+});
+
+connect();
+refreshToday().catch((e) => console.error(e));
