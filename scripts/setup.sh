@@ -2,7 +2,8 @@
 # Sets up everything the service and the tests need, idempotently:
 #   1. the virtualenv with the pinned dependencies (.venv),
 #   2. the Vosk model (verified and unpacked into the cache),
-#   3. the Asterisk 22 sandbox root (Debian sid, cached; needs root).
+#   3. Chromium and a Chinese font for the browser tests (apt; needs root),
+#   4. the Asterisk 22 sandbox root (Debian sid, cached; needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,14 @@ echo "==> speech model"
 .venv/bin/python -m callcenter.asr.model
 
 if [ "$(id -u)" = 0 ]; then
+    # The browser tests drive Debian's Chromium (Playwright, no downloaded browser);
+    # the font renders the Chinese pages.
+    if ! command -v chromium >/dev/null || ! dpkg -s fonts-wqy-zenhei >/dev/null 2>&1; then
+        echo "==> chromium and a Chinese font (apt)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null
+        apt-get install -y -q --no-install-recommends chromium fonts-wqy-zenhei >/dev/null
+    fi
     echo "==> Asterisk sandbox"
     .venv/bin/callcenter sandbox build
 else

@@ -69,7 +69,7 @@ async def _login_form(request: web.Request, *, status: int, message: str, userna
     ctx = await context(request)
     response = web.Response(status=status, content_type="text/html")
     ctx.update(form_token=login_form_token(response, request), message=message,
-               username=username, next=safe_next(target))
+               username=username, next=safe_next(target) if target else "")
     response.text = aiohttp_jinja2.render_string("login.html", request, ctx)
     return response
 

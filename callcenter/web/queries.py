@@ -21,7 +21,9 @@ async def list_calls(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | No
     rows = await pool.fetch(
         "SELECT c.id, c.source, c.caller_number, c.stage, c.status, c.queue, c.agent_id,"
         " c.started_at, c.ended_at, c.duration_s, c.hangup_by, t.number AS ticket_number,"
-        " t.category, t.urgency, q.score AS qa_score"
+        # what people entered at wrap-up wins over what the analysis found
+        " COALESCE(t.human->>'category', t.category) AS category,"
+        " COALESCE(t.human->>'urgency', t.urgency) AS urgency, q.score AS qa_score"
         " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
         " LEFT JOIN qa_results q ON q.call_id = c.id"
         " WHERE $2::text IS NULL OR c.agent_id = $2"

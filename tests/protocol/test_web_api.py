@@ -354,7 +354,7 @@ async def test_index_page(web: Web) -> None:
     html = await resp.text()
     assert web.ticket_number in html
     assert f'href="/calls/{CALL}"' in html
-    assert "<td>engineering</td><td>P2</td>\n<td>82</td>" in html  # QA 82.5, rounded
+    assert "<td>工程维修</td><td>P2</td>\n<td>82</td>" in html  # QA 82.5, rounded
     assert "通话记录" in html  # zh-CN by default
 
 

@@ -23,8 +23,7 @@ function renderState(view) {
   $("pending").textContent = view.pending ? say("console.pending", {action: view.pending[0]}) : "";
   const rows = Object.entries(view.queues).map(([name, q]) =>
     `<tr><td>${escape(name)}</td><td>${q.waiting}</td><td>${q.longest_wait_s}</td></tr>`);
-  $("queues").querySelectorAll("tr:not(:first-child)").forEach((row) => row.remove());
-  $("queues").insertAdjacentHTML("beforeend", rows.join(""));
+  $("queue-rows").innerHTML = rows.join("");
 }
 
 function escape(text) {
