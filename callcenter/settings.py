@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field(default="127.0.0.1", description="Web UI/API listen address.")
     web_port: int = Field(default=8080, ge=1, le=65535, description="Web UI/API port.")
+    softphone_ws_url: str = Field(
+        default="wss://127.0.0.1:8089/ws",
+        description="Where the console's browser softphone reaches Asterisk (SIP over secure "
+                    "websocket, http.conf TLS); the agents' browsers must trust its certificate.",
+    )
     web_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Host names the web answers to (guards against DNS rebinding). Empty: "

@@ -20,6 +20,8 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+scripts/build-web.sh
+
 echo "==> speech model"
 .venv/bin/python -m callcenter.asr.model
 

@@ -65,6 +65,9 @@ class Originate:
     timeout_s: float
     caller_id: str | None
     variables: dict[str, str] = field(default_factory=dict)
+    # Ring this endpoint instead when it is registered now (the agent's browser
+    # softphone); the executor asks Asterisk, so presence needs no subscription.
+    prefer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,15 @@ log = logging.getLogger("callcenter.acd")
 # The dialplan context an answered agent channel runs (recording, then the app).
 AGENT_CONTEXT = "cc-agent"
 # Failures of these commands are reported back to the machine.
+async def _online(client: AriClient, endpoint: str) -> bool:
+    """Whether an endpoint (``PJSIP/<user>-web``) has a registered contact now."""
+    try:
+        found = await client.get(f"/endpoints/{endpoint}")
+    except AriError:  # unknown or unreachable: ring the usual phone
+        return False
+    return isinstance(found, dict) and found.get("state") == "online"
+
+
 REPORTED = (cmd.Originate, cmd.StartMoh, cmd.Play, cmd.Bridge)
 
 
@@ -158,8 +167,11 @@ class Executor:
         elif isinstance(c, cmd.StopPlayback):
             await client.stop_playback(c.playback_id)
         elif isinstance(c, cmd.Originate):
+            endpoint = c.endpoint
+            if c.prefer is not None and await _online(client, c.prefer):
+                endpoint = c.prefer
             await client.originate_to_dialplan(
-                c.endpoint, context=AGENT_CONTEXT, timeout_s=c.timeout_s, caller_id=c.caller_id,
+                endpoint, context=AGENT_CONTEXT, timeout_s=c.timeout_s, caller_id=c.caller_id,
                 variables=c.variables, channel_id=c.channel_id,
             )
         elif isinstance(c, cmd.Hangup):

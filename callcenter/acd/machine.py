@@ -27,6 +27,7 @@ from callcenter.acd.queues import GENERAL_QUEUE, QueueConfig, Rule
 from callcenter.acd.strategies import Candidate, choose, skill_level
 from callcenter.constants import VAR_BRIDGED, VAR_CALL_ID, VAR_CALLER_CHANNEL
 from callcenter.core import call_id_for_channel
+from callcenter.sip.accounts import web_endpoint
 
 log = logging.getLogger("callcenter.acd")
 
@@ -248,6 +249,7 @@ class Machine:
                 timeout_s=self.ring_timeout_s,
                 caller_id=f'"{call.queue}" <{number}>' if number else None,
                 variables={VAR_CALL_ID: call.call_id, VAR_CALLER_CHANNEL: call.channel_name},
+                prefer=web_endpoint(agent.endpoint),  # the browser softphone, if registered
             ))
             log.info("call %s: ringing agent %s", call.call_id, agent.id)
         self._emit(cmd.StartTimer(("ring", call.call_id), self.ring_timeout_s + self.ring_grace_s))

@@ -26,6 +26,7 @@ from callcenter.console.model import (
 )
 from callcenter.errors import BadRequest, Forbidden, NotFound, Unavailable
 from callcenter.keys import LIVE, POOL, SETTINGS, STORE
+from callcenter.sip.accounts import web_name
 from callcenter.stats import StateChange, occupancy, time_in_state
 from callcenter.web import i18n
 from callcenter.web.api import dumps
@@ -148,6 +149,22 @@ async def wrap_up(request: web.Request) -> web.Response:
                                                by=f"web:{who.username}")
     return web.json_response({"call_id": call["id"], "ticket_number": number,
                               "disposition": wrap.disposition, "ready": wrap.ready})
+
+
+async def softphone(request: web.Request) -> web.Response:
+    """What the browser softphone registers with: the agent's WebRTC endpoint
+    (``<user>-web``) and the account's digest HA1 (no password exists to give)."""
+    _who, agent_id = _agent_of(request)
+    account = await store.sip_account(request.app[POOL], agent_id)
+    if account is None:
+        raise NotFound("this agent has no SIP account (callcenter agents add)",
+                       agent_id=agent_id)
+    settings = request.app[SETTINGS]
+    return web.json_response({
+        "ws_url": settings.softphone_ws_url,
+        "uri": f"sip:{web_name(account['username'])}@{settings.sip_host}",
+        "authorization_user": account["username"], "ha1": account["ha1"],
+        "realm": account["realm"], "display_name": account["name"]})
 
 
 async def today(request: web.Request) -> web.Response:

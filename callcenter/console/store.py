@@ -87,6 +87,12 @@ async def save_wrap_up(pool: asyncpg.Pool, call_id: str, *, by: str, disposition
         return str(number)
 
 
+async def sip_account(pool: asyncpg.Pool, agent_id: str) -> dict[str, Any] | None:
+    return _plain(await pool.fetchrow(
+        "SELECT s.username, s.realm, s.ha1, a.name FROM sip_accounts s"
+        " JOIN agents a ON a.id = s.agent_id WHERE s.agent_id = $1", agent_id))
+
+
 async def today(pool: asyncpg.Pool, agent_id: str, since: datetime) -> dict[str, Any]:
     row = await pool.fetchrow(
         "SELECT count(*) AS answered,"

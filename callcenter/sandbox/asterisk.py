@@ -62,6 +62,7 @@ IN_ROOT_SHARED = "srv/shared"
 IN_ROOT_SOUNDS = "usr/share/asterisk/sounds/callcenter"
 IN_ROOT_MOH = "var/lib/asterisk/moh/callcenter"
 # Not var/run: that is an absolute symlink to /run, which would leave the root.
+IN_ROOT_TLS = "var/lib/asterisk/tls"  # http.conf tlscertfile / tlsprivatekey
 IN_ROOT_PIDFILE = "run/asterisk/asterisk.pid"
 IN_ROOT_LOG = "var/log/asterisk/messages"
 IN_ROOT_STDOUT = "var/log/asterisk/foreground.log"
@@ -389,6 +390,7 @@ class AsteriskSandbox:
             self._mount_data()
             self.install_config()
             self.render_prompts()
+            self.tls_certificate()
             self._isolate_names()
             self._launch()
             self.wait_ready()
@@ -396,6 +398,25 @@ class AsteriskSandbox:
             self.stop()
             raise
         log.info("Asterisk is up in %.1f s (pid %s)", time.monotonic() - started, self.pid())
+
+    def tls_certificate(self) -> Path:
+        """The HTTPS/WSS certificate of http.conf (the browser softphone), made once:
+        self-signed for localhost and 127.0.0.1. Returns the certificate's path."""
+        folder = self.root / IN_ROOT_TLS
+        cert, key = folder / "asterisk.pem", folder / "asterisk.key"
+        if cert.is_file() and key.is_file():
+            return cert
+        folder.mkdir(parents=True, exist_ok=True)
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise SandboxError("openssl is needed to make the HTTPS certificate "
+                               "(apt install openssl)")
+        run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)])
+        key.chmod(0o600)
+        log.info("made a self-signed HTTPS certificate for the softphone: %s", cert)
+        return cert
 
     def _isolate_names(self) -> None:
         """The sandbox reaches nothing but loopback, so name lookups must fail at once:

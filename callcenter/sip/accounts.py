@@ -30,6 +30,10 @@ _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 # Names of objects in pjsip.conf, which an account must not shadow.
 RESERVED_PREFIXES = ("trunk", "transport", "carrier", "media-", "anonymous")
 PASSWORD_BYTES = 18  # 24 URL-safe characters, 144 bits
+# Each account has a second endpoint for the browser softphone (WebRTC: DTLS-SRTP,
+# ICE, over wss): <user>-web, with its own AOR and the same credentials. A desk
+# phone and the browser cannot share one endpoint (their media differ).
+WEB_SUFFIX = "-web"
 
 Fields = list[dict[str, str]]
 
@@ -74,7 +78,23 @@ def check_username(username: str) -> str:
         )
     if username.lower().startswith(RESERVED_PREFIXES):
         raise AccountError(f"SIP user name {username!r} is reserved for pjsip.conf objects")
+    if username.lower().endswith(WEB_SUFFIX):
+        raise AccountError(f"SIP user name {username!r} ends like a browser softphone's")
     return username
+
+
+def web_name(username: str) -> str:
+    """The browser softphone's endpoint and AOR of an account."""
+    return username + WEB_SUFFIX
+
+
+def web_endpoint(endpoint: str) -> str | None:
+    """``PJSIP/<user>-web`` for an agent whose phone is ``PJSIP/<user>``; None for
+    other endpoints (Local channels of simulated agents)."""
+    tech, _, user = endpoint.partition("/")
+    if tech != ENDPOINT_TECH or not _USERNAME.match(user) or user.endswith(WEB_SUFFIX):
+        return None
+    return f"{ENDPOINT_TECH}/{web_name(user)}"
 
 
 def digest_ha1(username: str, realm: str, password: str) -> str:
@@ -148,10 +168,57 @@ def endpoint_fields(account: Account) -> Fields:
     ])
 
 
+def web_aor_fields() -> Fields:
+    return _fields([("max_contacts", "1"), ("remove_existing", "yes"),
+                    ("qualify_frequency", "60")])
+
+
+def web_endpoint_fields(account: Account) -> Fields:
+    """The browser softphone's endpoint: WebRTC (DTLS-SRTP, ICE, AVPF, rtcp-mux),
+    G.711 u-law, the same credentials and the same way out (none)."""
+    return _fields([
+        ("context", CONTEXT_AGENT_PHONES),
+        ("allow", "!all,ulaw"),
+        ("dtmf_mode", "rfc4733"),
+        ("webrtc", "yes"),
+        ("direct_media", "no"),
+        ("allow_subscribe", "no"),
+        ("allow_transfer", "no"),
+        ("identify_by", "username"),
+        ("auth", account.username),
+        ("aors", web_name(account.username)),
+        ("callerid", _callerid(account)),
+        ("device_state_busy_at", "1"),
+        (MARKER_FIELD, account.agent_id),
+    ])
+
+
+def objects(account: Account) -> list[tuple[str, str, Fields]]:
+    """(kind, id, fields) of everything an account is in Asterisk, in the order to
+    write them (an endpoint refers to its auth and AOR)."""
+    web = web_name(account.username)
+    return [("auth", account.username, auth_fields(account)),
+            ("aor", account.username, aor_fields(account)),
+            ("endpoint", account.username, endpoint_fields(account)),
+            ("aor", web, web_aor_fields()),
+            ("endpoint", web, web_endpoint_fields(account))]
+
+
 # What ARI shows (GET .../dynamic/res_pjsip/<kind>/<id>) for a pushed account:
 # Asterisk's own rendering of the values above, for the fields that identify
 # the account or may change. Equal = nothing to push.
-def expected(account: Account) -> dict[str, dict[str, str]]:
+def expected(account: Account) -> list[tuple[str, str, dict[str, str]]]:
+    """(kind, id, the values ARI shows) of every object of the account."""
+    web = web_name(account.username)
+    shown = _expected(account)
+    return [("auth", account.username, shown["auth"]), ("aor", account.username, shown["aor"]),
+            ("endpoint", account.username, shown["endpoint"]), ("aor", web, shown["aor"]),
+            ("endpoint", web, {"context": CONTEXT_AGENT_PHONES, "webrtc": "true",
+                               "auth": account.username, "aors": web,
+                               MARKER_FIELD: account.agent_id})]
+
+
+def _expected(account: Account) -> dict[str, dict[str, str]]:
     return {
         "auth": {
             "auth_type": "digest",

@@ -32,16 +32,16 @@ from callcenter.constants import CONTEXT_AGENT_PHONES
 from callcenter.sip.accounts import (
     ENDPOINT_TECH,
     MARKER_FIELD,
+    WEB_SUFFIX,
     Account,
     AccountError,
     Credentials,
-    aor_fields,
-    auth_fields,
-    endpoint_fields,
     expected,
     field_value,
     matches,
     new_account,
+    objects,
+    web_name,
 )
 
 if TYPE_CHECKING:
@@ -126,18 +126,17 @@ async def _delete(client: AriClient, kind: str, name: str) -> None:
 
 
 async def push_account(client: AriClient, account: Account) -> None:
-    """Write the account's auth, aor and endpoint (endpoint last: it refers to both)."""
-    for kind, fields in (
-        ("auth", auth_fields(account)),
-        ("aor", aor_fields(account)),
-        ("endpoint", endpoint_fields(account)),
-    ):
-        await client.put(_path(kind, account.username), {"fields": fields})
+    """Write the account's auth, AORs and endpoints (desk phone and browser
+    softphone; each endpoint after the objects it refers to)."""
+    for kind, name, fields in objects(account):
+        await client.put(_path(kind, name), {"fields": fields})
 
 
 async def delete_account(client: AriClient, username: str) -> None:
-    for kind in ("endpoint", "aor", "auth"):
-        await _delete(client, kind, username)
+    web = web_name(username)
+    for kind, name in (("endpoint", web), ("aor", web), ("endpoint", username),
+                       ("aor", username), ("auth", username)):
+        await _delete(client, kind, name)
 
 
 async def sync_accounts(client: AriClient, accounts: Iterable[Account]) -> int:
@@ -154,28 +153,29 @@ async def sync_accounts(client: AriClient, accounts: Iterable[Account]) -> int:
         log.info("SIP account %s (agent %s) pushed to Asterisk", username, account.agent_id)
         changed += 1
     listed = await client.get(f"/endpoints/{ENDPOINT_TECH}") or []
-    for item in listed:
-        name = item.get("resource") if isinstance(item, dict) else None
-        if not name or name in wanted:
-            continue
+    names = {str(item.get("resource")) for item in listed
+             if isinstance(item, dict) and item.get("resource")}
+    # An account is its desk phone's endpoint and its softphone's (<user>-web).
+    for base in sorted({n.removesuffix(WEB_SUFFIX) for n in names} - set(wanted)):
+        name = base if base in names else web_name(base)
         fields = await _get_fields(client, "endpoint", name)
         agent = field_value(fields, MARKER_FIELD)
         if not agent or field_value(fields, "context") != CONTEXT_AGENT_PHONES:
             continue  # not ours: pjsip.conf trunks, endpoints made by hand
         try:
-            await delete_account(client, name)
+            await delete_account(client, base)
         except AriError as exc:
             if exc.status != 403:
                 raise
             continue  # a phone in pjsip.conf (read-only) that looks like ours
-        log.info("SIP account %s (agent %s) deleted from Asterisk", name, agent)
+        log.info("SIP account %s (agent %s) deleted from Asterisk", base, agent)
         changed += 1
     return changed
 
 
 async def _in_sync(client: AriClient, account: Account) -> bool:
-    for kind, want in expected(account).items():
-        if not matches(want, await _get_fields(client, kind, account.username)):
+    for kind, name, want in expected(account):
+        if not matches(want, await _get_fields(client, kind, name)):
             return False
     return True
 

@@ -23,6 +23,7 @@ import jinja2
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp_session import session_middleware
+from yarl import URL
 
 from callcenter.acd.queues import QueueConfig, QueueConfigError, load_queues
 from callcenter.auth import http as auth
@@ -52,6 +53,7 @@ log = logging.getLogger("callcenter.web")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
+CSP_KEY = web.AppKey("csp", str)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -73,6 +75,7 @@ def create_app(
     app[LIVE] = {}
     app[QUEUE_CONFIG] = _queue_config(settings)
     app[auth.THROTTLE] = LoginThrottle()
+    app[CSP_KEY] = _csp(settings)
     app.cleanup_ctx.append(_database)
     if telephony:
         from callcenter.service import agi_context, ari_context  # only with telephony
@@ -128,6 +131,7 @@ def _routes(app: web.Application) -> None:
     route(app, "GET", "/console", console.console_page, agents_only)
     route(app, "GET", "/api/console/live", console.console_live, agents_only)
     route(app, "GET", "/api/console/today", console.today, agents_only)
+    route(app, "GET", "/api/console/softphone", console.softphone, agents_only)
     route(app, "GET", "/api/console/calls/{call_id}", console.screen_pop, agents_only)
     route(app, "POST", "/api/console/calls/{call_id}/wrap-up", console.wrap_up, agents_only)
     # Administration.
@@ -219,9 +223,18 @@ async def _error(request: web.Request, exc: ServiceError) -> web.Response:
     return response
 
 
+def _csp(settings: Settings) -> str:
+    """The policy, with the softphone's websocket as the one other place to connect."""
+    socket = URL(settings.softphone_ws_url)
+    if socket.scheme not in ("ws", "wss") or not socket.host:
+        return CSP
+    return CSP.replace("connect-src 'self'", f"connect-src 'self' {socket.origin()}")
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Content-Security-Policy"] = request.app[CSP_KEY]
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"  # personal data: never cached
     if request.secure:

@@ -125,10 +125,12 @@ async def test_sync_is_idempotent_and_leaves_what_it_did_not_create() -> None:
     client: Any = ari
     assert await sync_accounts(client, [a, b]) == 2
     assert await sync_accounts(client, [a, b]) == 0
-    assert ari.writes == 6
+    assert ari.writes == 10  # auth, desk phone's aor + endpoint, softphone's aor + endpoint
+    assert ari.endpoint("1001-web")["webrtc"] == "true"
     a2, _ = new_account("1001", realm="callcenter", server="s", display_name="A")  # new password
     assert await sync_accounts(client, [a2]) == 2  # 1001 rewritten, 1002 deleted
     assert ari.endpoint("1002") is None and ("auth", "1002") not in ari.objects
+    assert ari.endpoint("1002-web") is None and ("aor", "1002-web") not in ari.objects
     assert field_value([{"attribute": k, "value": v} for k, v in
                         ari.objects[("auth", "1001")].items()], "password_digest") == (
         f"MD5:{a2.ha1}")

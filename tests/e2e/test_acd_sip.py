@@ -23,10 +23,8 @@ Checked from the rows, the ACD's own state, agent_state_history, ARI, the
 recordings and transcripts, and /api/stats against figures computed here.
 
 Priority: the IVR raises a known VIP caller (elderly, disabled) to the ``vip``
-priority through its caller lookup, but the service wires no residents
-directory yet, so the test gives the IVR a lookup that knows V's number (the
-only stand-in here; everything after it is the real path: CC_PRIORITY ->
-Stasis argument -> the ACD).
+priority: V's number is in the residents directory as elderly (the IVR's
+lookup -> CC_PRIORITY -> Stasis argument -> the ACD).
 """
 
 from __future__ import annotations
@@ -47,13 +45,11 @@ import pytest
 import yaml
 from aiohttp import web
 
-import callcenter.service
+from callcenter import residents
 from callcenter.acd.stasis import AcdApp
 from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
-from callcenter.ivr import handler as ivr_handler
-from callcenter.ivr.engine import CallerIdentified
 from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.sipp import SippLab, SippRun
 from callcenter.settings import Settings
@@ -104,21 +100,6 @@ def settings(
         ring_timeout_s=RING_TIMEOUT_S, wrap_up_s=0,  # the queues' wrap-up applies
     )
 
-
-
-def _residents(vip_numbers: set[str]) -> Callable[..., Any]:
-    """make_ivr_handler with a caller lookup that knows the VIP numbers (elderly)."""
-    real = ivr_handler.make_ivr_handler
-
-    async def lookup(number: str) -> CallerIdentified:
-        if number in vip_numbers:
-            return CallerIdentified(known=True, vip="elderly")
-        return CallerIdentified(known=False)
-
-    def make(sink: Any, **kwargs: Any) -> ivr_handler.IvrHandler:
-        return real(sink, lookup=lookup, **kwargs)
-
-    return make
 
 
 @dataclass
@@ -298,12 +279,11 @@ def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 async def test_two_queues_three_agents_one_never_answers(
     asterisk_sandbox: AsteriskSandbox, settings: Settings, shared_dir: Path,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
     folder = shared_dir / "scenarios" / "dev" / SCENARIO
     vip_number = f"137{random.randrange(10**8):08d}"
-    monkeypatch.setattr(callcenter.service, "make_ivr_handler", _residents({vip_number}))
 
     ids = [f"7{n}" for n in random.sample(range(100, 1000), 3)]
     silent_id, a_id, b_id = ids
@@ -316,6 +296,8 @@ async def test_two_queues_three_agents_one_never_answers(
                                  (b_id, ["general"])):
             added[agent_id] = await add_agent(PgStore(setup), settings, agent_id,
                                               name=f"agent {agent_id}", skills=skills)
+        elderly, _ = residents.parse_csv(f"phone,name,vip\n{vip_number},V,elderly\n")
+        await residents.upsert(setup, elderly, by="test")
     finally:
         await setup.close()
 

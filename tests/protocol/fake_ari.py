@@ -48,6 +48,7 @@ class FakeAri:
     ws_refuse: bool = False  # answer every upgrade 401, whatever the credentials
     subscribed: set[str] = field(default_factory=set)
     playbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    endpoint_states: dict[str, str] = field(default_factory=dict)  # "PJSIP/x-web" -> online
     # (regex on the decoded path, seconds): requests matching it answer this late
     slow_rules: list[tuple[str, float]] = field(default_factory=list)
 
@@ -163,6 +164,12 @@ class FakeAri:
             return web.json_response(list(self.channels.values()))
         if seg == ["channels"] and m == "POST":
             return web.json_response(self._originate(q, req.body))
+        if seg[0] == "endpoints" and len(seg) == 3 and m == "GET":
+            state = self.endpoint_states.get(f"{seg[1]}/{seg[2]}")
+            if state is None:
+                return web.json_response({"message": "Endpoint not found"}, status=404)
+            return web.json_response({"technology": seg[1], "resource": seg[2],
+                                      "state": state, "channel_ids": []})
         if seg[0] == "applications" and seg[2:] == ["subscription"] and m == "POST":
             source = q.get("eventSource", "")
             channel_id = source.partition(":")[2]

@@ -343,3 +343,24 @@ async def test_live_figures_are_pushed_as_server_sent_events(env: Env) -> None:
             pushed = await next_snapshot()
         assert pushed["calls"]["queued"] == 1
         resp.close()
+
+
+async def test_an_offer_rings_the_browser_softphone_when_it_is_registered(
+    fake: FakeAri
+) -> None:
+    sip_agents = [{**agents()[0], "endpoint": "PJSIP/w1"}]
+    env = await start_env(fake, MemStore(sip_agents))
+    try:
+        fake.endpoint_states["PJSIP/w1-web"] = "online"
+        fake.add_caller("caller-1", "c1")
+        await until(lambda: fake.originates(), what="originate")
+        assert fake.originates()[-1].params["endpoint"] == "PJSIP/w1-web"
+        fake.remove("caller-1")
+        await until(lambda: env.acd.machine.agents["1001"].state == "available",
+                    what="the offer withdrawn")
+        fake.endpoint_states["PJSIP/w1-web"] = "offline"  # the browser went away
+        fake.add_caller("caller-2", "c2")
+        await until(lambda: len(fake.originates()) == 2, what="second originate")
+        assert fake.originates()[-1].params["endpoint"] == "PJSIP/w1"  # the desk phone
+    finally:
+        await env.stop()

@@ -485,3 +485,28 @@ def test_a_fallback_caller_without_the_ivrs_id_gets_the_same_derived_id() -> Non
     h.feed(ev.CallerArrived(T0, "1700000000.5", "PJSIP/x", "", "1", "general", 0,
                             answered=True, kind="fallback"))
     assert call_id_for_channel("1700000000.5") in h.m.calls
+
+
+def test_an_offer_prefers_the_agent_s_browser_softphone() -> None:
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    [offer] = of(cmd.Originate, h.arrive("c1", t=1))
+    assert (offer.endpoint, offer.prefer) == ("PJSIP/a1", "PJSIP/a1-web")
+
+
+def test_agent_view_shows_the_offer_and_the_wrap_up_time_left() -> None:
+    from callcenter.acd.figures import agent_view
+
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    [offer] = of(cmd.Originate, h.arrive("c1", t=1))
+    view = agent_view(h.m, "a1", h.now)
+    assert view is not None and view["state"] == "ringing"
+    assert view["call"]["call_id"] == "c1" and view["call"]["ringing"]
+    assert view["queues"]["repair"]["waiting"] == 1  # still waiting while it rings
+    h.answer(offer.channel_id, "c1", t=2)
+    h.gone("ch-c1", t=10)
+    view = agent_view(h.m, "a1", h.at(12))
+    assert view is not None and view["state"] == "wrap_up"
+    assert view["wrap_up"]["call_id"] == "c1" and view["wrap_up"]["seconds_left"] == 3.0
+    assert agent_view(h.m, "nobody", h.now) is None

@@ -12,12 +12,15 @@ from callcenter.sip.accounts import (
     AccountError,
     aor_fields,
     auth_fields,
+    check_username,
     digest_ha1,
     endpoint_fields,
     expected,
     field_value,
     matches,
     new_account,
+    objects,
+    web_endpoint,
 )
 
 
@@ -66,9 +69,25 @@ def test_matches_compares_what_ari_shows() -> None:
     shown = [{"attribute": "password_digest", "value": f"MD5:{account.ha1}"},
              {"attribute": "username", "value": "a1"}, {"attribute": "realm",
              "value": "callcenter"}, {"attribute": "auth_type", "value": "digest"}]
-    assert matches(expected(account)["auth"], shown)
-    assert not matches(expected(account)["auth"], shown[1:])
-    assert not matches(expected(account)["auth"], None)
+    auth = next(want for kind, _name, want in expected(account) if kind == "auth")
+    assert matches(auth, shown)
+    assert not matches(auth, shown[1:])
+    assert not matches(auth, None)
+
+
+def test_every_account_has_a_browser_softphone_endpoint() -> None:
+    account, _ = new_account("a1", realm="callcenter", server="s")
+    names = [(kind, name) for kind, name, _fields in objects(account)]
+    assert names == [("auth", "a1"), ("aor", "a1"), ("endpoint", "a1"), ("aor", "a1-web"),
+                     ("endpoint", "a1-web")]
+    web = dict((f["attribute"], f["value"]) for f in objects(account)[-1][2])
+    assert (web["webrtc"], web["auth"], web["aors"], web["context"]) == (
+        "yes", "a1", "a1-web", "agent-phones")
+    assert web_endpoint("PJSIP/a1") == "PJSIP/a1-web"
+    assert web_endpoint("Local/1001@sim-agents/n") is None
+    assert web_endpoint("PJSIP/a1-web") is None
+    with pytest.raises(AccountError):
+        check_username("zhang-web")
 
 
 def _packets(pcap: bytes) -> list[tuple[float, int, bool, int, bytes]]:

@@ -156,5 +156,41 @@ $("wrap-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The browser softphone: when the bundle is built and the agent has a SIP account,
+// it registers the agent's WebRTC endpoint; the distributor then rings it
+// instead of the desk phone.
+function phoneState(state) {
+  const node = $("phone-state");
+  node.dataset.phone = state;
+  node.textContent = say(`console.phone.${state}`);
+  $("phone-answer").hidden = state !== "incoming";
+  $("phone-hangup").hidden = state !== "incoming" && state !== "connected";
+}
+
+async function startSoftphone() {
+  let config;
+  try {
+    config = await send("GET", "/api/console/softphone");
+  } catch (error) {
+    return;  // no SIP account: desk phone or nothing
+  }
+  let module;
+  try {
+    module = await import("/static/build/softphone.js");
+  } catch (error) {
+    console.warn("softphone not built (scripts/build-web.sh)", error);
+    return;
+  }
+  const phone = new module.Softphone(config, $("phone-audio"));
+  phone.addEventListener("state", (e) => phoneState(e.detail.state));
+  phone.addEventListener("incoming", () => phoneState("incoming"));
+  phone.addEventListener("connected", () => phoneState("connected"));
+  phone.addEventListener("ended", () => phoneState("registered"));
+  $("phone-answer").addEventListener("click", () => phone.answer());
+  $("phone-hangup").addEventListener("click", () => phone.hangup());
+  phone.start();
+}
+
 connect();
 refreshToday().catch((e) => console.error(e));
+startSoftphone().catch((e) => console.error(e));
