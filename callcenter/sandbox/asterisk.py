@@ -234,9 +234,12 @@ class AsteriskSandbox:
         return self.stamp.is_file() and self.stamp.read_text().strip() == recipe_hash()
 
     def build(self) -> None:
-        """Build the root unless an up-to-date one is cached."""
+        """Build the root unless an up-to-date one is cached; make the HTTPS
+        certificate once."""
         if self.is_built():
             log.info("Asterisk root is up to date: %s", self.root)
+            if os.geteuid() == 0:
+                self.tls_certificate()
             return
         require_root()
         self.stop()
@@ -252,6 +255,7 @@ class AsteriskSandbox:
         (tmp / STAMP_NAME).write_text(recipe_hash() + "\n")
         self._discard(self.root)
         tmp.rename(self.root)
+        self.tls_certificate()
         log.info("built %s in %.0f s", self.root, time.monotonic() - started)
 
     def _discard(self, path: Path) -> None:
