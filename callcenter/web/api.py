@@ -207,10 +207,13 @@ async def api_stats(request: web.Request) -> web.Response:
         "SELECT queued_at, answered_at, ended_at, queue, outcome FROM calls"
         " WHERE started_at >= $1", start)
     calls = [CallTimes(**dict(r)) for r in rows]
+    # Each agent's changes in the period, and the one before it (the state the
+    # period opens in): one index probe per agent, not a walk of all history.
     history = await pool.fetch(
         "SELECT agent_id, to_state, at FROM agent_state_history WHERE at >= $1"
-        " UNION ALL SELECT DISTINCT ON (agent_id) agent_id, to_state, at"
-        " FROM agent_state_history WHERE at < $1 ORDER BY agent_id, at DESC", start)
+        " UNION ALL SELECT a.id, h.to_state, h.at FROM agents a CROSS JOIN LATERAL"
+        " (SELECT to_state, at FROM agent_state_history WHERE agent_id = a.id AND at < $1"
+        "  ORDER BY at DESC LIMIT 1) h", start)
     changes = [StateChange(**dict(r)) for r in history]
     kwargs = {"threshold_s": threshold, "short_abandon_s": short}
     queues = sorted({c.queue for c in calls if c.queue})
