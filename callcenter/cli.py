@@ -124,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
         request.add_argument("id")
         if action == "pause":
             request.add_argument("--reason", default="break", help="e.g. lunch, training")
+        if action in ("join", "leave"):
+            request.add_argument("reason", metavar="queue", help="e.g. complaint")
         request.set_defaults(func=_agents_request, action=action)
 
     _users_parser(sub)
@@ -437,6 +439,8 @@ AGENT_ACTIONS = {
     "pause": "pause an agent with a reason (after the current call, if any)",
     "unpause": "end an agent's pause",
     "ready": "end an agent's wrap-up now",
+    "join": "put an agent back into one queue they have the skill for",
+    "leave": "take an agent out of one queue (they keep serving the others)",
 }
 
 

@@ -78,6 +78,7 @@ class AgentSpec:
     state: str = "logged_out"
     reason: str | None = None
     since: datetime | None = None
+    queues_off: frozenset[str] = frozenset()  # queues the agent left (join/leave)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,8 @@ class AgentsLoaded:
 class AgentRequest:
     """A person (or their phone) asks to change an agent's state.
 
-    action: login | logout | pause | unpause | ready (end wrap-up now)."""
+    action: login | logout | pause | unpause | ready (end wrap-up now) | join | leave
+    (one queue, named by ``reason``)."""
 
     at: datetime
     agent_id: str

@@ -20,7 +20,7 @@ def live_snapshot(machine: Machine, now: datetime) -> dict[str, Any]:
         calls = [c for c in waiting if c.queue == name]
         by_state = dict.fromkeys(AGENT_STATES, 0)
         for agent in machine.agents.values():
-            if skill_level(agent.skills, queue) is not None:
+            if agent.serves(queue) is not None:
                 by_state[agent.state] = by_state.get(agent.state, 0) + 1
         longest = max(((now - c.queued_at).total_seconds() for c in calls), default=0.0)
         queues[name] = {
@@ -71,7 +71,8 @@ def agent_view(machine: Machine, agent_id: str, now: datetime) -> dict[str, Any]
             continue
         mine = [c for c in waiting if c.queue == name]
         longest = max(((now - c.queued_at).total_seconds() for c in mine), default=0.0)
-        queues[name] = {"waiting": len(mine), "longest_wait_s": round(max(0.0, longest), 1)}
+        queues[name] = {"waiting": len(mine), "longest_wait_s": round(max(0.0, longest), 1),
+                        "in": name not in agent.queues_off}
     return {
         "agent_id": agent.id, "name": agent.name, "state": agent.state, "reason": agent.reason,
         "since": agent.since.isoformat() if agent.since else None,

@@ -80,6 +80,11 @@ class Agent:
     call_id: str | None = None  # the call it rings for or talks on
     pending: tuple[str, str | None] | None = None  # ("pause"|"logout", reason) after the call
     wrap_up: tuple[str, datetime] | None = None  # (call id, until) while in wrap-up
+    queues_off: frozenset[str] = frozenset()  # queues they have skills for but left
+
+    def serves(self, queue: QueueConfig) -> int | None:
+        """The agent's skill level for the queue, or None: no skill, or they left it."""
+        return None if queue.name in self.queues_off else skill_level(self.skills, queue)
 
 
 @dataclass
@@ -203,7 +208,7 @@ class Machine:
         call.playback_id = None
 
     def _anyone_logged_in(self, queue: QueueConfig) -> bool:
-        return any(a.state != "logged_out" and skill_level(a.skills, queue) is not None
+        return any(a.state != "logged_out" and a.serves(queue) is not None
                    for a in self.agents.values())
 
     # ---- dispatch ------------------------------------------------------------------
@@ -224,7 +229,7 @@ class Machine:
             queue = self.queues[call.queue]
             candidates = []
             for agent in free.values():
-                level = skill_level(agent.skills, queue)
+                level = agent.serves(queue)
                 if level is not None:
                     candidates.append(Candidate(agent.id, level, agent.since or at,
                                                 agent.calls_answered))
@@ -457,10 +462,12 @@ class Machine:
             if agent is None:
                 state = spec.state if spec.state in AGENT_STATES else "logged_out"
                 self.agents[spec.id] = Agent(spec.id, spec.name, spec.endpoint, dict(spec.skills),
-                                             state, spec.reason, spec.since or e.at)
+                                             state, spec.reason, spec.since or e.at,
+                                             queues_off=spec.queues_off)
             else:
                 agent.name, agent.endpoint, agent.skills = spec.name, spec.endpoint, dict(
                     spec.skills)
+                agent.queues_off = spec.queues_off
         known = {spec.id for spec in e.agents}
         for agent_id, agent in list(self.agents.items()):
             if agent_id not in known and agent.call_id is None:
@@ -493,6 +500,15 @@ class Machine:
         elif e.action == "ready" and agent.state == "wrap_up":
             self._emit(cmd.CancelTimer(("wrap_up", agent.id)))
             self._become_free(agent, e.at)
+        elif e.action in ("join", "leave") and e.reason in self.queues:
+            # In or out of one queue; a call already offered or on the line goes on.
+            was = agent.queues_off
+            agent.queues_off = (was - {e.reason} if e.action == "join" else was | {e.reason})
+            if agent.queues_off != was:
+                self._emit(cmd.Write(f"agent:{agent.id}", "set_agent_queues_off", (agent.id,),
+                                     {"queues": sorted(agent.queues_off)}),
+                           cmd.Changed("agents"))
+                self._dispatch(e.at)
 
     def _withdraw(self, agent: Agent, call: Call | None, target: str, reason: str | None,
                   at: datetime) -> None:
@@ -753,7 +769,7 @@ class Machine:
         queue = self.queues[call.queue]
         serving = sum(1 for a in self.agents.values()
                       if a.state not in ("logged_out", "paused")
-                      and skill_level(a.skills, queue) is not None)
+                      and a.serves(queue) is not None)
         aht = sum(self.handled_s) / len(self.handled_s) if self.handled_s else DEFAULT_AHT_S
         return self.position(call) * aht / max(1, serving)
 

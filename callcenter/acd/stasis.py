@@ -34,7 +34,7 @@ ARG_AGENT = "agent"
 # others, which spares it and us the JSON of every dialplan step and variable.
 EVENT_TYPES = ("StasisStart", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
                "PlaybackFinished")
-ACTIONS = ("login", "logout", "pause", "unpause", "ready")
+ACTIONS = ("login", "logout", "pause", "unpause", "ready", "join", "leave")
 
 
 class AcdStore(Protocol):
@@ -104,6 +104,7 @@ def agent_spec(row: dict[str, Any]) -> ev.AgentSpec:
         skills=parse_skills(list(row.get("skills") or [])),
         state="on_call" if state == "busy" else state,
         reason=row.get("pause_reason"), since=row.get("state_since"),
+        queues_off=frozenset(row.get("queues_off") or ()),
     )
 
 

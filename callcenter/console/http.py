@@ -48,7 +48,8 @@ async def console_page(request: web.Request) -> web.Response:
     table = i18n.table(ctx["lang"])
     ctx.update(agent_id=who.agent_id, categories=CATEGORIES, urgencies=URGENCIES,
                dispositions=DISPOSITIONS,
-               strings={k: v for k, v in table.items() if k.startswith(("console.", "role."))})
+               strings={k: v for k, v in table.items()
+                        if k.startswith(("console.", "role.", "category.", "queue."))})
     return aiohttp_jinja2.render_template("console.html", request, ctx)
 
 

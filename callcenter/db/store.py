@@ -321,7 +321,8 @@ class PgStore:
         self, agent_id: str, action: str, reason: str | None = None, by: str = "system"
     ) -> int:
         """Ask the ACD to change an agent's state (login, logout, pause, unpause,
-        ready). It applies requests once, in order; pending ones when it starts."""
+        ready, or join/leave the queue named by ``reason``). It applies requests
+        once, in order; pending ones when it starts."""
         async with self.pool.acquire() as conn, conn.transaction():
             exists = await conn.fetchval("SELECT 1 FROM agents WHERE id = $1", agent_id)
             if not exists:
@@ -365,6 +366,11 @@ class PgStore:
                 " no_answer_count = no_answer_count + CASE WHEN $3 = 'no_answer' THEN 1 ELSE 0 END"
                 " WHERE id = $1 AND state_since <= $4",
                 agent_id, to_state, reason, at)
+
+    async def set_agent_queues_off(self, agent_id: str, *, queues: list[str]) -> None:
+        """The queues an agent left (the ACD's, after join/leave requests)."""
+        await self.pool.execute("UPDATE agents SET queues_off = $2 WHERE id = $1",
+                                agent_id, queues)
 
     @retrying()
     async def remove_agent(self, agent_id: str) -> bool:

@@ -33,7 +33,7 @@ from callcenter.web import queries
 
 log = logging.getLogger("callcenter.web")
 
-AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready")
+AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready", "join", "leave")
 
 
 def limit_of(request: web.Request) -> int:
@@ -89,8 +89,9 @@ async def api_agents(request: web.Request) -> web.Response:
 
 
 async def api_agent_state(request: web.Request) -> web.Response:
-    """Ask the ACD to log an agent in or out, pause (with a reason), unpause, or end
-    wrap-up: ``{"action": "pause", "reason": "lunch"}``. Applied in order, at once
+    """Ask the ACD to log an agent in or out, pause (with a reason), unpause, end
+    wrap-up, or join or leave one queue: ``{"action": "pause", "reason": "lunch"}``,
+    ``{"action": "leave", "queue": "complaint"}``. Applied in order, at once
     when the ACD runs (it owns agent states), else when it starts: 202 Accepted.
     Agents change their own state only; supervisors and admins anyone's."""
     agent_id = request.match_info["agent_id"]
@@ -105,6 +106,12 @@ async def api_agent_state(request: web.Request) -> web.Response:
         raise BadRequest(f"action must be one of {', '.join(AGENT_ACTIONS)}",
                          action=body.get("action") if isinstance(body, dict) else None)
     reason = body.get("reason")
+    if body["action"] in ("join", "leave"):  # one queue: {"action": "leave", "queue": ...}
+        reason = body.get("queue")
+        queues = sorted(request.app[QUEUE_CONFIG].keys())
+        if reason not in queues:
+            raise BadRequest("queue must be one of the queues", queue=str(reason)[:100],
+                             queues=queues)
     if reason is not None and (not isinstance(reason, str) or len(reason) > 100):
         raise BadRequest("reason must be a short string", reason=str(reason)[:100])
     try:

@@ -115,6 +115,12 @@ async def test_an_agent_works_a_call_in_the_console(
         await expect(page.locator("#state")).to_have_attribute("data-state", "logged_out")
         await expect(page.locator("#state")).to_have_text("已签出")
         await page.click("button[data-action=login]")
+        # Out of the repair queue, and into it again (a queue of their own choosing).
+        repair = page.locator("tr[data-queue=repair]")
+        await repair.locator("button[data-queue-action=leave]").click()
+        await expect(repair).to_have_attribute("data-in", "false")
+        await repair.locator("button[data-queue-action=join]").click()
+        await expect(repair).to_have_attribute("data-in", "true")
         await expect(page.locator("#state")).to_have_attribute("data-state", "available")
         await expect(page.locator("#state")).to_have_text("空闲")
         await _shot(page, shots, "03-available")

@@ -449,6 +449,14 @@ async def test_agent_state_requests_go_to_the_acd(web: Web, db_pool: asyncpg.Poo
     missing = await _json(await web.client.post("/api/agents/nobody/state",
                                                 json={"action": "login"}), 404)
     _assert_error(missing, 404, "not_found")
+    left = await web.client.post("/api/agents/a1/state", json={"action": "leave",
+                                                                "queue": "complaint"})
+    assert (await _json(left, 202))["action"] == "leave"
+    pending = await store.pending_agent_requests()
+    assert (pending[-1]["action"], pending[-1]["reason"]) == ("leave", "complaint")
+    nowhere = await web.client.post("/api/agents/a1/state", json={"action": "join",
+                                                                   "queue": "nowhere"})
+    assert "repair" in (await _json(nowhere, 400))["details"]["queues"]
     garbage = await web.client.post("/api/agents/a1/state", data=b"{not json")
     _assert_error(await _json(garbage, 400), 400, "bad_request")
     # /api/live needs the distributor, which this process (no telephony) does not run.

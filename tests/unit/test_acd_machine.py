@@ -510,3 +510,16 @@ def test_agent_view_shows_the_offer_and_the_wrap_up_time_left() -> None:
     assert view is not None and view["state"] == "wrap_up"
     assert view["wrap_up"]["call_id"] == "c1" and view["wrap_up"]["seconds_left"] == 3.0
     assert agent_view(h.m, "nobody", h.now) is None
+
+
+def test_an_agent_leaves_and_joins_one_queue() -> None:
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    out = h.feed(ev.AgentRequest(h.at(1), "a1", "leave", "repair", "web:a1"))
+    assert writes(out, "set_agent_queues_off")[0].kwargs == {"queues": ["repair"]}
+    assert not of(cmd.Originate, h.arrive("c1", t=2))  # out of repair: not offered
+    assert h.state("a1") == ("available", None)
+    out = h.feed(ev.AgentRequest(h.at(3), "a1", "join", "repair", "web:a1"))
+    assert writes(out, "set_agent_queues_off")[0].kwargs == {"queues": []}
+    assert [o.agent_id for o in of(cmd.Originate, out)] == ["a1"]  # the waiting call now
+    assert not h.feed(ev.AgentRequest(h.at(4), "a1", "leave", "nowhere", "web:a1"))

@@ -22,7 +22,10 @@ function renderState(view) {
   $("state-since").textContent = view.since ? new Date(view.since).toLocaleTimeString() : "";
   $("pending").textContent = view.pending ? say("console.pending", {action: view.pending[0]}) : "";
   const rows = Object.entries(view.queues).map(([name, q]) =>
-    `<tr><td>${escape(name)}</td><td>${q.waiting}</td><td>${q.longest_wait_s}</td></tr>`);
+    `<tr data-queue="${escape(name)}" data-in="${q.in}"><td>${escape(t[`queue.${name}`] || name)}</td>` +
+    `<td>${q.waiting}</td><td>${q.longest_wait_s}</td><td><button type="button" ` +
+    `data-queue-action="${q.in ? "leave" : "join"}">` +
+    `${escape(say(q.in ? "console.queue.leave" : "console.queue.join"))}</button></td></tr>`);
   $("queue-rows").innerHTML = rows.join("");
 }
 
@@ -129,6 +132,18 @@ document.querySelector(".buttons").addEventListener("click", async (event) => {
   if (body.action === "pause") body.reason = $("pause-reason").value;
   try {
     await send("POST", `/api/agents/${encodeURIComponent(agentId)}/state`, body);
+  } catch (error) {
+    $("connection").textContent = error.message;
+  }
+});
+
+$("queue-rows").addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-queue-action]");
+  if (!button) return;
+  const queue = button.closest("tr").dataset.queue;
+  try {
+    await send("POST", `/api/agents/${encodeURIComponent(agentId)}/state`,
+               {action: button.dataset.queueAction, queue});
   } catch (error) {
     $("connection").textContent = error.message;
   }
