@@ -85,6 +85,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
+from procstat import log, machine_busy, pct, proc_cpu_s, tree_cpu_s  # noqa: E402  (bench/, beside this file)
 
 from callcenter.ari.client import AriClient, AriError, AriNotFound  # noqa: E402
 from callcenter.db.connect import connect, create_pool  # noqa: E402
@@ -121,22 +122,9 @@ ARI_DYNAMIC = "/asterisk/config/dynamic/res_pjsip"
 
 AUDIBLE_PEAK = 400  # of 32767: about -38 dBFS
 SNIFF_SNAPLEN = 2048
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ---- statistics ------------------------------------------------------------------------
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def ms(value: float | None) -> str:
@@ -148,47 +136,6 @@ def sec(value: float | None, digits: int = 2) -> str:
 
 
 # ---- CPU from /proc --------------------------------------------------------------------
-
-
-def proc_cpu_s(pid: int, *, children: bool = False) -> float:
-    """utime + stime (and waited-for children's, when asked) of a process, seconds."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2:].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLK_TCK
-
-
-def child_pids(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def tree_cpu_s(pid: int) -> float:
-    """A server and its live children (PostgreSQL: postmaster + backends); exited
-    children are in the parent's waited-for times."""
-    return proc_cpu_s(pid, children=True) + sum(proc_cpu_s(c) for c in child_pids(pid))
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    total = sum(values[:8])
-    return total - idle, total
 
 
 @dataclass

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import secrets
 import shutil
@@ -77,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
+from procstat import CLK_TCK, log, machine_busy, pct, proc_cpu_s, tree_cpu_s  # noqa: E402
 from yarl import URL  # noqa: E402
 
 from callcenter.auth.model import Role  # noqa: E402
@@ -89,7 +89,6 @@ GOAL_P99_S = 0.050
 AGENTS = 20
 DAYS = 90
 USERNAME = "bench-supervisor"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 OVERLOAD_S = 5.0
 
 
@@ -110,57 +109,11 @@ ENDPOINTS = (
 )
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def ms(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value * 1000:.{digits}f}"
 
 
 # ---- CPU from /proc --------------------------------------------------------------------
-
-
-def proc_cpu_s(pid: int, *, children: bool = False) -> float:
-    """utime + stime (and waited-for children's, when asked) of a process, seconds."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2:].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / CLK_TCK
-
-
-def tree_cpu_s(pid: int) -> float:
-    """PostgreSQL: the postmaster, its live backends, and those that exited."""
-    total = proc_cpu_s(pid, children=True)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
-            total += proc_cpu_s(int(entry.name))
-    return total
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values[:8]) - values[3] - values[4], sum(values[:8])
 
 
 # ---- seed --------------------------------------------------------------------------------

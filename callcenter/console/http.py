@@ -4,7 +4,6 @@ the figures of the day, and the wrap-up."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import datetime
 from typing import Any
@@ -29,7 +28,7 @@ from callcenter.keys import LIVE, POOL, SETTINGS, STORE
 from callcenter.sip.accounts import web_name
 from callcenter.stats import StateChange, occupancy, time_in_state
 from callcenter.web import i18n
-from callcenter.web.api import dumps
+from callcenter.web.api import dumps, push_changes
 from callcenter.web.pages import context
 
 PUSH_GRACE_S = 0.05  # a burst of changes is one push; a screen pop must not wait
@@ -61,25 +60,8 @@ async def console_live(request: web.Request) -> web.StreamResponse:
     acd = request.app[LIVE].get("acd")
     if acd is None:
         raise Unavailable("the call distributor is not running in this process")
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    changes = acd.subscribe()
-    last = None
-    try:
-        while True:
-            view = dumps(acd.agent_view(agent_id))
-            if view != last:
-                await response.write(f"event: agent\ndata: {view}\n\n".encode())
-                last = view
-            await changes.get()
-            await asyncio.sleep(PUSH_GRACE_S)
-            while not changes.empty():
-                changes.get_nowait()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        acd.unsubscribe(changes)
-    return response
+    return await push_changes(request, acd, "agent", lambda: acd.agent_view(agent_id),
+                              grace_s=PUSH_GRACE_S)
 
 
 async def _my_call(request: web.Request, agent_id: str) -> dict[str, Any]:

@@ -136,16 +136,27 @@ async def api_live(request: web.Request) -> web.StreamResponse:
     acd = request.app[LIVE].get("acd")
     if acd is None:
         raise Unavailable("the call distributor is not running in this process")
+    return await push_changes(request, acd, "snapshot", lambda: snapshot(acd), grace_s=0.2)
+
+
+async def push_changes(request: web.Request, acd: Any, event: str, render: Any, *,
+                       grace_s: float) -> web.StreamResponse:
+    """Server-sent events from the ACD: ``render()`` now, then again after each of
+    its changes (a burst within ``grace_s`` is one push; an unchanged rendering is
+    not sent again), until the client goes away."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store"})
     await response.prepare(request)
     changes = acd.subscribe()
+    last = None
     try:
         while True:
-            data = dumps(snapshot(acd))
-            await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
+            data = dumps(render())
+            if data != last:
+                await response.write(f"event: {event}\ndata: {data}\n\n".encode())
+                last = data
             await changes.get()
-            await asyncio.sleep(0.2)  # coalesce a burst of changes into one push
+            await asyncio.sleep(grace_s)
             while not changes.empty():
                 changes.get_nowait()
     except (ConnectionResetError, asyncio.CancelledError):
