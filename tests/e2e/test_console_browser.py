@@ -1,7 +1,7 @@
 """An agent works a real SIP call in the browser: signs in, logs in to the queues,
 gets the screen pop while the browser softphone rings, answers in the browser,
-talks (Chromium's fake microphone plays the scenario's agent WAV), the caller
-hangs up, the agent wraps up and saves the pre-filled ticket; both legs are
+talks (Chromium's fake microphone plays the scenario's agent WAV), hangs up in
+the browser, wraps up and saves the pre-filled ticket; both legs are
 recorded and transcribed. Headless Chromium through Playwright; a screenshot of
 each step in var/test-artifacts/console/. No desk phone: the distributor rings
 the agent's WebRTC endpoint (<user>-web, over wss) because it is registered.
@@ -82,7 +82,7 @@ async def test_an_agent_works_a_call_in_the_console(
     username = f"zhou{agent_id[3:]}"
     sip_user, _password = await _prepare(settings, agent_id, username, caller_number)
     base = f"http://127.0.0.1:{settings.web_port}"
-    hold_s = 25.0
+    hold_s = 90.0  # the caller would stay this long: the agent ends the call first
     microphone = scenario / "agent.wav"  # 16-bit PCM: Chromium loops it as the microphone
     async with running_service(settings, workers=1) as app, SippLab(asterisk_sandbox) as lab, \
             chromium("--ignore-certificate-errors",  # Asterisk's self-signed wss
@@ -148,7 +148,14 @@ async def test_an_agent_works_a_call_in_the_console(
                                                                timeout=15_000)
         await expect(page.locator("#phone-state")).to_have_attribute("data-phone", "connected")
         await _shot(page, shots, "05-talking")
-        assert await caller.wait(hold_s + 30) == 0, caller.log_tail()
+        agent_leg = settings.recordings / call["id"] / "agent.wav"
+
+        async def talked() -> bool:  # ten seconds of the agent's voice (8 kHz, 16 bit)
+            return agent_leg.is_file() and agent_leg.stat().st_size > 44 + 10 * 8000 * 2
+
+        await eventually(talked, 40, "ten seconds of the conversation on the recording")
+        await page.click("#phone-hangup")  # the agent hangs up in the browser
+        assert await caller.wait(60) == 0, caller.log_tail()
 
         # Wrap-up: the form starts from the IVR choice and the directory.
         await expect(page.locator("#state")).to_have_attribute("data-state", "wrap_up",
@@ -171,9 +178,10 @@ async def test_an_agent_works_a_call_in_the_console(
         assert not errors, errors
 
         row = await pool.fetchrow(
-            "SELECT c.id, c.disposition, t.number, t.human FROM calls c"
+            "SELECT c.id, c.disposition, c.hangup_by, t.number, t.human FROM calls c"
             " JOIN tickets t ON t.call_id = c.id WHERE c.caller_number = $1", caller_number)
         assert row is not None and row["disposition"] == "ticket"
+        assert row["hangup_by"] == "agent"
         assert row["human"]["description"] == "厨房水管漏水，已安排维修"
 
         # Both legs recorded and transcribed; the analysis leaves the agent's values.
