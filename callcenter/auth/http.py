@@ -113,7 +113,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise request.match_info.http_exception  # 404/405 of the router
         raise NotFound("no such page")  # a route without an Access is never served
     user, csrf = (None, None)
-    if sessions.COOKIE in request.cookies:
+    if not access.public and sessions.COOKIE in request.cookies:
+        # Public routes (static files, health, signing in) need nobody's session:
+        # no database round trip for them.
         user, csrf = await sessions.current(request)
     decision = decide(access, user, loopback=is_loopback(request))
     if decision is Decision.SIGN_IN:
