@@ -85,7 +85,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-from procstat import log, machine_busy, pct, proc_cpu_s, tree_cpu_s  # noqa: E402  (bench/, beside this file)
+from procstat import log, machine_busy, pct, proc_cpu_s, run_interruptible, tree_cpu_s  # noqa: E402  (bench/, beside this file)
 
 from callcenter.ari.client import AriClient, AriError, AriNotFound  # noqa: E402
 from callcenter.db.connect import connect, create_pool  # noqa: E402
@@ -1186,20 +1186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.sniff:
         return sniff()
-
-    async def guarded() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await run(args)
-        except asyncio.CancelledError:
-            print("interrupted: cleaned up", file=sys.stderr)
-            return 130
-
-    return asyncio.run(guarded())
+    return run_interruptible(lambda: run(args))
 
 
 if __name__ == "__main__":

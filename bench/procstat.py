@@ -1,13 +1,16 @@
-"""What the benchmarks share: progress lines, percentiles, and CPU time read from
-/proc (a process, a server with its children, the whole machine)."""
+"""What the benchmarks share: progress lines, percentiles, CPU time read from
+/proc (a process, a server with its children, the whole machine), and a run that
+Ctrl-C or SIGTERM stop with its clean-up."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -62,3 +65,22 @@ def machine_busy() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(values[:8]) - values[3] - values[4], sum(values[:8])
+
+
+def run_interruptible(run: Callable[[], Awaitable[int]]) -> int:
+    """``asyncio.run`` of ``run()``; SIGINT/SIGTERM cancel it so its ``finally``
+    blocks clean up, and the exit status is then 130."""
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await run()
+        except asyncio.CancelledError:
+            print("interrupted: cleaned up", file=sys.stderr)
+            return 130
+
+    return asyncio.run(guarded())

@@ -76,7 +76,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-from procstat import CLK_TCK, log, machine_busy, pct, proc_cpu_s, tree_cpu_s  # noqa: E402
+from procstat import CLK_TCK, log, machine_busy, pct, proc_cpu_s, run_interruptible, tree_cpu_s  # noqa: E402
 from yarl import URL  # noqa: E402
 
 from callcenter.auth.model import Role  # noqa: E402
@@ -649,20 +649,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-
-    async def guarded() -> int:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await run(args)
-        except asyncio.CancelledError:
-            print("interrupted: cleaned up", file=sys.stderr)
-            return 130
-
-    return asyncio.run(guarded())
+    return run_interruptible(lambda: run(args))
 
 
 if __name__ == "__main__":

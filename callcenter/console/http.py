@@ -82,6 +82,14 @@ async def _my_call(request: web.Request, agent_id: str) -> dict[str, Any]:
     raise NotFound(f"no call {call_id}", call_id=call_id)
 
 
+async def _suggested(pool: Any, call: dict[str, Any]
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The caller's directory entry, and the ticket a wrap-up starts from."""
+    resident = await residents.find(pool, call["caller_number"])
+    return resident, prefill(queue=call["queue"], priority=call["priority"],
+                             resident=resident, caller_number=call["caller_number"])
+
+
 async def screen_pop(request: web.Request) -> web.Response:
     """Who is calling: the number, the resident's name, address and VIP kind when
     known, the IVR choice, the caller's open and recent tickets, and the ticket
@@ -89,10 +97,8 @@ async def screen_pop(request: web.Request) -> web.Response:
     _who, agent_id = _agent_of(request)
     call = await _my_call(request, agent_id)
     pool = request.app[POOL]
-    resident = await residents.find(pool, call["caller_number"])
+    resident, suggested = await _suggested(pool, call)
     ticket = await store.call_ticket(pool, call["id"])
-    suggested = prefill(queue=call["queue"], priority=call["priority"], resident=resident,
-                        caller_number=call["caller_number"])
     body = {
         "call": call,
         "resident": resident,
@@ -118,9 +124,7 @@ async def wrap_up(request: web.Request) -> web.Response:
     if wrap is None:
         raise BadRequest("the wrap-up is not complete", problems=problems)
     pool = request.app[POOL]
-    resident = await residents.find(pool, call["caller_number"])
-    suggested = prefill(queue=call["queue"], priority=call["priority"], resident=resident,
-                        caller_number=call["caller_number"])
+    _resident, suggested = await _suggested(pool, call)
     number = await store.save_wrap_up(
         pool, call["id"], by=who.username, disposition=wrap.disposition, fields=wrap.ticket,
         suggested=suggested, phone=call["caller_number"])

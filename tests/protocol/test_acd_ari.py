@@ -128,14 +128,6 @@ async def start_env(fake: FakeAri, store: MemStore | None = None, **kw: Any) -> 
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAri]:
-    server = FakeAri()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def env(fake: FakeAri) -> AsyncIterator[Env]:
     environment = await start_env(fake)
     yield environment

@@ -29,14 +29,6 @@ CALLER_NUMBER = "13912345678"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAri]:
-    server = FakeAri()
-    await server.start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
 async def env(fake: FakeAri) -> AsyncIterator[Env]:
     environment = await start_env(fake, wrap_up_s=30.0, clock=lambda: NOW)
     yield environment
