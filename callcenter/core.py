@@ -134,6 +134,12 @@ class Ticket:
     escalate_to: str | None = None
     incomplete: list[str] = field(default_factory=list)
     callback_required: bool = False
+    # Judgements the agent should confirm at wrap-up (category, urgency, severity).
+    needs_confirmation: list[str] = field(default_factory=list)
+    # Why each judgement was made: rules, hazards and model n-grams, per field.
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+    # A complaint's when / where / whom / ask, as the caller said them.
+    complaint: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

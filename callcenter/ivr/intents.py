@@ -8,22 +8,12 @@ keyword is ``none`` (not a menu choice).
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 
 from callcenter.ivr.engine import Menu, default_menu
+from callcenter.text import normalise
 
 NO_INTENT = "none"
-_STRIP = re.compile(r"\[unk\]|\s+")
-
-
-def normalise(text: str) -> str:
-    """NFKC, no ``[unk]``, no spaces, no punctuation."""
-    text = _STRIP.sub("", unicodedata.normalize("NFKC", text))
-    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-
-
 class IntentMatcher:
     """Keyword matcher; ``keywords`` order is the precedence order."""
 

@@ -1,22 +1,15 @@
 """The ticket of a call: category, urgency, severity, VIP, address, deadline.
 
-Pure: a timeline and the call facts in, a ``Ticket`` out. Term lists and weights
-live in ``terms.yaml``, deadlines and escalation in ``sla.yaml``.
+Pure: a timeline and the call facts in, a ``Ticket`` out.
 
-How it decides (ids are the contract of hotline-standards.md section 5):
-
-- category: every category sums the weights of its terms found in the caller's
-  words (terms only the agent said count ``agent_factor`` of their weight) plus a
-  small bonus for the category the IVR key names (a hint: callers press 1 and
-  then complain). A call with nothing to fix (no problem term, no complaint) is
-  a question: its domain category is kept when its terms outweigh the
-  consultation terms (a question about pest control stays ``cleaning``),
-  otherwise ``consultation``. A call with a problem is never ``consultation``.
-- urgency: P1 safety terms, else P2 basic-living terms, else P3 for a problem or
-  complaint, else P4; VIP callers one level up (P4 stays P4).
-- complaint severity (complaints only): ``major`` for repeated reports or a month
-  unresolved or loss/injury, ``important`` for a service failure or rude staff,
-  else ``minor``.
+- Category, base urgency and complaint severity come from ``judge.py``: models
+  learned from the project's own corpus plus recall-first safety rules, each
+  decision with its evidence and a ``needs_confirmation`` flag when unsure.
+- VIP (elderly living alone, disabled) from the caller's words raises the
+  urgency one level (P4 stays P4); a repeated complaint (said so, or an earlier
+  ticket of the same caller and category) is at least ``important``.
+- Address, name, phone and the description are extracted from the turns; term
+  lists for these live in ``terms.yaml``, deadlines and escalation in ``sla.yaml``.
 """
 
 from __future__ import annotations
@@ -31,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from callcenter.core import CATEGORIES, CallFacts, Segment, Ticket, Timeline
+from callcenter.core import CallFacts, Segment, Ticket, Timeline
+from callcenter.tickets import learned
 from callcenter.tickets import sla as sla_mod
 from callcenter.tickets.address import (
     AddressTerms,
@@ -41,9 +35,10 @@ from callcenter.tickets.address import (
     extract_caller_name,
     extract_phone,
 )
+from callcenter.tickets.judge import Judgement, judge
+from callcenter.tickets.safety import read_safety
 
 TERMS_FILE = Path(__file__).with_name("terms.yaml")
-PUNCTUATION = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] ")
 
 
 @dataclass(slots=True)
@@ -90,18 +85,10 @@ class TermList:
 
 @dataclass(slots=True)
 class TicketTerms:
-    agent_factor: float
-    problem_factor: float
-    complaint_min: float
-    categories: dict[str, TermList]
-    ivr_hint: dict[str, dict[str, float]]
-    problem: TermList
-    urgency: dict[str, TermList]
     elderly_alone: TermList
     elderly_age: TermList
     disabled: TermList
     not_self: list[str]
-    severity: dict[str, TermList]
     repeat: TermList
     prior_window_days: int
     callback_promises: list[str]
@@ -115,21 +102,10 @@ def terms_from_dict(data: dict[str, Any], sla: sla_mod.Sla | None = None) -> Tic
     neg = [str(n) for n in data.get("negations", [])]
     vip = data["vip"]
     return TicketTerms(
-        agent_factor=float(data.get("agent_factor", 0.25)),
-        problem_factor=float(data.get("problem_factor", 1.0)),
-        complaint_min=float(data.get("complaint_min", 3.0)),
-        categories={c: TermList(data["categories"].get(c, {}), neg) for c in CATEGORIES},
-        ivr_hint={
-            str(k): {str(c): float(w) for c, w in (v or {}).items()}
-            for k, v in (data.get("ivr_hint") or {}).items()
-        },
-        problem=TermList(data["problem_terms"], neg),
-        urgency={lvl: TermList(items, neg) for lvl, items in data["urgency"].items()},
         elderly_alone=TermList(vip["elderly_alone"], neg),
         elderly_age=TermList([vip["elderly_age"]], []),
         disabled=TermList(vip["disabled"], neg),
         not_self=[str(x) for x in vip.get("not_self", [])],
-        severity={k: TermList(v, neg) for k, v in data["complaint_severity"].items()},
         repeat=TermList(data["repeat"], neg),
         prior_window_days=int(data.get("prior_ticket_window_days", 90)),
         callback_promises=[str(x) for x in data.get("callback_promises", [])],
@@ -146,66 +122,26 @@ def load_terms(path: Path = TERMS_FILE) -> TicketTerms:
         return terms_from_dict(yaml.safe_load(fh))
 
 
-def _clean(text: str) -> str:
-    return compact(text)
-
-
 @dataclass(slots=True)
 class CallReading:
     """What the classifier read from a call before building the ticket."""
 
-    category: str
-    scores: dict[str, float]
-    has_problem: bool
+    judgement: Judgement
     caller_text: str
     agent_text: str
-    statements: str  # the caller's words minus questions
+
+    @property
+    def category(self) -> str:
+        return self.judgement.category
 
 
-def _sentences(text: str) -> list[str]:
-    return [x for x in re.split(r"(?<=[。！？!?…])", text) if x.strip("。！？!?…")]
-
-
-def _is_question(sentence: str) -> bool:
-    return bool(re.search(r"[吗吧呢么][？?]+$", sentence))
-
-
-def read_call(
-    timeline: Timeline, facts: CallFacts, terms: TicketTerms | None = None
-) -> CallReading:
-    """Category and the evidence behind it (also used by QA to know whether a call
-    needs action and whether it is a complaint)."""
-    terms = terms or load_terms()
-    caller = _clean(timeline.text_of("caller"))
-    agent = _clean(timeline.text_of("agent"))
-    # What the caller states (not asks) decides whether something is wrong; the
-    # sentences that say so count twice for the category.
-    statements = "".join(x for x in _sentences(caller) if not _is_question(x))
-    problem_text = "".join(
-        x
-        for x in _sentences(statements)
-        if terms.problem.hits(x) or terms.categories["complaint"].score(x) >= terms.complaint_min
-    )
-    hint = terms.ivr_hint.get(facts.ivr_digits.strip()[:1], {})
-    scores: dict[str, float] = {}
-    for cat, tl in terms.categories.items():
-        c_hits = tl.hits(caller)
-        a_hits = tl.hits(agent)
-        s = sum(c_hits.values()) + terms.problem_factor * tl.score(problem_text)
-        s += terms.agent_factor * sum(w for t, w in a_hits.items() if t not in c_hits)
-        s += hint.get(cat, 0.0)
-        scores[cat] = round(s, 3)
-    complaint_said = terms.categories["complaint"].score(statements)
-    has_problem = bool(problem_text) or complaint_said >= terms.complaint_min
-    domain = [c for c in CATEGORIES if c != "consultation"]
-    if has_problem:
-        category = max(domain, key=lambda c: scores[c])
-        if scores[category] <= 0:
-            category = "consultation"
-    else:
-        best = max((c for c in domain if c != "complaint"), key=lambda c: scores[c])
-        category = best if scores[best] > scores["consultation"] else "consultation"
-    return CallReading(category, scores, has_problem, caller, agent, statements)
+def read_call(timeline: Timeline, facts: CallFacts) -> CallReading:
+    """The judgements on a call (also used by QA to know whether a call needs action
+    and whether it is a complaint)."""
+    caller = compact(timeline.text_of("caller"))
+    agent = compact(timeline.text_of("agent"))
+    turns = [compact(s.text) for s in timeline.by_leg("caller")]
+    return CallReading(judge(caller, facts.ivr_digits, statements=turns), caller, agent)
 
 
 def _vip(caller: str, terms: TicketTerms) -> str:
@@ -216,27 +152,11 @@ def _vip(caller: str, terms: TicketTerms) -> str:
     return "none"
 
 
-def _base_urgency(reading: CallReading, terms: TicketTerms) -> str:
-    if reading.category == "consultation":
-        return "P4"
-    text = reading.statements
-    if terms.urgency["P1"].hits(text):
-        return "P1"
-    if terms.urgency["P2"].hits(text):
-        return "P2"
-    if reading.category == "complaint" or (
-        reading.has_problem and reading.category != "consultation"
-    ):
-        return "P3"
-    return "P4"
-
-
-def _severity(text: str, terms: TicketTerms, repeat: bool) -> str:
-    if terms.severity["major"].hits(text):
-        return "major"
-    if terms.severity["important"].hits(text) or repeat:
+def _severity(judgement: Judgement, repeat: bool) -> str | None:
+    """The judged severity; a matter reported before was a service failure at least."""
+    if judgement.severity == "minor" and repeat:
         return "important"
-    return "minor"
+    return judgement.severity
 
 
 def _repeat(
@@ -265,29 +185,30 @@ def _naive(dt: datetime) -> datetime:
     return dt.replace(tzinfo=None) if dt.tzinfo is None else dt.astimezone().replace(tzinfo=None)
 
 
-def _problem_statement(
-    timeline: Timeline, reading: CallReading, terms: TicketTerms
-) -> Segment | None:
-    """The caller turn that says most about the problem (first one on ties)."""
+def _problem_statement(timeline: Timeline, category: str) -> Segment | None:
+    """The caller turn that says most about the problem (first one on ties): the one
+    the category model finds most typical of the category, a danger first."""
+    models = learned.trained()
     best: tuple[float, Segment] | None = None
     for seg in timeline.by_leg("caller"):
-        text = _clean(seg.text)
-        s = terms.categories[reading.category].score(text) + terms.problem.score(text)
-        if best is None or s > best[0]:
-            best = (s, seg)
+        text = compact(seg.text)
+        score = models.category.predict(learned.document(text)).probabilities[category]
+        score += 1.0 if read_safety(text).is_p1 else 0.0
+        if best is None or score > best[0]:
+            best = (score, seg)
     return best[1] if best else None
 
 
 def _description(
     timeline: Timeline,
-    reading: CallReading,
+    category: str,
     terms: TicketTerms,
     name: str,
     address: tuple[str, str, str],
 ) -> str:
     d = terms.description
-    seg = _problem_statement(timeline, reading, terms)
-    what = _clean(seg.text) if seg else ""
+    seg = _problem_statement(timeline, category)
+    what = compact(seg.text) if seg else ""
     changed = True
     while changed:
         changed = False
@@ -315,18 +236,19 @@ def classify(
 ) -> Ticket:
     """The ticket a call opens (see the module docstring for the rules)."""
     terms = terms or load_terms()
-    reading = read_call(timeline, facts, terms)
+    reading = read_call(timeline, facts)
+    judgement = reading.judgement
     caller = reading.caller_text
-    category = reading.category
+    category = judgement.category
     complaint = category == "complaint"
     vip = _vip(caller, terms)
-    urgency = sla_mod.raise_for_vip(_base_urgency(reading, terms), vip, terms.sla)
+    urgency = sla_mod.raise_for_vip(judgement.urgency, vip, terms.sla)
     repeat = _repeat(caller, category, facts, now, prior_tickets, terms)
-    severity = _severity(caller, terms, repeat) if complaint else None
+    severity = _severity(judgement, repeat) if complaint else None
     name = extract_caller_name(timeline, terms.names)
     phone = extract_phone(timeline, facts.caller_number)
     building, unit, room = extract_address_from_timeline(timeline, terms.address)
-    description = _description(timeline, reading, terms, name, (building, unit, room))
+    description = _description(timeline, category, terms, name, (building, unit, room))
     incomplete = [
         f
         for f, v in (
@@ -357,4 +279,7 @@ def classify(
         ),
         incomplete=incomplete,
         callback_required=bool(incomplete) or complaint or promised,
+        needs_confirmation=list(judgement.needs_confirmation),
+        evidence=judgement.evidence,
+        complaint=judgement.complaint,
     )

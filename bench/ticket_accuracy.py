@@ -1,0 +1,229 @@
+"""Ticket judgements on calls the classifier was not tuned on: the 45 dev calls in
+text mode and audio mode, and the validation split of the project's own corpus.
+
+The classifier learns only from ``callcenter/tickets/corpus/`` (written without
+the dev calls); the dev calls are a test set. Each section prints category and
+urgency accuracy, P1 recall and precision, complaint severity accuracy, the
+address (dev calls), confusion tables, and the same figures for a trivial
+baseline (category from the IVR key, urgency P3, severity "important") measured
+in the same run.
+
+- validation: models trained on the corpus's train split, judged on its
+  validation split (held out by situation, so no paraphrase was trained on).
+- text: the dev calls' ground-truth timelines (what ``callcenter analyze
+  --timeline`` reads), through the production classifier.
+- audio: the dev calls' two legs through Vosk (what ``callcenter analyze
+  --caller --agent`` reads); transcripts are cached by bench/asr_accuracy.py's
+  cache (the first run decodes, about 13 s of CPU per call).
+
+    .venv/bin/python bench/ticket_accuracy.py [--mode validation,text,audio] [--jobs 2]
+        [--details]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from text_accuracy import DEV_DIR, NOW, allowed_input, facts_of, load_calls, to_timeline  # noqa: E402
+
+from callcenter.core import CATEGORIES, COMPLAINT_SEVERITIES, URGENCIES, Ticket, Timeline  # noqa: E402
+from callcenter.text import normalise  # noqa: E402
+from callcenter.tickets import learned  # noqa: E402
+from callcenter.tickets.classifier import classify  # noqa: E402
+from callcenter.tickets.corpus import load_corpus  # noqa: E402
+from callcenter.tickets.judge import judge  # noqa: E402
+
+IVR_CATEGORY = {"1": "engineering", "2": "complaint", "3": "consultation"}
+GOALS = {
+    "text": {"category": 0.95, "urgency": 0.95, "P1 recall": 1.0, "P1 precision": 0.80,
+             "severity": 0.85},
+    "audio": {"category": 0.90, "urgency": 0.90, "P1 recall": 0.95},
+}
+
+
+@dataclass(slots=True)
+class Case:
+    """One judged item: what the system said and what the label says."""
+
+    id: str
+    key: str
+    got: dict[str, Any]
+    want: dict[str, Any]
+    needs_confirmation: Sequence[str] = ()
+
+
+def baseline(case: Case) -> dict[str, Any]:
+    category = IVR_CATEGORY.get(case.key, "engineering")
+    return {
+        "category": category,
+        "urgency": "P4" if category == "consultation" else "P3",
+        "severity": "important" if category == "complaint" else None,
+        "address": ("", "", ""),
+    }
+
+
+def _acc(cases: Sequence[Case], name: str, pick: Callable[[Case], dict[str, Any]],
+         only: Callable[[Case], bool] = lambda c: True) -> tuple[float, int]:
+    sel = [c for c in cases if only(c)]
+    if not sel:
+        return float("nan"), 0
+    return sum(pick(c)[name] == c.want[name] for c in sel) / len(sel), len(sel)
+
+
+def _p1(cases: Sequence[Case], pick: Callable[[Case], dict[str, Any]]) -> tuple[float, float, int]:
+    truth = [c for c in cases if c.want["urgency"] == "P1"]
+    said = [c for c in cases if pick(c)["urgency"] == "P1"]
+    hit = [c for c in said if c.want["urgency"] == "P1"]
+    recall = len(hit) / len(truth) if truth else float("nan")
+    precision = len(hit) / len(said) if said else float("nan")
+    return recall, precision, len(truth)
+
+
+def _confusion(cases: Sequence[Case], name: str, labels: Sequence[str]) -> str:
+    counts = Counter((c.want[name], c.got[name]) for c in cases if c.want[name] is not None)
+    used = [x for x in labels if any(x in k for k in counts)]
+    width = max(8, *(len(x) + 1 for x in used))
+    lines = [f"  {name}: rows = label, columns = system",
+             "  " + " " * width + "".join(f"{x[:width - 1]:>{width}}" for x in used)]
+    for want in used:
+        cells = "".join(f"{counts.get((want, got), 0) or '.':>{width}}" for got in used)
+        lines.append(f"  {want:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def report(title: str, cases: Sequence[Case], goals: dict[str, float], details: bool,
+           *, address: bool) -> None:
+    print(f"\n== {title}: {len(cases)} items ==")
+    print(f"{'figure':24} {'system':>8} {'baseline':>9} {'goal':>6} {'n':>4}")
+
+    def row(name: str, system: float, base: float, n: int) -> None:
+        goal = goals.get(name)
+        mark = "" if goal is None else ("  ok" if system >= goal else "  BELOW GOAL")
+        goal_s = f"{goal:6.0%}" if goal is not None else " " * 6
+        print(f"{name:24} {system:8.1%} {base:9.1%} {goal_s} {n:4d}{mark}")
+
+    got: Callable[[Case], dict[str, Any]] = lambda c: c.got  # noqa: E731
+    for name in ("category", "urgency"):
+        (s, n), (b, _) = _acc(cases, name, got), _acc(cases, name, baseline)
+        row(name, s, b, n)
+    (sr, sp, n1), (br, bp, _) = _p1(cases, got), _p1(cases, baseline)
+    row("P1 recall", sr, br, n1)
+    row("P1 precision", sp, bp, n1)
+    complaint = lambda c: c.want["severity"] is not None  # noqa: E731
+    (s, n), (b, _) = _acc(cases, "severity", got, complaint), _acc(
+        cases, "severity", baseline, complaint)
+    row("severity", s, b, n)
+    if address:
+        (s, n), (b, _) = _acc(cases, "address", got), _acc(cases, "address", baseline)
+        row("building/unit/room", s, b, n)
+    flagged = [c for c in cases if c.needs_confirmation]
+    sure = [c for c in cases if not c.needs_confirmation]
+    sure_ok = sum(c.got["category"] == c.want["category"] and c.got["urgency"] == c.want["urgency"]
+                  for c in sure)
+    print(f"needs_confirmation on {len(flagged)}/{len(cases)} items; category and urgency both"
+          f" right on {sure_ok}/{len(sure)} of the others")
+    print(_confusion(cases, "category", CATEGORIES))
+    print(_confusion(cases, "urgency", URGENCIES))
+    print(_confusion(cases, "severity", COMPLAINT_SEVERITIES))
+    if details:
+        for c in cases:
+            wrong = [k for k in ("category", "urgency", "severity") if c.got[k] != c.want[k]]
+            if wrong:
+                print(f"  {c.id}: " + ", ".join(f"{k} {c.got[k]} (label {c.want[k]})"
+                                                for k in wrong)
+                      + f"  confirm={list(c.needs_confirmation)}")
+
+
+def validation_cases() -> list[Case]:
+    models = learned.trained("train")
+    cases = []
+    for e in load_corpus("validation"):
+        j = judge(e.text, e.key, statements=e.turns or None, models=models)
+        cases.append(Case(
+            e.id, e.key,
+            {"category": j.category, "urgency": j.urgency, "severity": j.severity},
+            {"category": e.category, "urgency": e.urgency, "severity": e.severity},
+            j.needs_confirmation,
+        ))
+    return cases
+
+
+def details_report() -> None:
+    """Complaint details (when/where/whom/ask) on the validation complaints."""
+    found = Counter[str]()
+    total = Counter[str]()
+    for e in load_corpus("validation"):
+        if e.category != "complaint":
+            continue
+        got = judge(e.text, e.key, models=learned.trained("train")).complaint
+        for name, want in e.complaint.items():
+            total[name] += 1
+            g, w = normalise(got.get(name, "")), normalise(want)
+            found[name] += bool(g) and (g in w or w in g)
+    print("complaint details found (overlapping the label): " + ", ".join(
+        f"{k} {found[k]}/{total[k]}" for k in ("when", "where", "whom", "ask")))
+
+
+def dev_case(meta: dict[str, Any], ticket: Ticket) -> Case:
+    labels, caller = meta["labels"], meta["caller"]
+    return Case(
+        meta["id"], str(meta.get("ivr_digits") or ""),
+        {"category": ticket.category, "urgency": ticket.urgency,
+         "severity": ticket.complaint_severity,
+         "address": (ticket.building, ticket.unit, ticket.room)},
+        {"category": labels["category"], "urgency": labels["urgency"],
+         "severity": labels["complaint_severity"],
+         "address": (caller["building"], caller["unit"], caller["room"])},
+        ticket.needs_confirmation,
+    )
+
+
+def dev_cases(calls: list[dict[str, Any]], timelines: dict[str, Timeline]) -> list[Case]:
+    return [
+        dev_case(m, classify(timelines[m["id"]], facts_of(allowed_input(m)), now=NOW))
+        for m in calls
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mode", default="validation,text,audio")
+    parser.add_argument("--jobs", type=int, default=2, help="decoding processes (audio)")
+    parser.add_argument("--details", action="store_true", help="list every wrong item")
+    args = parser.parse_args()
+    modes = set(args.mode.split(","))
+    print("baseline: category from the IVR key (none/0 -> engineering), urgency P3"
+          " (P4 for consultation), severity important")
+    if "validation" in modes:
+        report("own corpus, validation split (trained on the train split)",
+               validation_cases(), GOALS["text"], args.details, address=False)
+        details_report()
+    if modes & {"text", "audio"} and not DEV_DIR.is_dir():
+        print(f"no dev calls at {DEV_DIR}", file=sys.stderr)
+        return 2
+    calls = load_calls()
+    if "text" in modes:
+        timelines = {m["id"]: to_timeline(allowed_input(m)) for m in calls}
+        report("dev calls, text mode (never tuned on)", dev_cases(calls, timelines),
+               GOALS["text"], args.details, address=True)
+    if "audio" in modes:
+        from asr_accuracy import transcripts
+
+        report("dev calls, audio mode (Vosk transcripts)",
+               dev_cases(calls, transcripts(calls, args.jobs, refresh=False)),
+               GOALS["audio"], args.details, address=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

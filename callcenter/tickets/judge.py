@@ -1,0 +1,261 @@
+"""The ticket's judgements from the caller's words: category, base urgency,
+complaint severity and details, each with its evidence and a flag when it needs
+the agent's confirmation.
+
+Pure. Two sources combine:
+- the learned models (``learned.py``: character n-grams, trained on the
+  project's own corpus) decide category, urgency and severity and name the
+  n-grams behind each decision;
+- explainable rules decide what the models must not get wrong: personal-safety
+  hazards (``safety.py``) make a call P1 recall first, and the spec's structural
+  signs of a major complaint (repeated requests, a month unresolved, injury or
+  loss) make it major.
+A judgement the sources disagree on, or one the model is unsure of, is listed in
+``needs_confirmation``; the agent confirms or corrects it at wrap-up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callcenter.text import normalise
+from callcenter.tickets import learned
+from callcenter.tickets.learned import Models, Prediction
+from callcenter.tickets.safety import (
+    DEFINITE_HAZARDS,
+    HAZARD_CATEGORY,
+    SafetyReading,
+    SafetyRules,
+    read_safety,
+)
+
+JUDGEMENT_FILE = Path(__file__).with_name("judgement.yaml")
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])")
+_CLAUSE_END = re.compile(r"[，。！？,.!?；;…\n]")
+# What makes a sentence a question (on normalised text: no punctuation left).
+_QUESTION = re.compile(
+    r"(请问|问一下|问问|想问|咨询|怎么|如何|能不能|可不可以|可以吗|是不是|多少钱|多少|什么时候|"
+    r"几点|哪天|哪里|哪个|有没有|要不要|需不需要|吗|呢|么)$|^(请问|问一下|我想问|想问|咨询)"
+)
+_NEGATED_BEFORE = re.compile(r"(没有|没|不是|并不|不)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    p1_probability: float = 0.3
+    p1_possible: float = 0.15
+    statement: float = 0.6
+    confidence: float = 0.5
+    margin: float = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class JudgementRules:
+    thresholds: Thresholds
+    major_signs: dict[str, re.Pattern[str]]
+    details: dict[str, re.Pattern[str]]
+
+
+@lru_cache(maxsize=2)
+def load_rules(path: Path = JUDGEMENT_FILE) -> JudgementRules:
+    with open(path, encoding="utf-8") as fh:
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return JudgementRules(
+        thresholds=Thresholds(**{k: float(v) for k, v in data["thresholds"].items()}),
+        major_signs={str(k): re.compile(str(v)) for k, v in data["major_signs"].items()},
+        details={str(k): re.compile(str(v)) for k, v in data["complaint_details"].items()},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    category: str
+    urgency: str  # before the VIP raise
+    severity: str | None  # complaints only
+    needs_confirmation: tuple[str, ...]
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    complaint: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_problem(self) -> bool:
+        """Something needs doing (not a question or suggestion)."""
+        return self.category != "consultation" or self.urgency != "P4"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "urgency": self.urgency,
+            "severity": self.severity,
+            "needs_confirmation": list(self.needs_confirmation),
+            "evidence": self.evidence,
+            "probabilities": self.probabilities,
+            "complaint": self.complaint,
+        }
+
+
+def _unsure(p: Prediction, t: Thresholds) -> bool:
+    return p.confidence < t.confidence or p.margin < t.margin
+
+
+def _model_evidence(p: Prediction) -> list[str]:
+    return [f"model {p.label} {p.confidence:.2f}: " + "、".join(p.features)]
+
+
+def _category(
+    pred: Prediction, safety: SafetyReading, t: Thresholds
+) -> tuple[str, list[str], bool]:
+    """(category, evidence, unsure). Several problems in one call: the category of
+    the most urgent one, so a danger's own category wins unless the call is
+    clearly a complaint (about that danger not being handled)."""
+    evidence = _model_evidence(pred)
+    definite = [h for h in safety.hazards if h in DEFINITE_HAZARDS]
+    if definite and pred.probabilities.get("complaint", 0.0) < t.confidence:
+        category = HAZARD_CATEGORY[definite[0]]
+        if category != pred.label:
+            return category, [f"safety {definite[0]} → {category}", *evidence], False
+    elif safety.is_p1 and pred.label == "consultation":
+        # A danger being reported is never just a question.
+        category = HAZARD_CATEGORY[safety.hazards[0]]
+        return category, [f"safety {safety.hazards[0]} → {category}", *evidence], True
+    return pred.label, evidence, _unsure(pred, t)
+
+
+def _urgency(
+    pred: Prediction, safety: SafetyReading, category: str, t: Thresholds
+) -> tuple[str, list[str], bool]:
+    """(urgency, evidence, unsure): recall first for P1."""
+    if safety.is_p1:
+        return "P1", ["safety " + "; ".join(safety.evidence())], False
+    p1 = pred.probabilities.get("P1", 0.0)
+    # The model alone: a likely P1, or a possible one where a danger was mentioned
+    # (negated, hypothetical or without its second sign): the agent confirms.
+    if p1 >= t.p1_probability or (p1 >= t.p1_possible and safety.doubtful):
+        return "P1", [*_model_evidence(pred), *safety.evidence()], True
+    evidence = _model_evidence(pred)
+    unsure = _unsure(pred, t) or safety.doubtful
+    if safety.doubtful:
+        evidence.append("safety not counted: " + "; ".join(safety.evidence()))
+    if category == "consultation":
+        # A question: nothing to fix, whatever the words resemble.
+        return "P4", evidence, unsure or pred.label != "P4"
+    if pred.label == "P4":
+        # Something to fix is at least an ordinary problem.
+        return "P3", evidence, True
+    return pred.label, evidence, unsure
+
+
+def _major_sign(text: str, rules: JudgementRules) -> str | None:
+    for name, pattern in rules.major_signs.items():
+        for m in pattern.finditer(text):
+            if not _NEGATED_BEFORE.search(text[max(0, m.start() - 2) : m.start()]):
+                return f"{name}: {m.group(0)}"
+    return None
+
+
+def _severity(
+    pred: Prediction, text: str, rules: JudgementRules
+) -> tuple[str, list[str], bool]:
+    sign = _major_sign(text, rules)
+    if sign:
+        return "major", [f"sign {sign}", *_model_evidence(pred)], False
+    return pred.label, _model_evidence(pred), _unsure(pred, rules.thresholds)
+
+
+def complaint_details(text: str, rules: JudgementRules | None = None) -> dict[str, str]:
+    """When, where, whom and what the caller asks for: the first span of each."""
+    rules = rules or load_rules()
+    flat = normalise(text)
+    found = {}
+    for name, pattern in rules.details.items():
+        if name == "ask":
+            continue
+        m = pattern.search(flat)
+        if m and m.group(0):
+            found[name] = m.group(0)
+    asks = [c for c in _CLAUSE_END.split(text) if rules.details["ask"].search(normalise(c))]
+    if asks:
+        found["ask"] = normalise(asks[-1])[:40]
+    return found
+
+
+def sentences(text: str) -> list[str]:
+    """The caller's sentences (recognised speech has no punctuation: one per turn)."""
+    return [x for x in _SENTENCE_END.split(text) if normalise(x)]
+
+
+def _is_question(sentence: str) -> bool:
+    flat = normalise(sentence)
+    return bool(_QUESTION.search(flat)) or sentence.rstrip().endswith(("？", "?"))
+
+
+def _reported_problem(
+    statements: Sequence[str], key: str, models: Models, t: Thresholds
+) -> tuple[Prediction, Prediction, str] | None:
+    """A problem stated (not asked about) in one sentence of a call that reads as a
+    question as a whole: 我想问一下… 还有，我家窗户关不上了. (category, urgency, sentence)"""
+    best: tuple[Prediction, Prediction, str] | None = None
+    for sentence in statements:
+        if _is_question(sentence):
+            continue
+        doc = learned.document(sentence, key)
+        cat, urg = models.category.predict(doc), models.urgency.predict(doc)
+        if cat.label == "consultation" or urg.label == "P4" or cat.confidence < t.statement:
+            continue
+        if best is None or cat.confidence > best[0].confidence:
+            best = (cat, urg, sentence)
+    return best
+
+
+def judge(
+    caller_text: str,
+    key: str = "",
+    *,
+    statements: Sequence[str] | None = None,
+    models: Models | None = None,
+    safety_rules: SafetyRules | None = None,
+    rules: JudgementRules | None = None,
+) -> Judgement:
+    """The judgements on what one caller said (all their words in the call);
+    ``statements``: their turns, when known (default: the text's sentences)."""
+    models = models or learned.trained()
+    rules = rules or load_rules()
+    t = rules.thresholds
+    doc = learned.document(caller_text, key)
+    safety = read_safety(caller_text, safety_rules)
+    cat_pred, urg_pred = models.category.predict(doc), models.urgency.predict(doc)
+    if cat_pred.label == "consultation" and not safety.is_p1:
+        found = _reported_problem(
+            [s for turn in (statements or [caller_text]) for s in sentences(turn)], key, models, t
+        )
+        if found:
+            cat_pred, urg_pred, _ = found
+    category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
+    urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, category, t)
+    evidence = {"category": cat_evidence, "urgency": urg_evidence}
+    probabilities = {"category": cat_pred.probabilities, "urgency": urg_pred.probabilities}
+    unsure = {"category": cat_unsure, "urgency": urg_unsure}
+    severity, details = None, {}
+    if category == "complaint":
+        sev_pred = models.severity.predict(doc)
+        severity, evidence["severity"], unsure["severity"] = _severity(
+            sev_pred, normalise(caller_text), rules
+        )
+        probabilities["severity"] = sev_pred.probabilities
+        details = complaint_details(caller_text, rules)
+    return Judgement(
+        category=category,
+        urgency=urgency,
+        severity=severity,
+        needs_confirmation=tuple(k for k, v in unsure.items() if v),
+        evidence=evidence,
+        probabilities=probabilities,
+        complaint=details,
+    )

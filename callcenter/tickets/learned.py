@@ -1,0 +1,149 @@
+"""Statistical judgements learned from the project's own corpus: category, base
+urgency and complaint severity from character n-grams with a linear model.
+
+Character n-grams need no word segmentation and bear recogniser mistakes well
+(one wrong character spoils one or two n-grams, not the whole word). A linear
+model explains itself: the n-grams that pushed a decision are listed with it.
+The models are trained when first needed (under a second on the corpus) and
+kept for the life of the process, so nothing trained is shipped as a binary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from callcenter.text import normalise
+from callcenter.tickets.corpus import Example, Split, load_corpus
+
+FAMILIES_FILE = Path(__file__).with_name("families.yaml")
+# The IVR key and each word family found become one private-use character after
+# the text: features the model may weigh (callers press the wrong key; a family
+# lights up for words the corpus never used), shown by name in the evidence.
+_KEY_MARKS = {"1": "\ue001", "2": "\ue002", "3": "\ue003", "0": "\ue000"}
+_FAMILY_BASE = 0xE100
+
+
+@lru_cache(maxsize=1)
+def families() -> dict[str, re.Pattern[str]]:
+    with open(FAMILIES_FILE, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    return {str(name): re.compile(str(words)) for name, words in data.items()}
+
+
+@lru_cache(maxsize=1)
+def _mark_names() -> dict[str, str]:
+    names = {v: f"key {k}" for k, v in _KEY_MARKS.items()}
+    names.update({chr(_FAMILY_BASE + i): f"[{f}]" for i, f in enumerate(families())})
+    return names
+
+
+def document(text: str, key: str = "") -> str:
+    """What the models read: the normalised words, then the key and family marks."""
+    flat = normalise(text)
+    marks = "".join(
+        chr(_FAMILY_BASE + i) for i, p in enumerate(families().values()) if p.search(flat)
+    )
+    return f"{flat} {_KEY_MARKS.get(key.strip()[:1], '')}{marks}"
+
+
+def _readable(feature: str) -> str:
+    names = _mark_names()
+    return "".join(f"{names[c]} " if c in names else c for c in feature).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+    features: tuple[str, ...]  # the n-grams that pushed most towards ``label``
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.label]
+
+    @property
+    def margin(self) -> float:
+        """How far the winner is ahead of the runner-up."""
+        ranked = sorted(self.probabilities.values(), reverse=True)
+        return ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
+
+
+class TextModel:
+    """TF-IDF character 1-3-grams and a logistic regression over one label."""
+
+    def __init__(self, docs: Sequence[str], labels: Sequence[str], *, c: float = 8.0) -> None:
+        self.vectorizer = TfidfVectorizer(
+            analyzer="char", ngram_range=(1, 3), sublinear_tf=True, lowercase=False
+        )
+        matrix = self.vectorizer.fit_transform(docs)
+        self.classifier = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+        self.classifier.fit(matrix, list(labels))
+        self.labels: list[str] = [str(x) for x in self.classifier.classes_]
+        self.names = self.vectorizer.get_feature_names_out()
+
+    def predict(self, doc: str, *, top: int = 5) -> Prediction:
+        row = self.vectorizer.transform([doc])
+        probs = self.classifier.predict_proba(row)[0]
+        best = int(np.argmax(probs))
+        pairs = zip(self.labels, probs, strict=True)
+        return Prediction(
+            label=self.labels[best],
+            probabilities={lbl: round(float(p), 4) for lbl, p in pairs},
+            features=self._reasons(row, best, top),
+        )
+
+    def _reasons(self, row: object, label_index: int, top: int) -> tuple[str, ...]:
+        coef = self.classifier.coef_
+        # Binary models keep one row of weights, for the second class.
+        weights = coef[0] * (1 if label_index == 1 else -1) if coef.shape[0] == 1 else coef[
+            label_index
+        ]
+        indices, values = row.indices, row.data  # type: ignore[attr-defined]
+        pairs = zip(indices, values, strict=True)
+        pushes = sorted(
+            ((float(v * weights[i]), str(self.names[i])) for i, v in pairs), reverse=True
+        )
+        # Single characters say little to a reader; show them only if nothing else.
+        shown = [n for w, n in pushes if w > 0 and len(n) > 1][:top]
+        return tuple(_readable(n) for n in shown or [n for w, n in pushes if w > 0][:top])
+
+
+@dataclass(frozen=True, slots=True)
+class Models:
+    category: TextModel
+    urgency: TextModel
+    severity: TextModel
+
+
+def _model(
+    examples: Sequence[Example], label: Callable[[Example], str | None]
+) -> TextModel:
+    pairs = [(document(e.text, e.key), label(e)) for e in examples]
+    usable = [(d, lbl) for d, lbl in pairs if lbl]
+    return TextModel([d for d, _ in usable], [str(lbl) for _, lbl in usable])
+
+
+def train(examples: Sequence[Example]) -> Models:
+    return Models(
+        category=_model(examples, lambda e: e.category),
+        urgency=_model(examples, lambda e: e.urgency),
+        severity=_model(
+            [e for e in examples if e.category == "complaint"], lambda e: e.severity
+        ),
+    )
+
+
+@lru_cache(maxsize=2)
+def trained(split: Split = "all") -> Models:
+    """Models trained on one split of the corpus (``all`` in production; ``train``
+    when the validation split is being measured)."""
+    return train(load_corpus(split))

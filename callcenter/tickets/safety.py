@@ -1,0 +1,263 @@
+"""Personal-safety hazards in a caller's words: the recall-first half of P1.
+
+Pure: text in, a ``SafetyReading`` out. The hazard families live in
+``safety.yaml`` (concepts combined into patterns); this module expands them and
+applies the few things that cancel a hit: a negation right before it, a
+hypothetical question around it, a danger said to be over, or context showing it
+is something else (someone smoking is not a fire). Hedges never cancel: a caller
+who only suspects a gas leak is reporting one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from callcenter.text import normalise
+
+SAFETY_FILE = Path(__file__).with_name("safety.yaml")
+
+# The category of the problem each hazard is (spec section 5: a falling object is
+# security, a fallen tree landscaping, the rest engineering). Injuries, structural
+# dangers and pleas for help belong to whatever caused them: only a hint.
+DEFINITE_HAZARDS = frozenset({
+    "gas", "fire", "electrical_fire", "flood", "burst_pipe", "lift_trapped", "live_wire",
+    "falling_object", "tree_down", "locked_in", "missing_person", "violence", "lift_fault",
+})
+HAZARD_CATEGORY = {
+    "gas": "engineering",
+    "fire": "engineering",
+    "electrical_fire": "engineering",
+    "flood": "engineering",
+    "burst_pipe": "engineering",
+    "lift_trapped": "engineering",
+    "live_wire": "engineering",
+    "falling_object": "security",
+    "injury": "security",
+    "structure": "engineering",
+    "tree_down": "landscaping",
+    "locked_in": "engineering",
+    "missing_person": "security",
+    "violence": "security",
+    "lift_fault": "engineering",
+    "urgent_plea": "engineering",
+}
+
+# Negation words that begin a phrase which negates nothing (没一会儿就冒烟了).
+_NOT_NEGATING = (
+    "没一会", "没多久", "没过多久", "没几分钟", "没几秒", "没办法", "没法", "没人管", "没人来",
+    "不一会", "不知道", "不得了", "不停", "不行", "不断", "不住", "不敢", "不了", "无缘无故",
+    "没完没了", "不晓得", "别提", "没想到",
+)
+
+
+# A plea for help says nothing of a danger unless one is described.
+_NOT_A_DANGER_ALONE = frozenset({"urgent_plea"})
+# A strong negation inside a hit that spans several words negates its second part
+# (横在路上？没有，倒在草坪里).
+_NEGATION_INSIDE = ("没有", "不是", "并没", "没在", "不在")
+
+
+@dataclass(frozen=True, slots=True)
+class HazardHit:
+    """One place in the text where a hazard was described."""
+
+    hazard: str
+    words: str
+    start: int
+    cancelled_by: str | None = None  # negation | hypothetical | over | context
+
+    @property
+    def active(self) -> bool:
+        return self.cancelled_by is None
+
+    def explain(self) -> str:
+        note = f" ({self.cancelled_by})" if self.cancelled_by else ""
+        return f"{self.hazard}: {self.words}{note}"
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyReading:
+    """The hazards found; ``hazards`` are those that make the call P1."""
+
+    hits: tuple[HazardHit, ...]
+    hazards: tuple[str, ...]
+
+    @property
+    def is_p1(self) -> bool:
+        return bool(self.hazards)
+
+    @property
+    def doubtful(self) -> bool:
+        """A danger was mentioned but negated, hypothetical, over or too weak alone:
+        ask the agent (hits that context shows to be something else do not count)."""
+        return not self.is_p1 and any(
+            h.cancelled_by != "context" and h.hazard not in _NOT_A_DANGER_ALONE for h in self.hits
+        )
+
+    def evidence(self) -> list[str]:
+        shown = [h for h in self.hits if h.hazard in self.hazards] or list(self.hits)
+        return [h.explain() for h in shown[:6]]
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyRules:
+    hazards: dict[str, tuple[re.Pattern[str], ...]]
+    requires: dict[str, tuple[str, ...]]
+    signs: dict[str, tuple[re.Pattern[str], ...]]
+    unless: dict[str, tuple[str, ...]]
+    unless_window: int
+    unless_anywhere: dict[str, tuple[str, ...]]
+    sign_window: int
+    negation_words: tuple[str, ...]
+    negation_window: int
+    hypothetical_markers: tuple[str, ...]
+    question_markers: tuple[str, ...]
+    hypothetical_window: int
+    over_markers: tuple[str, ...]
+    past_markers: tuple[str, ...]
+    recurrence_markers: tuple[str, ...]
+    over_window: int
+
+
+def _expand(pattern: str, concepts: dict[str, str]) -> re.Pattern[str]:
+    def concept(m: re.Match[str]) -> str:
+        return f"(?:{concepts[m.group(1)]})"
+
+    return re.compile(re.sub(r"\{([A-Z_]+)\}", concept, pattern))
+
+
+def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
+    concepts = {str(k): str(v) for k, v in data["concepts"].items()}
+
+    def compiled(items: list[str] | None) -> tuple[re.Pattern[str], ...]:
+        return tuple(_expand(str(p), concepts) for p in items or [])
+
+    unless = dict(data.get("unless") or {})
+    window = int(unless.pop("window", 8))
+    signs = dict(data.get("signs") or {})
+    sign_window = int(signs.pop("window", 30))
+    anywhere = data.get("unless_anywhere") or {}
+    hyp, over, neg = data["hypothetical"], data["over"], data["negation"]
+    return SafetyRules(
+        hazards={str(h): compiled(p) for h, p in data["hazards"].items()},
+        requires={str(h): tuple(map(str, s)) for h, s in (data.get("requires") or {}).items()},
+        signs={str(s): compiled(p) for s, p in signs.items()},
+        unless={str(h): tuple(map(str, w)) for h, w in unless.items()},
+        unless_window=window,
+        unless_anywhere={str(h): tuple(map(str, w)) for h, w in anywhere.items()},
+        sign_window=sign_window,
+        negation_words=tuple(sorted(map(str, neg["words"]), key=len, reverse=True)),
+        negation_window=int(neg["window"]),
+        hypothetical_markers=tuple(map(str, hyp["markers"])),
+        question_markers=tuple(map(str, hyp["question_markers"])),
+        hypothetical_window=int(hyp["window"]),
+        over_markers=tuple(map(str, over["markers"])),
+        past_markers=tuple(map(str, over["past_markers"])),
+        recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
+        over_window=int(over["window"]),
+    )
+
+
+@lru_cache(maxsize=2)
+def load_rules(path: Path = SAFETY_FILE) -> SafetyRules:
+    with open(path, encoding="utf-8") as fh:
+        return rules_from_dict(yaml.safe_load(fh))
+
+
+def _negated(text: str, start: int, rules: SafetyRules) -> bool:
+    lo = max(0, start - rules.negation_window)
+    for word in rules.negation_words:
+        at = text.rfind(word, lo, start)
+        # 是不是 (is it ...?) is a hedge, not a negation.
+        hedge = text[max(0, at - 1) : at + 2] == "是不是"
+        if at >= 0 and not hedge and not text.startswith(_NOT_NEGATING, at):
+            return True
+    return False
+
+
+def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    w = rules.hypothetical_window
+    before = text[max(0, start - w) : start]
+    if not any(m in before for m in rules.hypothetical_markers):
+        return False
+    return any(q in text[start : end + w] for q in rules.question_markers)
+
+
+def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    w = rules.over_window
+    around = text[max(0, start - w) : end + w]
+    if any(r in around for r in rules.recurrence_markers):
+        return False
+    before, after = text[max(0, start - w) : start], text[end : end + w]
+    return any(p in before for p in rules.past_markers) or any(
+        o in after for o in rules.over_markers
+    )
+
+
+def _other_context(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    words = rules.unless.get(hazard, ())
+    w = rules.unless_window
+    around = text[max(0, start - w) : end + w]
+    if any(x in around for x in words):
+        return True
+    return any(x in text for x in rules.unless_anywhere.get(hazard, ()))
+
+
+def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules) -> str | None:
+    start, end = m.start(), m.end()
+    if _other_context(hazard, text, start, end, rules):
+        return "context"
+    if _negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE):
+        return "negation"
+    if _hypothetical(text, start, end, rules):
+        return "hypothetical"
+    if _over(text, start, end, rules):
+        return "over"
+    return None
+
+
+def _hits(text: str, rules: SafetyRules) -> list[HazardHit]:
+    hits: list[HazardHit] = []
+    for hazard, patterns in rules.hazards.items():
+        seen: set[int] = set()
+        for pattern in patterns:
+            for m in pattern.finditer(text):
+                if m.start() in seen or not m.group(0):
+                    continue
+                seen.add(m.start())
+                reason = _cancel_reason(hazard, text, m, rules)
+                hits.append(HazardHit(hazard, m.group(0), m.start(), reason))
+    hits.sort(key=lambda h: (h.start, h.hazard))
+    return hits
+
+
+def _signed(hit: HazardHit, text: str, standalone: set[str], rules: SafetyRules) -> bool:
+    """Whether a hazard that needs a second sign has one near it."""
+    w = rules.sign_window
+    near = text[max(0, hit.start - w) : hit.start + len(hit.words) + w]
+    for name in rules.requires[hit.hazard]:
+        if name == "any_hazard" and standalone:
+            return True
+        if any(p.search(near) for p in rules.signs.get(name, ())):
+            return True
+    return False
+
+
+def read_safety(text: str, rules: SafetyRules | None = None) -> SafetyReading:
+    """The hazards the caller's words describe (text is normalised here)."""
+    rules = rules or load_rules()
+    flat = normalise(text)
+    hits = _hits(flat, rules)
+    active = [h for h in hits if h.active]
+    standalone = {h.hazard for h in active if h.hazard not in rules.requires}
+    p1: dict[str, None] = {}  # in the order the caller first described them
+    for h in active:
+        if h.hazard in standalone or _signed(h, flat, standalone, rules):
+            p1.setdefault(h.hazard)
+    return SafetyReading(tuple(hits), tuple(p1))

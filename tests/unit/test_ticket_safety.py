@@ -1,0 +1,74 @@
+"""Safety hazards (P1, recall first): hedges count, negations, hypothetical questions,
+dangers already over and look-alikes do not."""
+
+from __future__ import annotations
+
+import pytest
+
+from callcenter.tickets.safety import read_safety
+
+
+@pytest.mark.parametrize(
+    ("text", "hazard"),
+    [
+        ("屋里一股臭鸡蛋的味道，是不是燃气", "gas"),
+        ("好像有点煤气味，也说不准是不是我闻错了", "gas"),
+        ("那个灶台底下嘶嘶的响，天然气漏了吧", "gas"),
+        ("楼道里头好大的烟，呛得人眼睛都睁不开", "fire"),
+        ("插座那边噼啪冒火星子", "fire"),
+        ("卫生间墙里的管子崩了，水哗哗的往外喷", "flood"),
+        ("楼上灌下来的水顺着吊灯往下流", "flood"),
+        ("我爸被关在电梯里面出不来了", "lift_trapped"),
+        ("电梯卡在七楼和八楼中间，里面有个小孩", "lift_trapped"),
+        ("有人从楼上往下扔酒瓶子，差点砸到老太太", "falling_object"),
+        ("外墙的瓷砖掉下来好几块，就落在人行道上", "falling_object"),
+        ("配电箱那根电线耷拉下来泡在水里", "live_wire"),
+        ("我摸了一下水龙头被电了一下", "live_wire"),
+        ("台阶那块烂了，我妈摔了一跤腿流血了", "injury"),
+        ("阳台的栏杆松了晃得厉害，孩子老在那趴着", "structure"),
+        ("大风把门口那棵大树刮倒了，横在路上", "tree_down"),
+        ("电 梯 困 人 了 快 来 人", "lift_trapped"),  # recognised speech: spaces
+        ("没 起 味 好 大", "gas"),  # 煤气 misheard as 没起
+    ],
+)
+def test_hazards_make_p1(text: str, hazard: str) -> None:
+    reading = read_safety(text)
+    assert reading.is_p1, reading.hits
+    assert hazard in reading.hazards
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "要是电梯困人了，应该打哪个电话？",
+        "如果半夜闻到煤气味怎么办呢",
+        "没有漏气，就是燃气表的读数不对，想问一下",
+        "上个月那个水管爆了的事已经修好了，我就问下维修费谁出",
+        "楼道里老有人抽烟，烟味很大",
+        "厨房窗户的把手掉下来了",
+        "水龙头有点滴水，关不太紧",
+        "物业费怎么交啊，能不能微信付",
+    ],
+)
+def test_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_cancelled_danger_asks_the_agent_but_look_alikes_do_not() -> None:
+    assert read_safety("要是电梯困人了找谁？").doubtful
+    assert not read_safety("楼道里有人抽烟，烟味很大").doubtful
+    assert not read_safety("物业费怎么交").doubtful
+
+
+def test_a_danger_back_again_is_not_over() -> None:
+    assert read_safety("上次煤气漏的事修好了，今天又闻到煤气味了").is_p1
+
+
+def test_small_leak_is_not_p1_but_flooding_is() -> None:
+    assert not read_safety("卫生间地上有点积水，擦了又有").is_p1
+    assert read_safety("卫生间积水都漫到客厅了").is_p1
+
+
+def test_evidence_names_the_words() -> None:
+    evidence = read_safety("厨房煤气味特别重").evidence()
+    assert evidence and evidence[0].startswith("gas: ")
