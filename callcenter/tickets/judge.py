@@ -37,6 +37,9 @@ from callcenter.tickets.safety import (
 )
 
 JUDGEMENT_FILE = Path(__file__).with_name("judgement.yaml")
+# The main menu's key for a personal-safety emergency (ivr/menu.yaml, intent
+# `emergency`, priority `safety`).
+SAFETY_KEY = "9"
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])")
 _CLAUSE_END = re.compile(r"[，。！？,.!?；;…\n]")
 # What makes a sentence a question (on normalised text: no punctuation left).
@@ -239,6 +242,14 @@ def judge(
             cat_pred, urg_pred, _ = found
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, category, t)
+    if key.strip().startswith(SAFETY_KEY) and urgency != "P1":
+        # The caller chose the IVR's safety emergency: P1 until a person says otherwise.
+        urgency, urg_unsure = "P1", True
+        urg_evidence = [f"IVR key {SAFETY_KEY}: safety emergency", *urg_evidence]
+    if not normalise(caller_text):
+        # Nothing heard from the caller: the IVR key is all there is to go on.
+        cat_unsure = urg_unsure = True
+        cat_evidence = ["nothing said by the caller: from the IVR key", *cat_evidence]
     evidence = {"category": cat_evidence, "urgency": urg_evidence}
     probabilities = {"category": cat_pred.probabilities, "urgency": urg_pred.probabilities}
     unsure = {"category": cat_unsure, "urgency": urg_unsure}

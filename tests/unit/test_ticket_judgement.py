@@ -100,3 +100,15 @@ def test_validation_split_floors() -> None:
     recall = sum(j.urgency == "P1" for _, j in p1) / len(p1)
     assert category >= 0.85
     assert recall >= 0.90
+
+
+def test_the_ivr_safety_key_is_p1_until_a_person_says_otherwise() -> None:
+    j = judge("你好，我家厨房的水龙头有点滴水", "9")
+    assert j.urgency == "P1" and "urgency" in j.needs_confirmation
+    assert j.evidence["urgency"][0].startswith("IVR key 9")
+
+
+def test_a_caller_who_said_nothing_is_judged_from_the_key_and_flagged() -> None:
+    j = judge("", "1")
+    assert (j.category, j.urgency) == ("engineering", "P3")
+    assert {"category", "urgency"} <= set(j.needs_confirmation)
