@@ -226,7 +226,7 @@ WITH linked AS (
 INSERT INTO tickets (number, call_id, category, urgency, complaint_severity, repeat_complaint,
                      vip, caller_name, phone, building, unit, room, description, channel, status,
                      deadline, escalate_to, incomplete, callback_required, details, human,
-                     human_by, human_at, created_at)
+                     human_by, human_at, created_at, auto)
 SELECT 'T' || to_char(created AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
            || lpad(seq::text, greatest(6, length(seq::text)), '0'),
        call_id, category, urgency,
@@ -245,11 +245,11 @@ SELECT 'T' || to_char(created AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
               '物业费怎么交？想问一下缴费方式和时间。',
               '对上次维修的服务不满意，师傅迟到还没修好。',
               '绿化带的树枝太长挡住窗户，请修剪一下。'])[1 + n % 8],
-       CASE WHEN call_id IS NULL THEN (ARRAY['wechat', 'web', 'walk_in'])[1 + n % 3]
+       CASE WHEN call_id IS NULL THEN (ARRAY['online', 'walk_in'])[1 + n % 2]
             ELSE 'phone' END,
        CASE WHEN created < now() - interval '7 days'
                 THEN (ARRAY['closed', 'closed', 'resolved'])[1 + n % 3]
-            ELSE (ARRAY['open', 'dispatched', 'resolved', 'incomplete'])[1 + n % 4] END,
+            ELSE (ARRAY['new', 'dispatched', 'in_progress', 'resolved'])[1 + n % 4] END,
        created + CASE urgency WHEN 'P1' THEN interval '30 minutes' WHEN 'P2' THEN interval '4 hours'
                               WHEN 'P3' THEN interval '24 hours' ELSE interval '72 hours' END,
        CASE urgency WHEN 'P1' THEN 'duty_manager' END,
@@ -262,7 +262,8 @@ SELECT 'T' || to_char(created AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'
             ELSE '{}'::jsonb END,
        CASE WHEN n % 5 = 0 THEN 'bench' || lpad((1 + n % 20)::text, 2, '0') END,
        CASE WHEN n % 5 = 0 THEN created + interval '1 minute' END,
-       created
+       created,
+       call_id IS NOT NULL
 FROM u
 """
 

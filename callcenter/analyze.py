@@ -33,6 +33,7 @@ from callcenter.pipeline import (
     transcribe_two_legs,
 )
 from callcenter.settings import Settings
+from callcenter.tickets.lifecycle import make_policy
 
 
 class AnalyzeInputError(Exception):
@@ -91,7 +92,7 @@ async def _database(settings: Settings) -> AsyncIterator[PgStore]:
 
     pool = await create_pool(await prepare_database(settings), max_size=2)
     try:
-        yield PgStore(pool)
+        yield PgStore(pool, policy=make_policy(settings.timezone))
     finally:
         await pool.close()
 

@@ -77,7 +77,7 @@ async def wait_processed(pool: Any, channel_ids: list[str], timeout_s: float) ->
         rows = await pool.fetch(
             "SELECT c.id, c.channel_id, c.stage, c.status, c.hangup_by, t.number AS ticket,"
             " t.category, t.urgency, q.score AS qa_score"
-            " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
+            " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id AND t.auto"
             " LEFT JOIN qa_results q ON q.call_id = c.id WHERE c.channel_id = ANY($1::text[])",
             channel_ids,
         )

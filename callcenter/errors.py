@@ -49,6 +49,13 @@ class Conflict(ServiceError):
     error_id = "conflict"
 
 
+class Unprocessable(ServiceError):
+    """Well-formed, but the rules of the thing refuse it (a ticket's lifecycle)."""
+
+    status = 422
+    error_id = "unprocessable"
+
+
 class TooManyRequests(ServiceError):
     status = 429
     error_id = "too_many_requests"

@@ -27,6 +27,7 @@ from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
 from callcenter.residents import ivr_lookup
 from callcenter.settings import Settings
 from callcenter.sip.provision import run_provisioner
+from callcenter.tickets.lifecycle import make_policy
 
 log = logging.getLogger("callcenter.service")
 
@@ -118,6 +119,7 @@ async def run_worker(settings: Settings) -> None:
     transcribing = await asyncio.to_thread(model_transcribing, settings)
     log.info("worker waiting for jobs")
     try:
-        await run_supervised(dsn, PgStore(pool), settings, transcribing, asyncio.Event())
+        store = PgStore(pool, policy=make_policy(settings.timezone))
+        await run_supervised(dsn, store, settings, transcribing, asyncio.Event())
     finally:
         await pool.close()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -122,6 +122,26 @@ class Settings(BaseSettings):
     ring_timeout_s: float = Field(default=15.0, gt=0, description="Agent no-answer timeout.")
     wrap_up_s: float = Field(default=5.0, ge=0, description="Agent wrap-up after a call.")
     timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
+
+    notifier_kind: Literal["log", "sms", "webhook"] = Field(
+        default="log",
+        description="How progress notices reach callers: log (a log line only), sms (an "
+                    "SMS gateway, bearer token) or webhook (HMAC-signed POST).",
+    )
+    notifier_url: str = Field(default="", description="The SMS gateway's or webhook's URL.")
+    notifier_secret: str = Field(
+        default="", repr=False,
+        description="The SMS gateway's bearer token, or the webhook's shared HMAC secret.",
+    )
+    notifier_timeout_s: float = Field(default=10.0, gt=0, le=120,
+                                      description="Longest wait for the gateway's answer.")
+    attachments_dir: Path | None = Field(
+        default=None,
+        description="Where ticket attachments (photos, PDFs) are stored. Default: "
+                    "data_dir/attachments.",
+    )
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024,
+                                      description="Largest ticket attachment accepted.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(default=False, description="Log JSON lines instead of console text.")
 
@@ -140,9 +160,20 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value
 
+    @model_validator(mode="after")
+    def _notifier_complete(self) -> Settings:
+        if self.notifier_kind != "log" and not (self.notifier_url and self.notifier_secret):
+            raise ValueError(f"notifier_kind {self.notifier_kind} needs notifier_url and "
+                             "notifier_secret")
+        return self
+
     @property
     def recordings(self) -> Path:
         return self.recordings_dir or self.data_dir / "recordings"
+
+    @property
+    def attachments(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
     @classmethod
     def settings_customise_sources(
@@ -167,11 +198,11 @@ def describe(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for name, info in Settings.model_fields.items():
         value = getattr(settings, name)
-        if name == "ari_password":
+        if name == "database_url":
+            value = mask_dsn(str(value)) if value else value
+        elif not info.repr:  # every secret (ari_password, notifier_secret...)
             value = MASK
-        elif name == "database_url" and value:
-            value = mask_dsn(str(value))
-        elif name == "ari_url":
+        elif name in ("ari_url", "notifier_url"):
             value = safe_url(value)  # credentials belong in ari_user/ari_password
         rows.append({"name": name, "value": str(value), "description": info.description})
     return rows

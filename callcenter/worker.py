@@ -1,7 +1,8 @@
-"""The transcription worker: takes ``process_call`` jobs from PostgreSQL.
+"""The worker: takes ``process_call`` and ``notify_caller`` jobs from PostgreSQL,
+and runs the tickets' SLA ticker beside them.
 
-Jobs are queued in the same transaction that finishes a call, so a crash
-between hang-up and processing loses nothing; a failing job is retried with
+Jobs are queued in the same transaction that finishes a call (or changes a
+ticket), so a crash in between loses nothing; a failing job is retried with
 back-off and, after the last attempt, held (status 'failed') for a person.
 """
 
@@ -31,6 +32,9 @@ from callcenter.pipeline import (
     transcribe_recorded_legs,
 )
 from callcenter.settings import Settings
+from callcenter.tickets.notify import Notifier, build_notifier
+from callcenter.tickets.service import NOTIFY_CALLER_JOB, TicketService, send_notice
+from callcenter.tickets.ticker import SlaTicker
 
 log = logging.getLogger("callcenter.worker")
 
@@ -101,10 +105,18 @@ def _facts(call: dict[str, Any]) -> CallFacts:
     )
 
 
+def notifier_from(settings: Settings) -> Notifier:
+    """The notifier the settings name (log, SMS gateway or webhook)."""
+    return build_notifier(settings.notifier_kind, settings.notifier_url,
+                          settings.notifier_secret, timeout_s=settings.notifier_timeout_s)
+
+
 def build_queue_manager(
-    conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing
+    conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing,
+    *, notifier: Notifier | None = None,
 ) -> QueueManager:
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
+    sender = notifier or notifier_from(settings)
 
     def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
         return DatabaseRetryEntrypointExecutor(
@@ -124,6 +136,13 @@ def build_queue_manager(
             await store.set_status(call_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
 
+    # Retries are the job's own (send_notice): it knows a refusal for good from one
+    # for now, and honours the gateway's Retry-After; after the last try: held.
+    @qm.entrypoint(NOTIFY_CALLER_JOB, on_failure="hold")
+    async def notify_caller_job(job: Job) -> None:
+        await send_notice(store.pool, sender, job.payload or b"", attempts=job.attempts,
+                          now=store.now)
+
     return qm
 
 
@@ -133,7 +152,24 @@ async def run_supervised(
 ) -> None:
     """Consume jobs until ``stopping`` is set, starting over on a fresh connection
     whenever the queue manager dies (a database restart kills its connection).
-    Connecting restarts a dead embedded database (``db/connect.py``)."""
+    Connecting restarts a dead embedded database (``db/connect.py``). The SLA
+    ticker runs beside it for as long."""
+    notifier = notifier_from(settings)
+    tickets = TicketService(store.pool, policy=store.policy, now=store.now)
+    ticker = asyncio.create_task(SlaTicker(tickets, dsn).run(stopping), name="sla-ticker")
+    try:
+        await _consume(dsn, store, settings, transcribing, stopping, notifier)
+    finally:
+        if not stopping.is_set():  # the consumer itself failed: the ticker goes too
+            ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await notifier.close()
+
+
+async def _consume(
+    dsn: str, store: PgStore, settings: Settings, transcribing: Transcribing,
+    stopping: asyncio.Event, notifier: Notifier,
+) -> None:
     loop = asyncio.get_running_loop()
     delay = 1.0
     while not stopping.is_set():
@@ -142,7 +178,7 @@ async def run_supervised(
         except DatabaseUnavailable as exc:
             log.warning("worker: database unavailable (%s); retrying in %.0f s", exc, delay)
         else:
-            qm = build_queue_manager(conn, store, settings, transcribing)
+            qm = build_queue_manager(conn, store, settings, transcribing, notifier=notifier)
             relay = asyncio.create_task(_set_when(stopping, qm.shutdown))
             started = loop.time()
             try:

@@ -81,7 +81,9 @@ def decide(access: Access, principal: Principal | None, *, loopback: bool) -> De
 def own_agent(principal: Principal) -> str | None:
     """The agent whose calls alone this user may see; None: every call."""
     if principal.role is Role.AGENT:
-        return principal.agent_id or "\x00none"  # an unlinked agent user sees nothing
+        # An unlinked agent user sees nothing: no call has an empty agent id (a
+        # NUL would be safer still, but PostgreSQL text refuses it).
+        return principal.agent_id or ""
     return None
 
 

@@ -24,7 +24,7 @@ from callcenter.console.model import (
     prefill,
 )
 from callcenter.errors import BadRequest, Forbidden, NotFound, Unavailable
-from callcenter.keys import LIVE, POOL, SETTINGS, STORE
+from callcenter.keys import LIVE, POOL, SETTINGS, STORE, TICKETS
 from callcenter.sip.accounts import web_name
 from callcenter.stats import StateChange, occupancy, time_in_state
 from callcenter.web import i18n
@@ -127,7 +127,8 @@ async def wrap_up(request: web.Request) -> web.Response:
     _resident, suggested = await _suggested(pool, call)
     number = await store.save_wrap_up(
         pool, call["id"], by=who.username, disposition=wrap.disposition, fields=wrap.ticket,
-        suggested=suggested, phone=call["caller_number"])
+        suggested=suggested, phone=call["caller_number"], tickets=request.app[TICKETS],
+        role=who.role.value)
     await audit_request(request, "wrap_up_saved", "call", call["id"],
                         {"disposition": wrap.disposition, "ticket": number,
                          "fields": sorted(wrap.ticket or {})})

@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 
 from callcenter.console.model import effective_ticket
-from callcenter.db.store import next_ticket_number
+from callcenter.core import Ticket
 from callcenter.residents import normalise_phone
+from callcenter.tickets.service import TicketService, save_wrap_up_ticket
 
 _CALL = ("id, caller_number, queue, priority, ivr_digits, ivr_intent, agent_id, started_at,"
          " answered_at, ended_at, disposition, disposition_by, disposition_at")
@@ -37,8 +38,8 @@ async def call_context(pool: asyncpg.Pool, call_id: str) -> dict[str, Any] | Non
 
 
 async def call_ticket(pool: asyncpg.Pool, call_id: str) -> dict[str, Any] | None:
-    row = _plain(await pool.fetchrow(f"SELECT {_TICKET} FROM tickets WHERE call_id = $1",
-                                     call_id))
+    row = _plain(await pool.fetchrow(
+        f"SELECT {_TICKET} FROM tickets WHERE call_id = $1 AND auto", call_id))
     return effective_ticket(row) if row else None
 
 
@@ -51,40 +52,37 @@ async def caller_tickets(pool: asyncpg.Pool, phone: str, *, exclude_call: str | 
     rows = await pool.fetch(
         f"SELECT {_TICKET} FROM tickets WHERE phone = ANY($1::text[])"
         " AND call_id IS DISTINCT FROM $2"
-        " ORDER BY (status IN ('resolved', 'closed')), created_at DESC LIMIT $3",
+        " ORDER BY (status IN ('resolved', 'callback', 'closed')), created_at DESC LIMIT $3",
         numbers, exclude_call, limit)
     return [effective_ticket(r) for r in (_plain(row) for row in rows) if r]
 
 
 async def save_wrap_up(pool: asyncpg.Pool, call_id: str, *, by: str, disposition: str,
                        fields: dict[str, str] | None, suggested: dict[str, Any],
-                       phone: str) -> str | None:
-    """The disposition, and the agent's ticket fields as human values (the ticket is
-    opened now if the analysis has not opened it yet; it fills the automatic
-    columns later and leaves these alone). Returns the ticket number."""
+                       phone: str, tickets: TicketService, role: str = "agent") -> str | None:
+    """The disposition, and the agent's ticket fields as human values: an Edit of the
+    call's automatic ticket, or its opening (owned by the agent) when the analysis
+    has not opened it yet; the analysis fills its automatic columns later and leaves
+    the human values alone. Returns the ticket number."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE calls SET disposition = $2, disposition_by = $3, disposition_at = now()"
             " WHERE id = $1", call_id, disposition, by)
         if fields is None:
-            return await conn.fetchval("SELECT number FROM tickets WHERE call_id = $1", call_id)
-        number = await conn.fetchval("SELECT number FROM tickets WHERE call_id = $1 FOR UPDATE",
-                                     call_id)
-        if number is None:
-            number = await next_ticket_number(conn)
-            auto = {k: suggested.get(k) or fields.get(k) or "" for k in
-                    ("category", "urgency", "caller_name", "building", "unit", "room")}
-            await conn.execute(
-                "INSERT INTO tickets (number, call_id, category, urgency, caller_name, phone,"
-                " building, unit, room, vip, status)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open')",
-                number, call_id, auto["category"], auto["urgency"], auto["caller_name"],
-                phone, auto["building"], auto["unit"], auto["room"],
-                suggested.get("vip") or "none")
-        await conn.execute(
-            "UPDATE tickets SET human = human || $2::jsonb, human_by = $3, human_at = now()"
-            " WHERE number = $1", number, fields, by)
-        return str(number)
+            return await conn.fetchval(
+                "SELECT number FROM tickets WHERE call_id = $1 AND auto", call_id)
+        return await save_wrap_up_ticket(conn, call_id, fields, _suggested_ticket(
+            suggested, fields, phone), by=by, role=role, policy=tickets.policy, at=tickets.now())
+
+
+def _suggested_ticket(suggested: dict[str, Any], fields: dict[str, str], phone: str) -> Ticket:
+    """The automatic values of a ticket the wrap-up opens: what the IVR choice and
+    the directory suggested, the agent's value where they suggest nothing."""
+    auto = {k: suggested.get(k) or fields.get(k) or "" for k in
+            ("category", "urgency", "caller_name", "building", "unit", "room")}
+    return Ticket(category=auto["category"], urgency=auto["urgency"], description="",
+                  caller_name=auto["caller_name"], phone=phone, building=auto["building"],
+                  unit=auto["unit"], room=auto["room"], vip=suggested.get("vip") or "none")
 
 
 async def sip_account(pool: asyncpg.Pool, agent_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ from pgqueuer.queries import Queries
 
 from callcenter.core import QaResult, Segment, Ticket
 from callcenter.sip.accounts import Account
+from callcenter.tickets.lifecycle import Policy, default_policy
+from callcenter.tickets.service import save_automatic
 
 log = logging.getLogger("callcenter.db")
 
@@ -130,8 +132,14 @@ def retrying(
 
 
 class PgStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``policy``: the ticket lifecycle's (the hotline's zone); ``now``: the clock
+    tickets are opened by (tests drive it)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, policy: Policy | None = None,
+                 now: Callable[[], datetime] | None = None) -> None:
         self.pool = pool
+        self.policy = policy or default_policy()
+        self.now = now or _now
 
     # ---- calls (IVR sink and routing store) ---------------------------------------------
 
@@ -456,9 +464,11 @@ class PgStore:
         history: Sequence[int] = (),
         error: str | None = None,
     ) -> str | None:
-        """Replace the call's transcript, ticket and QA result in one transaction.
+        """Replace the call's transcript and QA result, and open or refresh its
+        automatic ticket, in one transaction.
 
-        Idempotent, so a job retried after a crash leaves one set of results.
+        Idempotent, so a job retried after a crash leaves one set of results (and
+        one ticket: a second run changes only the ticket's automatic values).
         ``error`` notes what the analysis had to do without (a bad recording).
         Returns the ticket number.
         """
@@ -472,7 +482,8 @@ class PgStore:
                     for s in segments
                 ],
             )
-            number = await _save_ticket(conn, call_id, ticket, history) if ticket else None
+            number = await _save_ticket(conn, call_id, ticket, history, policy=self.policy,
+                                        at=self.now()) if ticket else None
             await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
             if qa is not None:
                 await _save_qa(conn, call_id, qa, qa_source)
@@ -493,54 +504,13 @@ async def enqueue_processing(conn: asyncpg.Connection, call_id: str) -> None:
 
 
 async def _save_ticket(
-    conn: asyncpg.Connection, call_id: str, ticket: Ticket, history: Sequence[int]
+    conn: asyncpg.Connection, call_id: str, ticket: Ticket, history: Sequence[int], *,
+    policy: Policy, at: datetime,
 ) -> str:
-    existing = await conn.fetchval("SELECT number FROM tickets WHERE call_id = $1", call_id)
-    number = existing or await next_ticket_number(conn)
-    status = "incomplete" if ticket.incomplete else "open"
-    await conn.execute(
-        "INSERT INTO tickets (number, call_id, category, urgency, complaint_severity,"
-        " repeat_complaint, vip, caller_name, phone, building, unit, room, description, channel,"
-        " status, deadline, escalate_to, incomplete, callback_required, history)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
-        " ON CONFLICT (call_id) DO UPDATE SET category = EXCLUDED.category,"
-        " urgency = EXCLUDED.urgency, complaint_severity = EXCLUDED.complaint_severity,"
-        " repeat_complaint = EXCLUDED.repeat_complaint, vip = EXCLUDED.vip,"
-        " caller_name = EXCLUDED.caller_name, phone = EXCLUDED.phone,"
-        " building = EXCLUDED.building, unit = EXCLUDED.unit, room = EXCLUDED.room,"
-        " description = EXCLUDED.description, status = EXCLUDED.status,"
-        " deadline = EXCLUDED.deadline, escalate_to = EXCLUDED.escalate_to,"
-        " incomplete = EXCLUDED.incomplete, callback_required = EXCLUDED.callback_required,"
-        " history = EXCLUDED.history",
-        number,
-        call_id,
-        ticket.category,
-        ticket.urgency,
-        ticket.complaint_severity,
-        ticket.repeat_complaint,
-        ticket.vip,
-        ticket.caller_name,
-        ticket.phone,
-        ticket.building,
-        ticket.unit,
-        ticket.room,
-        ticket.description,
-        ticket.channel,
-        status,
-        ticket.deadline,
-        ticket.escalate_to,
-        list(ticket.incomplete),
-        ticket.callback_required,
-        list(history),
-    )
-    return str(number)
-
-
-async def next_ticket_number(conn: asyncpg.Connection) -> str:
-    """T<yyyymmdd>-<six digits>, from one sequence (never reused)."""
-    return str(await conn.fetchval(
-        "SELECT 'T' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || '-'"
-        " || lpad(nextval('ticket_number_seq')::text, 6, '0')"))
+    """The call's automatic ticket: opened through the lifecycle the first time;
+    re-processing refreshes only its automatic values and judgement, never what
+    people did (status, owner, the lifecycle, their ``human`` values)."""
+    return await save_automatic(conn, call_id, ticket, history, policy=policy, at=at)
 
 
 async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source: str) -> None:

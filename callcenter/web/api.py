@@ -1,5 +1,5 @@
-"""The JSON API: calls, tickets, agents, queues, live figures, statistics and
-recordings. Who may call what is declared with the routes (``web/app.py``); an
+"""The JSON API: calls, agents, queues, live figures, statistics and recordings
+(tickets: ``tickets/http.py``). Who may call what is declared with the routes (``web/app.py``); an
 agent sees only their own calls (``own_agent``)."""
 
 from __future__ import annotations
@@ -76,12 +76,6 @@ async def call_for(request: web.Request) -> dict[str, Any]:
 
 async def api_call(request: web.Request) -> web.Response:
     return web.json_response(await call_for(request), dumps=dumps)
-
-
-async def api_tickets(request: web.Request) -> web.Response:
-    tickets = await queries.list_tickets(request.app[POOL], limit_of(request),
-                                         agent_id=own_agent(principal(request)))
-    return web.json_response(tickets, dumps=dumps)
 
 
 async def api_agents(request: web.Request) -> web.Response:

@@ -45,9 +45,12 @@ from callcenter.db.migrate import prepare_database
 from callcenter.db.store import PgStore, is_transient
 from callcenter.db.writer import OrderedWriter
 from callcenter.errors import ServiceError, Unavailable
-from callcenter.keys import DSN, LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, WRITER
+from callcenter.keys import DSN, LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, TICKETS, WRITER
 from callcenter.settings import Settings
-from callcenter.web import api, pages
+from callcenter.tickets import http as tickets
+from callcenter.tickets.lifecycle import make_policy
+from callcenter.tickets.service import AttachmentRules, TicketService
+from callcenter.web import api, openapi, pages
 
 log = logging.getLogger("callcenter.web")
 
@@ -129,7 +132,6 @@ def _routes(app: web.Application) -> None:
     route(app, "GET", "/calls/{call_id}", pages.call_page, SIGNED_IN)
     route(app, "GET", "/api/calls", api.api_calls, SIGNED_IN)
     route(app, "GET", "/api/calls/{call_id}", api.api_call, SIGNED_IN)
-    route(app, "GET", "/api/tickets", api.api_tickets, SIGNED_IN)
     route(app, "GET", "/recordings/{call_id}/{leg}.wav", api.recording, SIGNED_IN)
     # Agents and the distributor: agents change their own state only.
     route(app, "POST", "/api/agents/{agent_id}/state", api.api_agent_state, SIGNED_IN)
@@ -138,6 +140,24 @@ def _routes(app: web.Application) -> None:
     route(app, "GET", "/api/queues", api.api_queues, Access(MANAGERS))
     route(app, "GET", "/api/live", api.api_live, Access(MANAGERS))
     route(app, "GET", "/metrics", api.metrics, metrics_access)
+    # Tickets: everyone signed in reads (an agent: the tickets of their calls and
+    # those they own); agents, supervisors and admins change them (QA reads only).
+    # /api/tickets/alerts before /api/tickets/{number}: the first route that matches wins.
+    writers = allow(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)
+    route(app, "GET", "/api/tickets", tickets.list_tickets, SIGNED_IN)
+    route(app, "POST", "/api/tickets", tickets.create_ticket, writers)
+    route(app, "GET", "/api/tickets/alerts", tickets.list_alerts, SIGNED_IN)
+    route(app, "POST", "/api/tickets/alerts/{alert_id}/acknowledge", tickets.acknowledge_alert,
+          writers)
+    route(app, "GET", "/api/tickets/{number}", tickets.get_ticket, SIGNED_IN)
+    route(app, "PATCH", "/api/tickets/{number}", tickets.edit_ticket, writers)
+    route(app, "POST", "/api/tickets/{number}/events", tickets.post_event, writers)
+    route(app, "POST", "/api/tickets/{number}/attachments", tickets.upload_attachment, writers)
+    route(app, "GET", "/api/tickets/{number}/attachments/{attachment_id}",
+          tickets.download_attachment, SIGNED_IN)
+    # The API's description: for those who may use the API (it names every route
+    # and who may call it; nobody needs it before signing in).
+    route(app, "GET", "/api/openapi.json", openapi.openapi_json, SIGNED_IN)
     # The agent console.
     agents_only = allow(Role.AGENT)
     route(app, "GET", "/console", console.console_page, agents_only)
@@ -170,8 +190,12 @@ def _queue_config(settings: Settings) -> dict[str, QueueConfig]:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     dsn = await prepare_database(app[SETTINGS])
     app[DSN] = dsn
+    settings = app[SETTINGS]
     app[POOL] = await create_pool(dsn)
-    app[STORE] = PgStore(app[POOL])
+    policy = make_policy(settings.timezone)
+    app[STORE] = PgStore(app[POOL], policy=policy)
+    app[TICKETS] = TicketService(app[POOL], policy=policy, attachments=AttachmentRules(
+        settings.attachments, settings.attachment_max_bytes))
     # Writes of the IVR and the ACD: in order per call, retried through an outage,
     # journaled at shutdown if the database is still away, replayed at start.
     app[WRITER] = OrderedWriter(app[STORE], journal=app[SETTINGS].data_dir / "pending-writes.jsonl")
@@ -253,4 +277,4 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers["Strict-Transport-Security"] = "max-age=31536000"
 
 
-__all__ = ["DSN", "LIVE", "POOL", "SETTINGS", "STORE", "WRITER", "create_app"]
+__all__ = ["DSN", "LIVE", "POOL", "SETTINGS", "STORE", "TICKETS", "WRITER", "create_app"]

@@ -24,7 +24,7 @@ async def list_calls(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | No
         # what people entered at wrap-up wins over what the analysis found
         " COALESCE(t.human->>'category', t.category) AS category,"
         " COALESCE(t.human->>'urgency', t.urgency) AS urgency, q.score AS qa_score"
-        " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id"
+        " FROM calls c LEFT JOIN tickets t ON t.call_id = c.id AND t.auto"
         " LEFT JOIN qa_results q ON q.call_id = c.id"
         " WHERE $2::text IS NULL OR c.agent_id = $2"
         " ORDER BY c.started_at DESC LIMIT $1",
@@ -42,7 +42,10 @@ async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
         " WHERE call_id = $1 ORDER BY start_s, id",
         call_id,
     )
-    ticket = await pool.fetchrow("SELECT * FROM tickets WHERE call_id = $1", call_id)
+    ticket = await pool.fetchrow("SELECT * FROM tickets WHERE call_id = $1 AND auto", call_id)
+    others = await pool.fetch(
+        "SELECT number, status, category, urgency, human FROM tickets"
+        " WHERE call_id = $1 AND NOT auto ORDER BY id", call_id)
     qa = await pool.fetchrow("SELECT * FROM qa_results WHERE call_id = $1", call_id)
     rules = await pool.fetch(
         "SELECT rule_id AS id, passed, weight, detail, evidence FROM qa_rule_results"
@@ -64,19 +67,11 @@ async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
             for s in segments
         ],
         "ticket": effective_ticket(_iso(_decoded(ticket))) if ticket else None,
+        # Further problems of the same call, opened by people (tickets API).
+        "other_tickets": [effective_ticket(_iso(_decoded(t))) for t in others],
         "qa": {"score": qa["score"], "rules": [dict(r) for r in rules]} if qa else None,
         "events": [_iso(dict(e)) for e in events],
     }
-
-
-async def list_tickets(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | None = None
-                       ) -> list[dict[str, Any]]:
-    """Newest first; with ``agent_id``, the tickets of that agent's calls only."""
-    rows = await pool.fetch(
-        "SELECT t.* FROM tickets t LEFT JOIN calls c ON c.id = t.call_id"
-        " WHERE $2::text IS NULL OR c.agent_id = $2"
-        " ORDER BY t.created_at DESC LIMIT $1", limit, agent_id)
-    return [effective_ticket(_iso(_decoded(r))) for r in rows]
 
 
 def _decoded(row: Any) -> dict[str, Any]:

@@ -81,7 +81,7 @@ async def test_offer_screen_pop_and_wrap_up(site: Any, env: Env, db_pool: asyncp
     old = "T-earlier"
     await db_pool.execute(
         "INSERT INTO tickets (number, category, urgency, phone, description, status)"
-        " VALUES ($1, 'engineering', 'P3', $2, '水龙头漏水', 'open')", old, CALLER_NUMBER)
+        " VALUES ($1, 'engineering', 'P3', $2, '水龙头漏水', 'new')", old, CALLER_NUMBER)
     async with signed_in(site, "wang") as wang:
         stream = _events(wang)
         first = await _next(stream, lambda v: True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from callcenter.auth.http import ACCESS
+from callcenter.core import Ticket
 from callcenter.db.store import PgStore
 from callcenter.settings import Settings
+from callcenter.tickets.service import AttachmentRules, TicketService
 from callcenter.web.app import CSP_KEY, POOL, SECURITY_HEADERS, create_app
 from tests.web_support import PASSWORD, add_user, browser, running, signed_in
 
@@ -33,6 +36,7 @@ class Site:
     server: TestServer
     pool: asyncpg.Pool
     ids: dict[str, int]  # user name -> id
+    seeded: dict[str, str]  # the ticket of MINE, its attachment and alert
 
 
 def _wav(path: Path) -> None:
@@ -63,18 +67,39 @@ async def _seed(pool: asyncpg.Pool, rec: Path) -> dict[str, int]:
     return ids
 
 
+async def _seed_ticket(pool: asyncpg.Pool, attachments: Path) -> dict[str, str]:
+    """A repeated complaint on MINE (so an alert to the supervisors) with a photo."""
+    number = await PgStore(pool).save_analysis(
+        MINE, segments=[], qa=None, qa_source="asr",
+        ticket=Ticket("complaint", "P3", "又一次投诉噪音", phone="13800000000",
+                      repeat_complaint=True))
+    assert number is not None
+    service = TicketService(pool, attachments=AttachmentRules(attachments, 1 << 20))
+
+    async def png() -> AsyncIterator[bytes]:
+        yield b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+    photo = await service.add_attachment(number, filename="p.png", content_type="image/png",
+                                         chunks=png(), by="ag1", role="agent", viewer=None)
+    alert = await pool.fetchval("SELECT id FROM ticket_alerts")
+    return {"number": number, "attachment": photo["id"], "alert": str(alert)}
+
+
 @pytest.fixture
 async def site(db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Site]:
     rec = tmp_path / "rec"
     ids = await _seed(db_pool, rec)
     settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=rec)
+    seeded = await _seed_ticket(db_pool, settings.attachments)
     async with running(create_app(settings, telephony=False, workers=0)) as server:
-        yield Site(server, db_pool, ids)
+        yield Site(server, db_pool, ids, seeded)
 
 
 # (method, path, JSON body or None) -> expected status for anonymous, agent, qa,
 # supervisor, admin. Requests come from this machine (loopback).
-def _table(ids: dict[str, int]) -> list[tuple[str, str, Any, tuple[int, ...]]]:
+def _table(site: Site) -> list[tuple[str, str, Any, tuple[int, ...]]]:
+    ids, number = site.ids, site.seeded["number"]
+    attachment, alert = site.seeded["attachment"], site.seeded["alert"]
     rows = {
         ("GET", "/healthz", None): (200, 200, 200, 200, 200),
         ("GET", "/login", None): (200, 200, 200, 200, 200),
@@ -86,7 +111,18 @@ def _table(ids: dict[str, int]) -> list[tuple[str, str, Any, tuple[int, ...]]]:
         ("GET", f"/calls/{MINE}", None): (401, 200, 200, 200, 200),
         ("GET", "/api/calls", None): (401, 200, 200, 200, 200),
         ("GET", f"/api/calls/{MINE}", None): (401, 200, 200, 200, 200),
+        # Tickets: QA reads only; the alert is the supervisors' (the agent's is "not found").
         ("GET", "/api/tickets", None): (401, 200, 200, 200, 200),
+        ("POST", "/api/tickets", None): (401, 400, 403, 400, 400),
+        ("GET", "/api/tickets/alerts", None): (401, 200, 200, 200, 200),
+        ("POST", f"/api/tickets/alerts/{alert}/acknowledge", None): (401, 404, 403, 200, 200),
+        ("GET", f"/api/tickets/{number}", None): (401, 200, 200, 200, 200),
+        ("PATCH", f"/api/tickets/{number}", None): (401, 200, 403, 200, 200),
+        ("POST", f"/api/tickets/{number}/events", None): (401, 200, 403, 200, 200),
+        ("POST", f"/api/tickets/{number}/attachments", None): (401, 400, 403, 400, 400),
+        ("GET", f"/api/tickets/{number}/attachments/{attachment}", None):
+            (401, 200, 200, 200, 200),
+        ("GET", "/api/openapi.json", None): (401, 200, 200, 200, 200),
         ("GET", f"/recordings/{MINE}/agent.wav", None): (401, 200, 200, 200, 200),
         ("POST", "/api/agents/a1/state", None): (401, 202, 403, 202, 202),
         ("GET", "/api/agents", None): (401, 403, 200, 200, 200),
@@ -110,7 +146,11 @@ def _table(ids: dict[str, int]) -> list[tuple[str, str, Any, tuple[int, ...]]]:
     bodies = {("POST", "/api/session"): {"username": "x", "password": "y"},
               ("POST", "/api/agents/a1/state"): {"action": "login"},
               ("POST", "/api/users"): {}, ("PATCH", f"/api/users/{ids['qa1']}"): {},
-              ("POST", f"/api/console/calls/{MINE}/wrap-up"): {"disposition": "resolved"}}
+              ("POST", f"/api/console/calls/{MINE}/wrap-up"): {"disposition": "resolved"},
+              ("POST", "/api/tickets"): {},
+              ("PATCH", f"/api/tickets/{number}"): {"building": "5"},
+              ("POST", f"/api/tickets/{number}/events"): {"type": "note", "text": "已回电"},
+              ("POST", f"/api/tickets/{number}/attachments"): {}}
     return [(m, p, bodies.get((m, p)), expected) for (m, p, _), expected in rows.items()]
 
 
@@ -119,7 +159,7 @@ SIGNING_OUT = {("POST", "/logout"), ("DELETE", "/api/session")}
 
 
 async def test_every_route_answers_each_role_as_declared(site: Site) -> None:
-    table = _table(site.ids)
+    table = _table(site)
     declared = {(r.method, r.resource.canonical if r.resource else "")
                 for r in site.server.app[ACCESS]}
     tested = {(m, _canonical(p)) for m, p, _, _ in table} | SIGNING_OUT
@@ -150,6 +190,12 @@ def _canonical(path: str) -> str:
             return pattern
     if path.startswith("/api/users/"):
         return "/api/users/{user_id}"
+    for prefix, pattern in ((r"^/api/tickets/alerts/\d+/", "/api/tickets/alerts/{alert_id}/"),
+                            (r"^/api/tickets/T[^/]+/attachments/[^/]+$",
+                             "/api/tickets/{number}/attachments/{attachment_id}"),
+                            (r"^/api/tickets/(?!alerts)[^/]+", "/api/tickets/{number}")):
+        if re.match(prefix, path):
+            return re.sub(prefix, pattern, path)
     return path
 
 
