@@ -19,9 +19,11 @@ from callcenter.console import store
 from callcenter.console.model import (
     CATEGORIES,
     DISPOSITIONS,
+    SEVERITIES,
     URGENCIES,
     check_wrap_up,
     prefill,
+    to_confirm,
 )
 from callcenter.errors import BadRequest, Forbidden, NotFound, Unavailable
 from callcenter.keys import LIVE, POOL, SETTINGS, STORE, TICKETS
@@ -46,6 +48,7 @@ async def console_page(request: web.Request) -> web.Response:
     ctx = await context(request)
     table = i18n.table(ctx["lang"])
     ctx.update(agent_id=who.agent_id, categories=CATEGORIES, urgencies=URGENCIES,
+               severities=SEVERITIES,
                dispositions=DISPOSITIONS,
                strings={k: v for k, v in table.items()
                         if k.startswith(("console.", "role.", "category.", "queue."))})
@@ -106,6 +109,7 @@ async def screen_pop(request: web.Request) -> web.Response:
                                               exclude_call=call["id"]),
         "ticket": ticket,
         "form": {k: (ticket or {}).get(k) or suggested.get(k, "") for k in suggested},
+        "confirm": to_confirm(ticket),
     }
     return web.json_response(body, dumps=dumps)
 

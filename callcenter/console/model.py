@@ -10,7 +10,9 @@ CATEGORIES = ("engineering", "cleaning", "security", "landscaping", "complaint",
 URGENCIES = ("P1", "P2", "P3", "P4")
 # How the call ended, said by the agent at wrap-up.
 DISPOSITIONS = ("resolved", "ticket", "callback", "transferred", "no_issue", "wrong_number")
-TICKET_FIELDS = ("category", "urgency", "caller_name", "building", "unit", "room", "description")
+TICKET_FIELDS = ("category", "urgency", "complaint_severity", "caller_name", "building", "unit",
+                 "room", "description")
+SEVERITIES = ("minor", "important", "major")
 _LIMITS = {"caller_name": 50, "building": 20, "unit": 20, "room": 20, "description": 2000}
 
 # The IVR choice says what the call is probably about; the agent corrects it.
@@ -37,7 +39,7 @@ def prefill(*, queue: str | None, priority: int, resident: dict[str, Any] | None
     return {"category": category, "urgency": urgency, "caller_name": resident.get("name", ""),
             "phone": caller_number, "building": resident.get("building", ""),
             "unit": resident.get("unit", ""), "room": resident.get("room", ""),
-            "description": "", "vip": vip}
+            "description": "", "vip": vip, "complaint_severity": ""}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,12 @@ def check_wrap_up(body: Any) -> tuple[WrapUp | None, dict[str, str]]:
                 problems["ticket.category"] = f"one of {', '.join(CATEGORIES)}"
             if fields.get("urgency", "x") not in URGENCIES:
                 problems["ticket.urgency"] = f"one of {', '.join(URGENCIES)}"
+            severity = fields.get("complaint_severity", "")
+            if severity and (severity not in SEVERITIES or fields.get("category") != "complaint"):
+                problems["ticket.complaint_severity"] = (
+                    f"one of {', '.join(SEVERITIES)}, for a complaint only")
+            if not severity:
+                fields.pop("complaint_severity", None)
     if disposition in ("ticket", "callback") and ticket is None:
         problems["ticket"] = f"a {disposition} disposition needs the ticket"
     ready = body.get("ready", False)
@@ -91,3 +99,23 @@ def effective_ticket(row: dict[str, Any]) -> dict[str, Any]:
     human = row.get("human") or {}
     automatic = {k: row.get(k) for k in human}
     return {**row, **human, "human": human, "automatic": automatic}
+
+
+# The judgement fields the classifier may ask the agent to confirm, as the wrap-up
+# form names them.
+_CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity"}
+
+
+def to_confirm(ticket: dict[str, Any] | None) -> dict[str, list[str]]:
+    """The fields the analysis was unsure of and no person has set yet, each with
+    the evidence the classifier had (shown to the agent at wrap-up)."""
+    if not ticket:
+        return {}
+    judgement = ticket.get("judgement") or {}
+    human = ticket.get("human") or {}
+    evidence = judgement.get("evidence") or {}
+    return {
+        _CONFIRMABLE[name]: [str(e) for e in evidence.get(name, [])][:3]
+        for name in judgement.get("needs_confirmation") or []
+        if name in _CONFIRMABLE and _CONFIRMABLE[name] not in human
+    }

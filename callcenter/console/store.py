@@ -16,8 +16,9 @@ from callcenter.tickets.service import TicketService, save_wrap_up_ticket
 
 _CALL = ("id, caller_number, queue, priority, ivr_digits, ivr_intent, agent_id, started_at,"
          " answered_at, ended_at, disposition, disposition_by, disposition_at")
-_TICKET = ("number, call_id, category, urgency, status, caller_name, phone, building, unit,"
-           " room, description, vip, deadline, created_at, human, human_by, human_at")
+_TICKET = ("number, call_id, category, urgency, complaint_severity, status, caller_name, phone,"
+           " building, unit, room, description, vip, deadline, created_at, human, human_by,"
+           " human_at, judgement")
 
 
 def _plain(row: asyncpg.Record | None) -> dict[str, Any] | None:

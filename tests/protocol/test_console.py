@@ -163,3 +163,39 @@ async def test_agents_land_on_their_console(site: Any) -> None:
         resp = await http.post("/login", allow_redirects=False, data={
             "username": "wang", "password": "correct horse battery", "csrf_token": token})
         assert resp.status == 303 and resp.headers["Location"] == "/console"
+
+
+async def test_wrap_up_shows_what_the_analysis_was_unsure_of(site: Any,
+                                                             db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
+    await store.open_call("c2", caller_number=CALLER_NUMBER, channel_id="caller-2")
+    await store.update_call("c2", ivr_digits="2", queue="complaint", agent_id="1001")
+    await store.save_analysis("c2", segments=[], qa=None, qa_source="asr", ticket=Ticket(
+        category="complaint", urgency="P3", complaint_severity="minor", description="保安态度",
+        phone=CALLER_NUMBER, needs_confirmation=["category", "severity"],
+        evidence={"category": ["model complaint 0.41: 保安、态度"],
+                  "severity": ["model minor 0.38: 昨天"]}))
+    async with signed_in(site, "wang") as wang:
+        pop = await (await wang.get("/api/console/calls/c2")).json()
+        assert pop["form"]["category"] == "complaint"
+        assert pop["form"]["complaint_severity"] == "minor"
+        assert pop["confirm"] == {"category": ["model complaint 0.41: 保安、态度"],
+                                  "complaint_severity": ["model minor 0.38: 昨天"]}
+        wrong = await wang.post("/api/console/calls/c2/wrap-up", json={
+            "disposition": "ticket", "ticket": {"category": "engineering", "urgency": "P3",
+                                                "complaint_severity": "major"}})
+        assert wrong.status == 400
+        assert "ticket.complaint_severity" in (await wrong.json())["details"]["problems"]
+        # The agent confirms the category and corrects the severity.
+        saved = await wang.post("/api/console/calls/c2/wrap-up", json={
+            "disposition": "ticket", "ticket": {"category": "complaint", "urgency": "P3",
+                                                "complaint_severity": "important"}})
+        assert saved.status == 200, await saved.text()
+        pop = await (await wang.get("/api/console/calls/c2")).json()
+        assert pop["confirm"] == {}
+    row = await db_pool.fetchrow(
+        "SELECT complaint_severity, human, human_by FROM tickets WHERE call_id = 'c2' AND auto")
+    assert row["complaint_severity"] == "minor"  # the automatic value, kept beside
+    human = row["human"] if isinstance(row["human"], dict) else json.loads(row["human"])
+    assert (human["category"], human["complaint_severity"]) == ("complaint", "important")
+    assert row["human_by"] == "wang"

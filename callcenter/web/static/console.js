@@ -12,6 +12,7 @@ const say = (key, values = {}) =>
 let popCallId = null;   // the call shown in the screen pop
 let wrapCallId = null;  // the call the wrap-up form is for
 let wrapUntil = null;   // Date the wrap-up ends
+let wrapRefreshed = null;  // the call whose screen pop was fetched again at wrap-up
 let lastState = null;
 
 function renderState(view) {
@@ -59,14 +60,43 @@ async function showPop(callId) {
   }
   if (!pop.tickets.length) list.innerHTML = `<li>${escape(say("console.no_tickets"))}</li>`;
   fillForm(pop.form);
+  showToConfirm(pop.confirm || {});
 }
 
+// The fields the analysis was unsure of: highlighted, with the classifier's reasons;
+// what the agent saves is stored as their value beside the automatic one.
+function showToConfirm(confirm) {
+  const form = $("wrap-form");
+  for (const element of form.elements) element.classList.remove("to-confirm");
+  const note = $("wrap-confirm");
+  note.replaceChildren();
+  const names = Object.keys(confirm);
+  note.hidden = names.length === 0;
+  if (!names.length) return;
+  const head = document.createElement("p");
+  head.textContent = say("console.confirm");
+  note.append(head);
+  const list = document.createElement("ul");
+  for (const name of names) {
+    if (form.elements[name]) form.elements[name].classList.add("to-confirm");
+    const item = document.createElement("li");
+    const label = form.elements[name] ? form.elements[name].closest("label") : null;
+    const title = label ? label.firstChild.textContent.trim() : name;
+    item.textContent = `${title}: ${say("console.confirm_why")} ${confirm[name].join("；")}`;
+    list.append(item);
+  }
+  note.append(list);
+}
+
+// Fills the wrap-up form; a field the agent has already edited keeps their value.
 function fillForm(values) {
   const form = $("wrap-form");
   for (const [name, value] of Object.entries(values)) {
-    if (form.elements[name] && value !== null && value !== undefined) form.elements[name].value = value;
+    const element = form.elements[name];
+    if (element && !element.dataset.touched && value !== null && value !== undefined) element.value = value;
   }
 }
+$("wrap-form").addEventListener("input", (event) => { event.target.dataset.touched = "1"; });
 
 function renderWrap(view) {
   const wrap = view.wrap_up;
@@ -81,6 +111,12 @@ function renderWrap(view) {
   if (wrapCallId !== callId) {
     wrapCallId = callId;
     $("wrap-result").textContent = "";
+    for (const element of $("wrap-form").elements) delete element.dataset.touched;
+  }
+  if (wrap && wrapRefreshed !== callId) {
+    // The call has ended: its analysis may have filled the ticket by now.
+    wrapRefreshed = callId;
+    showPop(callId).catch((e) => console.error(e));
   }
   $("wrap").hidden = false;
   wrapUntil = wrap ? new Date(Date.now() + wrap.seconds_left * 1000) : null;
