@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,19 @@ def _parser() -> argparse.ArgumentParser:
     residents_show = residents_sub.add_parser("show", help="one resident by phone number")
     residents_show.add_argument("phone")
     residents_show.set_defaults(func=_residents_show)
+
+    tickets = sub.add_parser("tickets", help="what people's reviews say about the judgements")
+    tickets_sub = tickets.add_subparsers()
+    for name, text in (
+        ("judgements", "accuracy of the automatic category, urgency and severity against "
+                       "what people confirmed or corrected (JSON)"),
+        ("corrections", "reviewed calls as corpus entries (YAML), for a person to check "
+                        "and add to callcenter/tickets/corpus/"),
+    ):
+        cmd = tickets_sub.add_parser(name, help=text)
+        cmd.add_argument("--since", type=_date, default=None,
+                         help="YYYY-MM-DD (default: 30 days ago)")
+        cmd.set_defaults(func=_tickets_feedback, what=name)
 
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
@@ -315,6 +329,28 @@ def _residents_import(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"no residents to import from {args.file}")
     count = _with_store(settings, lambda store: residents.upsert(store.pool, rows, by="cli"))
     print(json.dumps({"imported": count, "skipped": len(problems)}))
+    return 0
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _tickets_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    import yaml
+
+    from callcenter.tickets import feedback
+
+    since = args.since or datetime.now(UTC) - timedelta(days=30)
+    if args.what == "judgements":
+        figures = _with_store(settings, lambda s: feedback.judgement_figures(s.pool, since))
+        print(json.dumps(figures, ensure_ascii=False, indent=1))
+    else:
+        entries = _with_store(settings, lambda s: feedback.corrections(s.pool, since))
+        print(yaml.safe_dump(entries, allow_unicode=True, sort_keys=False, width=120), end="")
     return 0
 
 
