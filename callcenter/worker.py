@@ -32,6 +32,7 @@ from callcenter.pipeline import (
     transcribe_recorded_legs,
 )
 from callcenter.settings import Settings
+from callcenter.tickets import learned
 from callcenter.tickets.notify import Notifier, build_notifier
 from callcenter.tickets.service import NOTIFY_CALLER_JOB, TicketService, send_notice
 from callcenter.tickets.ticker import SlaTicker
@@ -73,8 +74,10 @@ async def process_call(
             size_bytes=leg.size_bytes,
         )
     prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
-    ticket, qa = analyze(
-        timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
+    # In a thread: the judgements and QA are CPU work, and this process may also be
+    # serving calls (serve runs a worker).
+    ticket, qa = await asyncio.to_thread(
+        analyze, timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
         prior_tickets=[prior_ticket(p) for p in prior],
     )
     reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
@@ -156,6 +159,9 @@ async def run_supervised(
     ticker runs beside it for as long."""
     notifier = notifier_from(settings)
     tickets = TicketService(store.pool, policy=store.policy, now=store.now)
+    # Train the ticket models before the first job, off the event loop, so that no
+    # call waits for it.
+    await asyncio.to_thread(learned.trained)
     ticker = asyncio.create_task(SlaTicker(tickets, dsn).run(stopping), name="sla-ticker")
     try:
         await _consume(dsn, store, settings, transcribing, stopping, notifier)
