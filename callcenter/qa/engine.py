@@ -385,14 +385,17 @@ def _interruption(c: _Call) -> RuleResult:
 
 
 def _confirmation(c: _Call) -> RuleResult:
+    """Details read back pass wherever they are; their absence fails only a call
+    that needs action (whether it does is the ticket's judgement, which can be
+    wrong: a read-back is never the agent's mistake)."""
     p = c.p("confirmation")
-    if not c.needs_action:
-        return _result("confirmation", None, [], "nothing needs action")
     for u in c.agent:
         hits = find(u, p["phrases"])
         if hits:
             i, j, _ = hits[0]
             return _result("confirmation", True, [u.evidence(i, j)], "details read back")
+    if not c.needs_action:
+        return _result("confirmation", None, [], "nothing needs action")
     return _result("confirmation", False, [], "key details not read back")
 
 

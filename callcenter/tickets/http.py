@@ -415,14 +415,22 @@ def _number(request: web.Request) -> str:
           response=TicketPageOut)
 async def list_tickets(request: web.Request) -> web.Response:
     query = query_of(request, TicketListQuery)
+    rows, next_before = await find_tickets(request, query)
+    return _json(TicketPageOut(items=[TicketSummaryOut.model_validate(r) for r in rows],
+                               next_before=next_before))
+
+
+async def find_tickets(request: web.Request,
+                       query: TicketListQuery) -> tuple[list[dict[str, Any]], int | None]:
+    """The tickets of one page as the list shows them (rows with their effective
+    values and ``overdue``), and the ``before`` of the next page: for the API and
+    the ticket pages alike."""
     service = request.app[TICKETS]
     now = service.now()
     rows = await store.list_tickets(request.app[POOL], ListFilter(**query.model_dump()),
                                     viewer_of(principal(request)), now)
     full = len(rows) == query.limit
-    return _json(TicketPageOut(items=[TicketSummaryOut.model_validate(_summary(r, now))
-                                      for r in rows],
-                               next_before=rows[-1]["id"] if full else None))
+    return [_summary(r, now) for r in rows], rows[-1]["id"] if full else None
 
 
 @endpoint("Open a ticket (walk-in, online, another problem of a call)", body=TicketCreate,
@@ -454,9 +462,15 @@ async def _may_use_call(request: web.Request, who: Principal, call_id: str) -> b
 @endpoint("One ticket: automatic and human values, lifecycle, clocks, history, files, alerts",
           response=TicketOut, errors=(404,))
 async def get_ticket(request: web.Request) -> web.Response:
+    return _json(await read_ticket(request, _number(request)))
+
+
+async def read_ticket(request: web.Request, number: str) -> TicketOut:
+    """One ticket as ``GET /api/tickets/{number}`` shows it to the person asking
+    (NotFound when they may not see it): for the API and the ticket pages alike."""
     service = request.app[TICKETS]
-    doc = await service.document(_number(request), viewer_of(principal(request)))
-    return _json(_ticket_out(doc, service))
+    doc = await service.document(number, viewer_of(principal(request)))
+    return _ticket_out(doc, service)
 
 
 @endpoint("Correct the ticket's fields (stored as human values, with who and when)",

@@ -50,7 +50,7 @@ from callcenter.settings import Settings
 from callcenter.tickets import http as tickets
 from callcenter.tickets.lifecycle import make_policy
 from callcenter.tickets.service import AttachmentRules, TicketService
-from callcenter.web import api, openapi, pages
+from callcenter.web import api, openapi, pages, ticket_pages
 
 log = logging.getLogger("callcenter.web")
 
@@ -143,7 +143,10 @@ def _routes(app: web.Application) -> None:
     # Tickets: everyone signed in reads (an agent: the tickets of their calls and
     # those they own); agents, supervisors and admins change them (QA reads only).
     # /api/tickets/alerts before /api/tickets/{number}: the first route that matches wins.
+    # The ticket pages read the same (their forms change tickets through the API).
     writers = allow(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)
+    route(app, "GET", "/tickets", ticket_pages.tickets_page, SIGNED_IN)
+    route(app, "GET", "/tickets/{number}", ticket_pages.ticket_page, SIGNED_IN)
     route(app, "GET", "/api/tickets", tickets.list_tickets, SIGNED_IN)
     route(app, "POST", "/api/tickets", tickets.create_ticket, writers)
     route(app, "GET", "/api/tickets/alerts", tickets.list_alerts, SIGNED_IN)

@@ -112,6 +112,8 @@ def _table(site: Site) -> list[tuple[str, str, Any, tuple[int, ...]]]:
         ("GET", "/api/calls", None): (401, 200, 200, 200, 200),
         ("GET", f"/api/calls/{MINE}", None): (401, 200, 200, 200, 200),
         # Tickets: QA reads only; the alert is the supervisors' (the agent's is "not found").
+        ("GET", "/tickets", None): (401, 200, 200, 200, 200),
+        ("GET", f"/tickets/{number}", None): (401, 200, 200, 200, 200),
         ("GET", "/api/tickets", None): (401, 200, 200, 200, 200),
         ("POST", "/api/tickets", None): (401, 400, 403, 400, 400),
         ("GET", "/api/tickets/alerts", None): (401, 200, 200, 200, 200),
@@ -193,7 +195,8 @@ def _canonical(path: str) -> str:
     for prefix, pattern in ((r"^/api/tickets/alerts/\d+/", "/api/tickets/alerts/{alert_id}/"),
                             (r"^/api/tickets/T[^/]+/attachments/[^/]+$",
                              "/api/tickets/{number}/attachments/{attachment_id}"),
-                            (r"^/api/tickets/(?!alerts)[^/]+", "/api/tickets/{number}")):
+                            (r"^/api/tickets/(?!alerts)[^/]+", "/api/tickets/{number}"),
+                            (r"^/tickets/[^/]+$", "/tickets/{number}")):
         if re.match(prefix, path):
             return re.sub(prefix, pattern, path)
     return path
