@@ -148,7 +148,8 @@ def validation_cases() -> list[Case]:
     models = learned.trained("train")
     cases = []
     for e in load_corpus("validation"):
-        j = judge(e.text, e.key, statements=e.turns or None, models=models)
+        j = judge(e.text, e.key, agent_text="".join(e.agent), statements=e.turns or None,
+                  models=models)
         cases.append(Case(
             e.id, e.key,
             {"category": j.category, "urgency": j.urgency, "severity": j.severity},

@@ -141,7 +141,9 @@ def read_call(timeline: Timeline, facts: CallFacts) -> CallReading:
     caller = compact(timeline.text_of("caller"))
     agent = compact(timeline.text_of("agent"))
     turns = [compact(s.text) for s in timeline.by_leg("caller")]
-    return CallReading(judge(caller, facts.ivr_digits, statements=turns), caller, agent)
+    return CallReading(
+        judge(caller, facts.ivr_digits, agent_text=agent, statements=turns), caller, agent
+    )
 
 
 def _vip(caller: str, terms: TicketTerms) -> str:

@@ -55,6 +55,7 @@ class Thresholds:
     p1_probability: float = 0.3
     p1_possible: float = 0.15
     statement: float = 0.6
+    agent_weight: float = 0.3
     confidence: float = 0.5
     margin: float = 0.15
 
@@ -221,19 +222,27 @@ def judge(
     caller_text: str,
     key: str = "",
     *,
+    agent_text: str = "",
     statements: Sequence[str] | None = None,
     models: Models | None = None,
     safety_rules: SafetyRules | None = None,
     rules: JudgementRules | None = None,
 ) -> Judgement:
     """The judgements on what one caller said (all their words in the call);
-    ``statements``: their turns, when known (default: the text's sentences)."""
+    ``agent_text``: the agent's words, weighed in for category and urgency;
+    ``statements``: the caller's turns, when known (default: the text's sentences)."""
     models = models or learned.trained()
     rules = rules or load_rules()
     t = rules.thresholds
     doc = learned.document(caller_text, key)
     safety = read_safety(caller_text, safety_rules)
     cat_pred, urg_pred = models.category.predict(doc), models.urgency.predict(doc)
+    agent_doc = learned.agent_document(agent_text)
+    if agent_doc:
+        cat_pred = learned.blend(cat_pred, models.agent_category.predict(agent_doc),
+                                 t.agent_weight)
+        urg_pred = learned.blend(urg_pred, models.agent_urgency.predict(agent_doc),
+                                 t.agent_weight)
     if cat_pred.label == "consultation" and not safety.is_p1:
         found = _reported_problem(
             [s for turn in (statements or [caller_text]) for s in sentences(turn)], key, models, t

@@ -127,6 +127,26 @@ class Models:
     category: TextModel
     urgency: TextModel
     severity: TextModel
+    # From the agent's words of whole calls: agents restate and name the problem.
+    agent_category: TextModel
+    agent_urgency: TextModel
+
+
+def agent_document(text: str) -> str:
+    return normalise(text)
+
+
+def blend(caller: Prediction, agent: Prediction, agent_weight: float) -> Prediction:
+    """The caller's and the agent's predictions mixed; the evidence names both."""
+    labels = caller.probabilities.keys() | agent.probabilities.keys()
+    mixed = {
+        lbl: round((1 - agent_weight) * caller.probabilities.get(lbl, 0.0)
+                   + agent_weight * agent.probabilities.get(lbl, 0.0), 4)
+        for lbl in labels
+    }
+    label = max(mixed, key=lambda lbl: mixed[lbl])
+    features = (*caller.features[:3], *(f"agent {f}" for f in agent.features[:2]))
+    return Prediction(label=label, probabilities=mixed, features=features)
 
 
 def _model(
@@ -137,6 +157,11 @@ def _model(
     return TextModel([d for d, _ in usable], [str(lbl) for _, lbl in usable])
 
 
+def _agent_model(examples: Sequence[Example], label: Callable[[Example], str]) -> TextModel:
+    calls = [e for e in examples if e.agent]
+    return TextModel([agent_document("".join(e.agent)) for e in calls], [label(e) for e in calls])
+
+
 def train(examples: Sequence[Example]) -> Models:
     return Models(
         category=_model(examples, lambda e: e.category),
@@ -144,6 +169,8 @@ def train(examples: Sequence[Example]) -> Models:
         severity=_model(
             [e for e in examples if e.category == "complaint"], lambda e: e.severity
         ),
+        agent_category=_agent_model(examples, lambda e: e.category),
+        agent_urgency=_agent_model(examples, lambda e: e.urgency),
     )
 
 
