@@ -102,3 +102,20 @@ async def signed_in_at(base_url: str, pool: asyncpg.Pool, role: Role | str = "su
                                                      "password": PASSWORD})
         assert resp.status == 200, await resp.text()
         yield http
+
+
+async def answered_calls_and_staff(pool: asyncpg.Pool, calls: dict[str, str]) -> None:
+    """Calls answered and ended (call id -> agent id), agent users ``ag1``, ``ag2``...
+    linked to the agents in that order, and ``qa1``, ``sup1``, ``adm1``."""
+    from callcenter.db.store import PgStore
+
+    store = PgStore(pool)
+    for call, agent in calls.items():
+        await store.upsert_agent(agent, name=agent, endpoint=f"PJSIP/{agent}", skills=["repair"])
+        await store.open_call(call, caller_number="13800000000", channel_id=call)
+        await store.update_call(call, stage="conversation", agent_id=agent)
+        await store.finish_call(call, stage="conversation", hangup_by="caller")
+    for i, agent in enumerate(dict.fromkeys(calls.values()), start=1):
+        await add_user(pool, f"ag{i}", "agent", agent_id=agent)
+    for name, role in (("qa1", "qa"), ("sup1", "supervisor"), ("adm1", "admin")):
+        await add_user(pool, name, role)

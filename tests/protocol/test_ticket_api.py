@@ -20,7 +20,7 @@ from callcenter.db.store import PgStore
 from callcenter.settings import Settings
 from callcenter.tickets.http import TicketCreate, TicketEvent
 from callcenter.web.app import create_app
-from tests.web_support import Browser, add_user, running, signed_in
+from tests.web_support import Browser, add_user, answered_calls_and_staff, running, signed_in
 
 MINE, THEIRS = "ca11000000000001", "ca11000000000002"  # answered by agents a1 and a2
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -41,15 +41,7 @@ class Site:
 async def site(db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Site]:
     store = PgStore(db_pool)
     numbers = []
-    for call, agent in ((MINE, "a1"), (THEIRS, "a2")):
-        await store.upsert_agent(agent, name=agent, endpoint=f"PJSIP/{agent}", skills=["repair"])
-        await store.open_call(call, caller_number="13800000000", channel_id=call)
-        await store.update_call(call, stage="conversation", agent_id=agent)
-        await store.finish_call(call, stage="conversation", hangup_by="caller")
-    await add_user(db_pool, "ag1", "agent", agent_id="a1")
-    await add_user(db_pool, "ag2", "agent", agent_id="a2")
-    for name, role in (("qa1", "qa"), ("sup1", "supervisor"), ("adm1", "admin")):
-        await add_user(db_pool, name, role)
+    await answered_calls_and_staff(db_pool, {MINE: "a1", THEIRS: "a2"})
     for call in (MINE, THEIRS):
         numbers.append(await store.save_analysis(
             call, segments=[], qa=None, qa_source="asr",

@@ -21,7 +21,13 @@ from callcenter.db.store import PgStore
 from callcenter.settings import Settings
 from callcenter.tickets.service import TicketService
 from callcenter.web.app import create_app
-from tests.web_support import Browser, add_user, browser, running, signed_in
+from tests.web_support import (
+    Browser,
+    answered_calls_and_staff,
+    browser,
+    running,
+    signed_in,
+)
 
 MINE, THEIRS = "ca11000000000001", "ca11000000000002"  # answered by agents a1 and a2
 USERS = {"agent": "ag1", "qa": "qa1", "supervisor": "sup1", "admin": "adm1"}
@@ -40,15 +46,7 @@ class Site:
 @pytest.fixture
 async def site(db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Site]:
     store = PgStore(db_pool)
-    for call, agent in ((MINE, "a1"), (THEIRS, "a2")):
-        await store.upsert_agent(agent, name=agent, endpoint=f"PJSIP/{agent}", skills=["repair"])
-        await store.open_call(call, caller_number="13800000000", channel_id=call)
-        await store.update_call(call, stage="conversation", agent_id=agent)
-        await store.finish_call(call, stage="conversation", hangup_by="caller")
-    await add_user(db_pool, "ag1", "agent", agent_id="a1")
-    await add_user(db_pool, "ag2", "agent", agent_id="a2")
-    for name, role in (("qa1", "qa"), ("sup1", "supervisor"), ("adm1", "admin")):
-        await add_user(db_pool, name, role)
+    await answered_calls_and_staff(db_pool, {MINE: "a1", THEIRS: "a2"})
     mine = await store.save_analysis(MINE, segments=[], qa=None, qa_source="asr", ticket=Ticket(
         "complaint", "P3", "保安态度很差 <b>x</b>", phone="13800000000", building="3",
         complaint_severity="important", repeat_complaint=True, needs_confirmation=["urgency"],
