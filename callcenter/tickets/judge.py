@@ -88,22 +88,6 @@ class Judgement:
     probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
     complaint: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def has_problem(self) -> bool:
-        """Something needs doing (not a question or suggestion)."""
-        return self.category != "consultation" or self.urgency != "P4"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "category": self.category,
-            "urgency": self.urgency,
-            "severity": self.severity,
-            "needs_confirmation": list(self.needs_confirmation),
-            "evidence": self.evidence,
-            "probabilities": self.probabilities,
-            "complaint": self.complaint,
-        }
-
 
 def _unsure(p: Prediction, t: Thresholds) -> bool:
     return p.confidence < t.confidence or p.margin < t.margin
