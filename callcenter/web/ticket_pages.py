@@ -62,6 +62,7 @@ async def ticket_page(request: web.Request) -> web.Response:
     history = [entry.model_dump() for entry in ticket.history]
     ctx.update(
         ticket=ticket, actions=actions, may_change=view.may_change(who.role),
+        may_edit=view.may_edit(ticket.status, who.role),
         history=history, notes=view.notes_of(history),
         corrections=view.corrections(ticket.automatic.model_dump(), ticket.human, history,
                                      ticket.human_by, ticket.human_at),

@@ -129,6 +129,12 @@ def may_change(role: Role) -> bool:
     return role in WRITERS
 
 
+def may_edit(status: str, role: Role) -> bool:
+    """Whether the page offers the correct / confirm form (PATCH): the roles that
+    change tickets, in the statuses the lifecycle accepts an edit in."""
+    return role in WRITERS and status in lc.ALLOWED_FROM[lc.Edit]
+
+
 # ---- the list's query -------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """A supervisor works an overdue ticket in the browser: the list marks it overdue,
-the detail page dispatches it to a department, starts the work, shows the API's
+the detail page corrects its urgency (P2 → P1) in the correct / confirm form,
+dispatches it to a department, starts the work, shows the API's
 refusal of empty notes in words, and resolves it with notes and an uploaded
 photo; status and history are checked on the page after each step; then a
 walk-in ticket is opened from the list. Headless Chromium through Playwright; a
@@ -144,6 +145,23 @@ async def test_a_supervisor_works_an_overdue_ticket_in_the_browser(
         await expect(page.locator("#history tr[data-what=opened]")).to_contain_text("新建")
         await _shot(page, shots, "03-detail-new")
 
+        # Correct the urgency (P2 → P1) in the form: the person's value beside the
+        # automatic one, theirs in effect.
+        edit = page.locator("#edit-form")
+        await expect(edit.locator("label[data-field=complaint_severity]")).to_be_hidden()
+        await edit.locator("select[name=urgency]").select_option("P1")
+        await edit.locator("button[value=edit]").click()
+        await expect(page.locator("#notice")).to_have_text("已更正。")
+        corrected = page.locator("#corrections tr[data-field=urgency]")
+        await expect(corrected.locator(".automatic")).to_have_text("P2 影响基本生活")
+        await expect(corrected.locator(".human")).to_have_text("P1 人身安全")
+        await expect(corrected).to_contain_text(SUPERVISOR)
+        await expect(page.locator(".headline .urgency-P1")).to_have_text("P1 人身安全")
+        await expect(edit.locator("select[name=urgency]")).to_have_value("P1")
+        await expect(page.locator("#history tr[data-what=edited]")).to_contain_text(
+            "紧急程度：P2 影响基本生活 → P1 人身安全")
+        await _shot(page, shots, "03b-detail-urgency-corrected")
+
         # Dispatch to the engineers, with a named assignee.
         dispatch = page.locator("form[data-action=dispatch]")
         await dispatch.locator("select[name=department]").select_option("engineering")
@@ -215,5 +233,6 @@ async def test_a_supervisor_works_an_overdue_ticket_in_the_browser(
     whats = [r["what"] for r in await db_pool.fetch(
         "SELECT what FROM ticket_history WHERE ticket_id = $1 ORDER BY id", row_db["id"])]
     assert whats[0] == "opened"
-    assert [w for w in whats if w in ("dispatched", "started", "attached", "resolved")] == [
-        "dispatched", "started", "attached", "resolved"]
+    assert [w for w in whats if w in ("edited", "dispatched", "started", "attached",
+                                      "resolved")] == [
+        "edited", "dispatched", "started", "attached", "resolved"]

@@ -95,8 +95,9 @@ async def test_the_pages_render_for_each_role(site: Site) -> None:
             actions = _actions(detail)
             if role == "qa":
                 assert not actions and "您的角色只能查看工单" in detail
+                assert 'id="edit-form"' not in detail
             else:
-                expected = {"dispatch", "note", "contacted", "upload"}
+                expected = {"dispatch", "note", "contacted", "upload", "edit"}
                 if role != "agent":  # supervisors and admins: assign, and the alert to
                     expected |= {"assign", "acknowledge"}  # the supervisors is theirs
                 assert actions == expected, (role, actions)
@@ -188,8 +189,39 @@ async def test_the_actions_follow_the_status(site: Site) -> None:
             resp = await boss.post(f"/api/tickets/{number}/events", json=event)
             assert resp.status == 200, await resp.text()
             page = await _page(boss, f"/tickets/{number}")
-            assert _actions(page) - {"upload", "acknowledge"} == expected, event
+            assert _actions(page) - {"upload", "acknowledge", "edit"} == expected, event
+            assert ("edit" in _actions(page)) is (event["type"] != "close")  # open only
         assert "已关闭" in page and "已恢复供水" in page and "工程部" in page
+
+
+async def test_the_correct_or_confirm_form(site: Site) -> None:
+    """Who may PATCH gets the form, pre-filled with the effective values, the
+    fields to confirm marked, a "确认无误" button; QA does not."""
+    for username in ("sup1", "ag1"):  # ag1: the agent who answered the call
+        async with signed_in(site.server, username) as who:
+            page = await _page(who, f"/tickets/{site.mine}")
+        form = page.split('data-action="edit"')[1].split("</form>")[0]
+        assert form.startswith(' data-confirm="urgency" id="edit-form"')
+        assert re.search(r'<label data-field="urgency" class="to-confirm">\s*<span>紧急程度 '
+                         r'<span class="confirm">待确认</span>', form), form
+        assert '<label data-field="category">' in form  # sure of it: not marked
+        assert '<option value="P3" selected>' in form and 'data-value="P3"' in form
+        assert '<option value="complaint" selected>' in form
+        assert '<option value="important" selected>' in form  # a complaint's severity
+        assert 'name="building" maxlength="20" value="3" data-value="3"' in form
+        assert "&lt;b&gt;x&lt;/b&gt;</textarea>" in form
+        assert 'value="confirm"' in form and "确认无误" in form and "保存更正" in form
+    async with signed_in(site.server, "sup1") as boss:
+        resp = await boss.request("PATCH", f"/api/tickets/{site.mine}", json={"urgency": "P3"})
+        assert resp.status == 200, await resp.text()
+        form = (await _page(boss, f"/tickets/{site.mine}")).split('data-action="edit"')[1]
+        form = form.split("</form>")[0]
+        assert form.startswith(' data-confirm="" ') and "to-confirm" not in form  # confirmed
+        assert 'value="confirm"' not in form
+        late = (await _page(boss, f"/tickets/{site.late}")).split('data-action="edit"')[1]
+        assert '<label data-field="complaint_severity" hidden>' in late  # no complaint
+    async with signed_in(site.server, "qa1") as qa:
+        assert 'id="edit-form"' not in await _page(qa, f"/tickets/{site.mine}")
 
 
 def _row(html: str, number: str) -> str:

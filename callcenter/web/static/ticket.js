@@ -23,8 +23,32 @@ async function uploadAll(files) {
   return ids;
 }
 
-// What each form sends.
+// The correct / confirm form (PATCH): the fields changed from what the page
+// showed; with "确认无误" also the fields to confirm, as they are (a confirmation
+// is stored as a person's value too). The severity only for a complaint.
+function edits(form, confirming) {
+  const confirm = confirming ? form.dataset.confirm.split(" ").filter(Boolean) : [];
+  const complaint = form.elements.category.value === "complaint";
+  const body = {};
+  for (const control of form.querySelectorAll("[data-value]")) {
+    const name = control.name;
+    if (name === "complaint_severity" && !complaint) continue;
+    const value = control.tagName === "SELECT" ? control.value : control.value.trim();
+    if (value === control.dataset.value && !confirm.includes(name)) continue;
+    body[name] = name === "complaint_severity" && value === "" ? null : value;
+  }
+  return body;
+}
+
+// What each form sends; the key of what is said when done, if not the action's.
 const actions = {
+  async edit(form, submitter) {
+    const confirming = submitter?.value === "confirm";
+    const body = edits(form, confirming);
+    if (!Object.keys(body).length) return "unchanged";
+    await send("PATCH", `/api/tickets/${encodeURIComponent(number)}`, body);
+    return confirming ? "confirm" : "edit";
+  },
   async dispatch(form) {
     await post(event("dispatch", {department: form.department.value,
       assignee: form.assignee.value.trim()}));
@@ -85,23 +109,32 @@ document.addEventListener("submit", async (submitted) => {
   if (!form || !root().contains(form)) return;
   submitted.preventDefault();
   const action = form.dataset.action;
-  const button = form.querySelector("button[type=submit]");
+  const button = submitted.submitter || form.querySelector("button[type=submit]");
   button.disabled = true;
   showProblem(form, null);
   notice.textContent = "";
+  let done;
   try {
-    await actions[action](form);
+    done = await actions[action](form, submitted.submitter);
   } catch (error) {
     showProblem(form, error);
     button.disabled = false;
     return;
   }
-  notice.textContent = say(`tickets.done.${action}`);
+  notice.textContent = say(`tickets.done.${done || action}`);
   try {
     await refresh();
   } catch {
     notice.textContent = say("tickets.error.refresh");
   }
+});
+
+// The complaint severity is asked for a complaint only.
+document.addEventListener("change", (changed) => {
+  const control = changed.target;
+  if (control.name !== "category" || control.form?.id !== "edit-form") return;
+  const severity = control.form.querySelector("label[data-field=complaint_severity]");
+  if (severity) severity.hidden = control.value !== "complaint";
 });
 
 startCountdowns(root());
