@@ -85,7 +85,15 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-from procstat import log, machine_busy, pct, proc_cpu_s, run_interruptible, tree_cpu_s  # noqa: E402  (bench/, beside this file)
+from procstat import (  # noqa: E402  (bench/, beside this file)
+    log,
+    machine_busy,
+    pct,
+    proc_cpu_s,
+    run_interruptible,
+    stop_service,
+    tree_cpu_s,
+)
 
 from callcenter.ari.client import AriClient, AriError, AriNotFound  # noqa: E402
 from callcenter.db.connect import connect, create_pool  # noqa: E402
@@ -890,15 +898,7 @@ class Bench:
         if self.lab is not None:
             with contextlib.suppress(Exception):
                 await self.lab.close()
-        if self.service is not None and self.service.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.service.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.service.wait(), 20)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.service.kill()
-                await self.service.wait()
+        await stop_service(self.service)
         if self.ari is not None:
             with contextlib.suppress(Exception):
                 await self._delete_dynamic()

@@ -5,6 +5,7 @@ Ctrl-C or SIGTERM stop with its clean-up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -84,3 +85,17 @@ def run_interruptible(run: Callable[[], Awaitable[int]]) -> int:
             return 130
 
     return asyncio.run(guarded())
+
+
+async def stop_service(proc: asyncio.subprocess.Process | None, *, grace_s: float = 20) -> None:
+    """SIGTERM a service the bench started, and SIGKILL it if it does not end in time."""
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()

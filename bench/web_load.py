@@ -61,7 +61,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -76,7 +75,16 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-from procstat import CLK_TCK, log, machine_busy, pct, proc_cpu_s, run_interruptible, tree_cpu_s  # noqa: E402
+from procstat import (  # noqa: E402  (bench/, beside this file)
+    CLK_TCK,
+    log,
+    machine_busy,
+    pct,
+    proc_cpu_s,
+    run_interruptible,
+    stop_service,
+    tree_cpu_s,
+)
 from yarl import URL  # noqa: E402
 
 from callcenter.auth.model import Role  # noqa: E402
@@ -508,15 +516,7 @@ class Bench:
             log(f"the service was busy for {waited:.0f} s after the load (its backlog)")
 
     async def close(self) -> None:
-        if self.service is not None and self.service.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.service.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.service.wait(), 20)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.service.kill()
-                await self.service.wait()
+        await stop_service(self.service)
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await self.pool.close()
