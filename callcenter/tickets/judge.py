@@ -33,6 +33,7 @@ from callcenter.tickets.safety import (
     HAZARD_CATEGORY,
     SafetyReading,
     SafetyRules,
+    read_basic_needs,
     read_safety,
 )
 
@@ -117,9 +118,10 @@ def _category(
 
 
 def _urgency(
-    pred: Prediction, safety: SafetyReading, category: str, t: Thresholds
+    pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds
 ) -> tuple[str, list[str], bool]:
-    """(urgency, evidence, unsure): recall first for P1."""
+    """(urgency, evidence, unsure): recall first for P1; a basic need of the home
+    the caller lacks (``needs``) makes a problem at least P2."""
     if safety.is_p1:
         return "P1", ["safety " + "; ".join(safety.evidence())], False
     p1 = pred.probabilities.get("P1", 0.0)
@@ -134,6 +136,8 @@ def _urgency(
     if category == "consultation":
         # A question: nothing to fix, whatever the words resemble.
         return "P4", evidence, unsure or pred.label != "P4"
+    if needs.is_p1:
+        return "P2", ["basic need " + "; ".join(needs.evidence()), *evidence], False
     if pred.label == "P4":
         # Something to fix is at least an ordinary problem.
         return "P3", evidence, True
@@ -234,7 +238,8 @@ def judge(
         if found:
             cat_pred, urg_pred, _ = found
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
-    urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, category, t)
+    needs = read_basic_needs(caller_text)
+    urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t)
     if key.strip().startswith(SAFETY_KEY) and urgency != "P1":
         # The caller chose the IVR's safety emergency: P1 until a person says otherwise.
         urgency, urg_unsure = "P1", True

@@ -21,6 +21,8 @@ import yaml
 from callcenter.text import normalise
 
 SAFETY_FILE = Path(__file__).with_name("safety.yaml")
+# The same engine reads the P2 problems (basic living affected) from their own file.
+BASIC_NEEDS_FILE = Path(__file__).with_name("basic_needs.yaml")
 
 # The category of the problem each hazard is (spec section 5: a falling object is
 # security, a fallen tree landscaping, the rest engineering). Injuries, structural
@@ -261,3 +263,10 @@ def read_safety(text: str, rules: SafetyRules | None = None) -> SafetyReading:
         if h.hazard in standalone or _signed(h, flat, standalone, rules):
             p1.setdefault(h.hazard)
     return SafetyReading(tuple(hits), tuple(p1))
+
+
+def read_basic_needs(text: str, rules: SafetyRules | None = None) -> SafetyReading:
+    """The P2 problems (basic living affected) the caller's words describe: no
+    water, power or gas at home, sewage backing up, the only toilet unusable, the
+    lift out for someone high up, the front door that will not lock."""
+    return read_safety(text, rules or load_rules(BASIC_NEEDS_FILE))

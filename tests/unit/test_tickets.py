@@ -255,8 +255,6 @@ def test_complaint_severity_repeat_and_escalation() -> None:
     assert (t.complaint_severity, t.repeat_complaint, t.escalate_to) == ("minor", False, None)
 
 
-@pytest.mark.xfail(reason="known misjudgement: the severity model reads 现在还是没水 as "
-                   "major with confidence; bench/ticket_accuracy.py tracks severity")
 def test_one_missed_promise_is_an_important_complaint() -> None:
     # One missed promise is a service failure: important, or at least flagged.
     t = classify(

@@ -1,0 +1,51 @@
+"""Basic living affected (P2): the home without water, power or gas, sewage backing
+up, the only toilet unusable, the lift out for someone high up, a front door that
+will not lock; and the look-alikes that are ordinary repairs."""
+
+from __future__ import annotations
+
+import pytest
+
+from callcenter.tickets.judge import judge
+from callcenter.tickets.safety import read_basic_needs
+
+
+@pytest.mark.parametrize(
+    ("text", "need"),
+    [
+        ("我家从早上开始一滴水都没有，做饭都做不了", "no_water"),
+        ("屋 里 停 水 了 到 现在 还 没 来", "no_water"),
+        ("家里突然停电了，冰箱也不转了", "no_power"),
+        ("总闸一推上去就跳，推了好几回，屋里啥电器都用不了", "no_power"),
+        ("天然气停了，灶打不着，饭还没做", "no_gas"),
+        ("卫生间地漏往上冒脏水，臭得进不去", "sewage"),
+        ("我们家就一个厕所，马桶堵死了", "only_toilet"),
+        ("电梯坏了一整天，我住二十六楼，腿脚不好下不去", "lift_out"),
+        ("我家防盗门锁舌弹不出来，门锁不上", "front_door"),
+    ],
+)
+def test_basic_needs_found(text: str, need: str) -> None:
+    reading = read_basic_needs(text)
+    assert need in reading.hazards, reading.hits
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "楼道的灯坏了，晚上黑漆漆的",  # a shared lamp, not the home's power
+        "厨房那一个插座没电了，其他都好好的",  # one socket: an ordinary repair
+        "消防栓里面没有水，是不是该检查一下",  # not the home's water
+        "不是停水，就是水压有点小",  # negated
+        "电梯坏了，不过我住二楼，走楼梯就行",  # low floor
+        "单元门关不上了，风一吹就开",  # the shared unit door, not the home's
+        "上个月停电那次已经修好了，我想问问电费怎么算",  # over
+    ],
+)
+def test_look_alikes_are_not_basic_needs(text: str) -> None:
+    assert not read_basic_needs(text).is_p1, read_basic_needs(text).hits
+
+
+def test_a_basic_need_raises_an_ordinary_report_to_p2() -> None:
+    judged = judge("你好，我们家停电了，一屋子黑，三号楼二单元501", "1")
+    assert judged.urgency == "P2"
+    assert any(e.startswith("basic need no_power") for e in judged.evidence["urgency"])
