@@ -121,6 +121,8 @@ class SafetyRules:
     hypothetical_markers: tuple[str, ...]
     question_markers: tuple[str, ...]
     hypothetical_window: int
+    worry_markers: tuple[str, ...]
+    worry_window: int
     over_markers: tuple[str, ...]
     past_markers: tuple[str, ...]
     recurrence_markers: tuple[str, ...]
@@ -159,6 +161,8 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         hypothetical_markers=tuple(map(str, hyp["markers"])),
         question_markers=tuple(map(str, hyp["question_markers"])),
         hypothetical_window=int(hyp["window"]),
+        worry_markers=tuple(map(str, hyp.get("worry_markers", []))),
+        worry_window=int(hyp.get("worry_window", 0)),
         over_markers=tuple(map(str, over["markers"])),
         past_markers=tuple(map(str, over["past_markers"])),
         recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
@@ -184,6 +188,9 @@ def _negated(text: str, start: int, rules: SafetyRules) -> bool:
 
 
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    feared = text[max(0, start - rules.worry_window) : start]
+    if rules.worry_window and any(m in feared for m in rules.worry_markers):
+        return True
     w = rules.hypothetical_window
     before = text[max(0, start - w) : start]
     if not any(m in before for m in rules.hypothetical_markers):

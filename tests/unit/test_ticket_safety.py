@@ -48,6 +48,11 @@ def test_hazards_make_p1(text: str, hazard: str) -> None:
         "厨房窗户的把手掉下来了",
         "水龙头有点滴水，关不太紧",
         "物业费怎么交啊，能不能微信付",
+        "楼梯间堆满了纸箱子，我怕哪天着火了跑不出去",  # feared, not happening
+        "单元门的刷卡器被人砸烂了，刷不了卡",  # vandalism, nothing falling
+        "草坪边上的取水龙头断了，水一直往外冒",  # a garden tap, not a flood
+        "水槽下面的管子脱了，水漏到柜子里了",  # a loose drain hose
+        "有辆车的报警器一直响，吵得睡不着",  # a car alarm, not a gas alarm
     ],
 )
 def test_not_p1(text: str) -> None:
@@ -58,6 +63,11 @@ def test_cancelled_danger_asks_the_agent_but_look_alikes_do_not() -> None:
     assert read_safety("要是电梯困人了找谁？").doubtful
     assert not read_safety("楼道里有人抽烟，烟味很大").doubtful
     assert not read_safety("物业费怎么交").doubtful
+
+
+def test_someone_missing_or_a_wire_left_bare_is_p1() -> None:
+    assert "missing_person" in read_safety("我父亲有老年痴呆，一个小时前出门就不见了").hazards
+    assert "live_wire" in read_safety("开关盒没装盖子，几根电线就露着，孩子够得着").hazards
 
 
 def test_a_danger_back_again_is_not_over() -> None:
