@@ -55,8 +55,8 @@ _NEGATED_BEFORE = re.compile(r"(没有|没|不是|并不|不)$")
 class Thresholds:
     p1_probability: float = 0.3
     p1_possible: float = 0.15
-    statement: float = 0.6
     agent_weight: float = 0.3
+    statement: float = 0.8
     confidence: float = 0.5
     margin: float = 0.15
 
@@ -101,19 +101,18 @@ def _model_evidence(p: Prediction) -> list[str]:
 def _category(
     pred: Prediction, safety: SafetyReading, t: Thresholds
 ) -> tuple[str, list[str], bool]:
-    """(category, evidence, unsure). Several problems in one call: the category of
-    the most urgent one, so a danger's own category wins unless the call is
-    clearly a complaint (about that danger not being handled)."""
+    """(category, evidence, unsure): the model's, which learned the corpus's
+    conventions (several problems: the most urgent one's category; a complaint about
+    a danger not handled is a complaint). A danger is never just a question; a model
+    category that no hazard found supports is asked of the agent."""
     evidence = _model_evidence(pred)
-    definite = [h for h in safety.hazards if h in DEFINITE_HAZARDS]
-    if definite and pred.probabilities.get("complaint", 0.0) < t.confidence:
-        category = HAZARD_CATEGORY[definite[0]]
-        if category != pred.label:
-            return category, [f"safety {definite[0]} → {category}", *evidence], False
-    elif safety.is_p1 and pred.label == "consultation":
-        # A danger being reported is never just a question.
+    if safety.is_p1 and pred.label == "consultation":
         category = HAZARD_CATEGORY[safety.hazards[0]]
         return category, [f"safety {safety.hazards[0]} → {category}", *evidence], True
+    hazard_categories = {HAZARD_CATEGORY[h] for h in safety.hazards if h in DEFINITE_HAZARDS}
+    if hazard_categories and pred.label not in hazard_categories | {"complaint"}:
+        names = "、".join(sorted(hazard_categories))
+        return pred.label, [*evidence, f"safety points to {names}"], True
     return pred.label, evidence, _unsure(pred, t)
 
 
@@ -188,22 +187,20 @@ def _is_question(sentence: str) -> bool:
     return bool(_QUESTION.search(flat)) or sentence.rstrip().endswith(("？", "?"))
 
 
-def _reported_problem(
+def _stated_problem(
     statements: Sequence[str], key: str, models: Models, t: Thresholds
-) -> tuple[Prediction, Prediction, str] | None:
-    """A problem stated (not asked about) in one sentence of a call that reads as a
-    question as a whole: 我想问一下… 还有，我家窗户关不上了. (category, urgency, sentence)"""
-    best: tuple[Prediction, Prediction, str] | None = None
+) -> tuple[str, str] | None:
+    """A problem stated (not asked about) in a call judged a question: 我想问一下…
+    还有，我家窗户关不上了. (category, sentence). Only asked of the agent: taking it
+    as the call's category made more mistakes than it mended on the corpus (past,
+    planned and fixed problems read as stated ones)."""
     for sentence in statements:
         if _is_question(sentence):
             continue
-        doc = learned.document(sentence, key)
-        cat, urg = models.category.predict(doc), models.urgency.predict(doc)
-        if cat.label == "consultation" or urg.label == "P4" or cat.confidence < t.statement:
-            continue
-        if best is None or cat.confidence > best[0].confidence:
-            best = (cat, urg, sentence)
-    return best
+        cat = models.category.predict(learned.document(sentence, key))
+        if cat.label != "consultation" and cat.confidence >= t.statement:
+            return cat.label, normalise(sentence)
+    return None
 
 
 def judge(
@@ -231,15 +228,16 @@ def judge(
                                  t.agent_weight)
         urg_pred = learned.blend(urg_pred, models.agent_urgency.predict(agent_doc),
                                  t.agent_weight)
-    if cat_pred.label == "consultation" and not safety.is_p1:
-        found = _reported_problem(
-            [s for turn in (statements or [caller_text]) for s in sentences(turn)], key, models, t
-        )
-        if found:
-            cat_pred, urg_pred, _ = found
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
     needs = read_basic_needs(caller_text)
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t)
+    if category == "consultation":
+        turns = [s for turn in (statements or [caller_text]) for s in sentences(turn)]
+        stated = _stated_problem(turns, key, models, t)
+        if stated:
+            note = f"stated problem ({stated[0]}): {stated[1]}"
+            cat_evidence, urg_evidence = [*cat_evidence, note], [*urg_evidence, note]
+            cat_unsure = urg_unsure = True
     if key.strip().startswith(SAFETY_KEY) and urgency != "P1":
         # The caller chose the IVR's safety emergency: P1 until a person says otherwise.
         urgency, urg_unsure = "P1", True
