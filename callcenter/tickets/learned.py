@@ -10,21 +10,25 @@ kept for the life of the process, so nothing trained is shipped as a binary.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import joblib
 import numpy as np
+import sklearn
 import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from callcenter.text import normalise
-from callcenter.tickets.corpus import Example, Split, load_corpus
+from callcenter.tickets.corpus import CORPUS_DIR, Example, Split, load_corpus
 
 FAMILIES_FILE = Path(__file__).with_name("families.yaml")
 # The IVR key and each word family found become one private-use character after
@@ -179,8 +183,50 @@ def train(examples: Sequence[Example]) -> Models:
         return Models(**{name: f.result() for name, f in futures.items()})
 
 
+def _cache_key(split: Split) -> str:
+    """What the trained models depend on: the corpus, the word families, this code
+    and the library that fits them."""
+    digest = hashlib.sha256(f"{split}|{sklearn.__version__}".encode())
+    for path in [*sorted(CORPUS_DIR.glob("*.yaml")), FAMILIES_FILE, Path(__file__)]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "callcenter" / "ticket-models"
+
+
 @lru_cache(maxsize=2)
 def trained(split: Split = "all") -> Models:
     """Models trained on one split of the corpus (``all`` in production; ``train``
-    when the validation split is being measured)."""
-    return train(load_corpus(split))
+    when the validation split is being measured). Training takes seconds, so the
+    result is kept on disk under a key of everything it depends on; a cache that
+    cannot be read or written only costs the training."""
+    path = _cache_dir() / f"{_cache_key(split)}.joblib"
+    try:
+        models = joblib.load(path)
+        if isinstance(models, Models):
+            path.touch()  # in use: not stale
+            return models
+    except Exception:  # absent, stale or corrupt: train instead
+        pass
+    models = train(load_corpus(split))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        joblib.dump(models, partial)
+        partial.replace(path)  # atomic: a reader never sees half a file
+        _forget_stale(path.parent)
+    except OSError:
+        pass
+    return models
+
+
+def _forget_stale(folder: Path, max_age_s: float = 7 * 86400) -> None:
+    """Models of an older corpus, unused for a week."""
+    cutoff = time.time() - max_age_s
+    for old in folder.glob("*.joblib"):
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)

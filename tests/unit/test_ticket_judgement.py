@@ -114,3 +114,26 @@ def test_a_caller_who_said_nothing_is_judged_from_the_key_and_flagged() -> None:
     j = judge("", "1")
     assert (j.category, j.urgency) == ("engineering", "P3")
     assert {"category", "urgency"} <= set(j.needs_confirmation)
+
+
+def test_trained_models_are_kept_on_disk_and_a_corrupt_copy_is_retrained(
+    tmp_path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = learned._cache_dir() / f"{learned._cache_key('train')}.joblib"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not a model")
+    learned.trained.cache_clear()
+    try:
+        first = learned.trained("train")  # the corrupt copy is ignored and replaced
+        assert cached.stat().st_size > 1000
+
+        def no_training(examples: object) -> learned.Models:
+            raise AssertionError("trained again instead of loading the kept models")
+
+        monkeypatch.setattr(learned, "train", no_training)
+        learned.trained.cache_clear()
+        again = learned.trained("train")
+        assert again.category.labels == first.category.labels
+    finally:
+        learned.trained.cache_clear()
