@@ -236,3 +236,43 @@ async def test_a_supervisor_works_an_overdue_ticket_in_the_browser(
     assert [w for w in whats if w in ("edited", "dispatched", "started", "attached",
                                       "resolved")] == [
         "edited", "dispatched", "started", "attached", "resolved"]
+
+
+async def test_an_unsure_judgement_is_confirmed_as_is_in_the_browser(
+    base_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """A ticket whose category and urgency the classifier was unsure of: the page
+    asks for them; 确认无误 stores the same values as the person's, with who."""
+    shots = artifacts("tickets")
+    await add_user(db_pool, SUPERVISOR, "supervisor")
+    number = await TicketService(db_pool).create(
+        Ticket("security", "P3", "小区东门的道闸不抬杆，车堵在门口", channel="online",
+               building="1", needs_confirmation=["category", "urgency"]),
+        by=SUPERVISOR, role="supervisor")
+    async with chromium() as browser:
+        page = await browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(f"{base_url}/login?next=/tickets/{number}")
+        await page.fill("input[name=username]", SUPERVISOR)
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(f"{base_url}/tickets/{number}")
+        edit = page.locator("#edit-form")
+        await expect(edit.locator("label.to-confirm")).to_have_count(2)
+        await expect(page.locator(".confirm-line")).to_contain_text("类别")
+        await _shot(page, shots, "05-detail-to-confirm")
+
+        await edit.locator("button[value=confirm]").click()
+        await expect(page.locator("#notice")).to_have_text("已确认。")
+        for field in ("category", "urgency"):
+            row = page.locator(f"#corrections tr[data-field={field}]")
+            await expect(row.locator(".human")).to_contain_text("确认无误")
+            await expect(row).to_contain_text(SUPERVISOR)
+            decoration = await row.locator(".automatic").evaluate(
+                "n => getComputedStyle(n).textDecorationLine")
+            assert decoration == "none"  # confirmed as it was: not struck through
+        await expect(page.locator(".confirm-line")).to_have_count(0)
+        await expect(page.locator("text=系统不确定的判断已由人工确认。")).to_be_visible()
+        await _shot(page, shots, "06-detail-confirmed")
+        assert not errors, errors
