@@ -341,6 +341,9 @@ class Notify:
     phone: str
     category: str
     params: dict[str, str] = field(default_factory=dict)
+    # How many times the ticket was reopened: a notice of the same kind after a
+    # reopen is a new message, not a retry of the earlier one.
+    round: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +511,8 @@ def _notify(state: TicketState, kind: str, **params: str) -> list[Command]:
     # No number to text: the call-back list (incomplete tickets) covers the caller.
     if not state.phone:
         return []
-    return [Notify(state.number, kind, state.phone, state.category, params)]
+    return [Notify(state.number, kind, state.phone, state.category, params,
+                   state.reopen_count)]
 
 
 def _owner_of(state: TicketState) -> str:

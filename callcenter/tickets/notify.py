@@ -60,11 +60,13 @@ class Notice:
     phone: str
     kind: str
     text: str
+    round: int = 0  # the ticket's reopen count when the notice was asked for
 
     @property
     def ref(self) -> str:
-        """The gateway's reference: the same notice retried has the same one."""
-        return f"{self.number}:{self.kind}"
+        """The gateway's reference: the same notice retried has the same one; the
+        same kind after a reopen has another."""
+        return f"{self.number}:{self.kind}" + (f":{self.round}" if self.round else "")
 
     def to_json(self) -> dict[str, str]:
         return {"number": self.number, "phone": self.phone, "kind": self.kind,
@@ -115,16 +117,16 @@ def load_templates(path: Path = NOTICES_FILE) -> Templates:
 
 def notice_for(
     kind: str, number: str, phone: str, *, category: str = "",
-    params: dict[str, str] | None = None, templates: Templates | None = None,
+    params: dict[str, str] | None = None, templates: Templates | None = None, round: int = 0,
 ) -> Notice:
     text = (templates or load_templates()).text(kind, number, category, params)
-    return Notice(number=number, phone=phone, kind=kind, text=text)
+    return Notice(number=number, phone=phone, kind=kind, text=text, round=round)
 
 
 def notice_from(command: Notify, templates: Templates | None = None) -> Notice:
     """The notice a lifecycle ``Notify`` command asks for."""
     return notice_for(command.kind, command.number, command.phone, category=command.category,
-                      params=command.params, templates=templates)
+                      params=command.params, templates=templates, round=command.round)
 
 
 # ---- errors ----------------------------------------------------------------------

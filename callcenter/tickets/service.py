@@ -148,7 +148,8 @@ async def enqueue_notice(conn: asyncpg.Connection, command: Notify,
     asked for it makes the key: one notice per transition, however often retried."""
     payload = json.dumps({"number": command.number, "kind": command.kind,
                           "phone": command.phone, "category": command.category,
-                          "params": command.params, "history_id": history_id},
+                          "params": command.params, "round": command.round,
+                          "history_id": history_id},
                          ensure_ascii=False).encode()
     await Queries(AsyncpgDriver(conn)).enqueue(
         NOTIFY_CALLER_JOB, payload,
@@ -263,7 +264,8 @@ def notice_delay(attempts: int, retry_after_s: float | None) -> timedelta:
 def notify_of(payload: bytes) -> Notify:
     data = json.loads(payload)
     return Notify(str(data["number"]), str(data["kind"]), str(data["phone"]),
-                  str(data.get("category", "")), dict(data.get("params") or {}))
+                  str(data.get("category", "")), dict(data.get("params") or {}),
+                  int(data.get("round") or 0))
 
 
 async def send_notice(pool: asyncpg.Pool, notifier: Notifier, payload: bytes, *,
@@ -273,9 +275,10 @@ async def send_notice(pool: asyncpg.Pool, notifier: Notifier, payload: bytes, *,
     would be refused again); a transient one is retried later, and after the last
     attempt the job is held, never dropped."""
     command = notify_of(payload)
-    details: dict[str, Any] = {"kind": command.kind, "ref": f"{command.number}:{command.kind}"}
+    notice = notice_from(command)
+    details: dict[str, Any] = {"kind": command.kind, "ref": notice.ref}
     try:
-        await notifier.send(notice_from(command))
+        await notifier.send(notice)
     except PermanentNotifyError as exc:
         await store.add_history(pool, command.number, at=now(), by=SYSTEM, what="notice_failed",
                                 details={**details, "status": exc.status, "error": str(exc)})

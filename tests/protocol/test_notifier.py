@@ -140,6 +140,8 @@ def test_a_notice_shows_the_phone_masked() -> None:
     assert "13800001234" not in repr(receipt()) and "***1234" in repr(receipt())
     assert notify.mask_phone("1234") == "***"
     assert receipt().ref == f"{NUMBER}:receipt"
+    again = notify.Notice(NUMBER, "13800001234", "resolved", "x", round=1)
+    assert again.ref == f"{NUMBER}:resolved:1"  # after a reopen: another message
 
 
 async def test_the_log_notifier_masks_the_phone() -> None:

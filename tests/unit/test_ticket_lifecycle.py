@@ -449,8 +449,10 @@ def test_reopen_goes_back_to_work_and_restarts_the_clocks(status: str) -> None:
     assert of(Record, out)[0].details == {"reason": "住户反映仍然漏水"}
     # The P3 clock runs again from the reopen, not from the opening a day ago.
     assert state.deadline == t(hours=54)
-    life.feed(Resolve("eng1", t(hours=31), "更换整段水管"))
+    out = life.feed(Resolve("eng1", t(hours=31), "更换整段水管"))
     assert life.state.status == "resolved" and life.state.resolution_notes == "更换整段水管"
+    # The second "resolved" notice is a new message to the caller, not a retry.
+    assert [n.round for n in of(Notify, out)] == [1]
 
 
 # ---- the clock ------------------------------------------------------------------
