@@ -14,6 +14,7 @@ the lifecycle's error id.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     RootModel,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -227,6 +229,14 @@ class TicketListQuery(BaseModel):
                                         pattern=TEXT)] | None = None
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     before: Annotated[int, Field(ge=1, le=2**62)] | None = None
+    after: Annotated[int, Field(ge=1, le=2**62)] | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _one_direction(cls, after: int | None, info: ValidationInfo) -> int | None:
+        if after is not None and info.data.get("before") is not None:
+            raise ValueError("give before (next page) or after (previous page), not both")
+        return after
 
 
 class AlertQuery(BaseModel):
@@ -274,6 +284,8 @@ class TicketSummaryOut(ContentOut):
 class TicketPageOut(BaseModel):
     items: list[TicketSummaryOut]
     next_before: int | None = Field(description="pass as `before` for the next page")
+    prev_after: int | None = Field(
+        default=None, description="pass as `after` for the previous page")
 
 
 class ClockOut(BaseModel):
@@ -415,22 +427,40 @@ def _number(request: web.Request) -> str:
           response=TicketPageOut)
 async def list_tickets(request: web.Request) -> web.Response:
     query = query_of(request, TicketListQuery)
-    rows, next_before = await find_tickets(request, query)
-    return _json(TicketPageOut(items=[TicketSummaryOut.model_validate(r) for r in rows],
-                               next_before=next_before))
+    page = await find_tickets(request, query)
+    return _json(TicketPageOut(items=[TicketSummaryOut.model_validate(r) for r in page.rows],
+                               next_before=page.next_before, prev_after=page.prev_after))
 
 
-async def find_tickets(request: web.Request,
-                       query: TicketListQuery) -> tuple[list[dict[str, Any]], int | None]:
+@dataclass(frozen=True, slots=True)
+class TicketPage:
+    rows: list[dict[str, Any]]
+    next_before: int | None  # older tickets may follow
+    prev_after: int | None  # newer tickets come before
+
+
+async def find_tickets(request: web.Request, query: TicketListQuery) -> TicketPage:
     """The tickets of one page as the list shows them (rows with their effective
-    values and ``overdue``), and the ``before`` of the next page: for the API and
-    the ticket pages alike."""
+    values and ``overdue``), and the cursors of the pages either side: for the API
+    and the ticket pages alike."""
     service = request.app[TICKETS]
     now = service.now()
-    rows = await store.list_tickets(request.app[POOL], ListFilter(**query.model_dump()),
-                                    viewer_of(principal(request)), now)
-    full = len(rows) == query.limit
-    return [_summary(r, now) for r in rows], rows[-1]["id"] if full else None
+    # One more than the page: whether there is more in the direction of travel.
+    where = ListFilter(**{**query.model_dump(), "limit": query.limit + 1})
+    rows = await store.list_tickets(request.app[POOL], where, viewer_of(principal(request)), now)
+    backwards = query.after is not None
+    more = len(rows) > query.limit
+    if more:
+        rows = rows[1:] if backwards else rows[:-1]  # the extra one is the farthest
+    # Coming back from an older page, older ones exist; going on from a newer one,
+    # newer ones do.
+    more_older = backwards or more
+    more_newer = query.before is not None or (backwards and more)
+    return TicketPage(
+        rows=[_summary(r, now) for r in rows],
+        next_before=rows[-1]["id"] if rows and more_older else None,
+        prev_after=rows[0]["id"] if rows and more_newer else None,
+    )
 
 
 @endpoint("Open a ticket (walk-in, online, another problem of a call)", body=TicketCreate,

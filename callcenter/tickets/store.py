@@ -290,7 +290,8 @@ class ListFilter:
     building: str | None = None
     overdue: bool | None = None
     q: str | None = None
-    before: int | None = None  # the id after which the previous page ended
+    before: int | None = None  # older than this id: the next page
+    after: int | None = None  # newer than this id: the previous page
     limit: int = 50
 
 
@@ -328,11 +329,16 @@ async def list_tickets(pool: asyncpg.Pool, where: ListFilter, viewer: Viewer | N
             " ILIKE $?)", _like(where.q))
     if where.before is not None:
         add("t.id < $?", where.before)
+    if where.after is not None:
+        add("t.id > $?", where.after)
     args.append(where.limit)
+    # The previous page is the ``limit`` oldest of the newer ones, shown newest first.
+    order = "ASC" if where.after is not None else "DESC"
     rows = await pool.fetch(
         f"SELECT t.* FROM tickets t WHERE {' AND '.join(conditions)}"
-        f" ORDER BY t.id DESC LIMIT ${len(args)}", *args)
-    return [decoded(r) for r in rows]
+        f" ORDER BY t.id {order} LIMIT ${len(args)}", *args)
+    found = [decoded(r) for r in rows]
+    return found[::-1] if where.after is not None else found
 
 
 async def history_of(pool: asyncpg.Pool, ticket_id: int) -> list[dict[str, Any]]:

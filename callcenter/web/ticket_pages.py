@@ -45,12 +45,15 @@ async def tickets_page(request: web.Request) -> web.Response:
         query = TicketListQuery.model_validate(params)
     except ValidationError as exc:
         problem = _bad_filters(ctx, invalid(exc, root=False))
-        ctx.update(rows=[], next_url=None, filter_problem=problem)
+        ctx.update(rows=[], next_url=None, prev_url=None, filter_problem=problem)
         return _render("tickets.html", request, ctx, status=400, params=params)
-    rows, next_before = await find_tickets(request, query)
-    ctx.update(rows=[_list_row(row) for row in rows], filter_problem=None,
-               next_url=_list_url({**params, "before": str(next_before)}) if next_before
-               else None)
+    page = await find_tickets(request, query)
+    paged = view.filters_only(params)
+    ctx.update(rows=[_list_row(row) for row in page.rows], filter_problem=None,
+               next_url=_list_url({**paged, "before": str(page.next_before)})
+               if page.next_before else None,
+               prev_url=_list_url({**paged, "after": str(page.prev_after)})
+               if page.prev_after else None)
     return _render("tickets.html", request, ctx, params=params)
 
 

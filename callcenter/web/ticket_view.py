@@ -34,7 +34,7 @@ MANAGER_ACTIONS = frozenset({"assign"})
 CHANNELS_RECEIVED = ("walk_in", "online")  # what a person opens a ticket for by hand
 # The list's filters, as the URL query names them (TicketListQuery's fields).
 FILTERS = ("status", "category", "urgency", "overdue", "owner", "building", "q")
-PAGING = ("limit", "before")
+PAGING = ("limit", "before", "after")
 # The judgements the classifier may be unsure of, and the field each one sets.
 CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity"}
 # Details of history entries shown, in this order; others (ids, hashes) are not.
@@ -147,7 +147,7 @@ def list_params(query: Mapping[str, str]) -> dict[str, str]:
 
 def filters_only(params: Mapping[str, str]) -> dict[str, str]:
     """The same filters, on their first page."""
-    return {name: value for name, value in params.items() if name not in ("before",)}
+    return {name: value for name, value in params.items() if name not in ("before", "after")}
 
 
 # ---- the judgement ----------------------------------------------------------------

@@ -212,14 +212,21 @@ async def test_list_filters_and_pages(site: Site) -> None:
         rest = await _ok(await boss.get("/api/tickets", params={
             "limit": "3", "before": str(first["next_before"])}))
         assert len(first["items"]) == 2 and len(rest["items"]) == 3
-        assert rest["next_before"] is not None
+        assert rest["next_before"] is None  # the last page: nothing older
         assert not {t["number"] for t in first["items"]} & {t["number"] for t in rest["items"]}
+        assert first["prev_after"] is None and rest["prev_after"] is not None
+        # Back from the second page: the first page again, newest first, no newer one.
+        back = await _ok(await boss.get("/api/tickets", params={
+            "limit": "2", "after": str(rest["prev_after"])}))
+        assert [t["number"] for t in back["items"]] == [t["number"] for t in first["items"]]
+        assert back["prev_after"] is None and back["next_before"] == first["next_before"]
 
 
 @pytest.mark.parametrize(("query", "field"), [
     ("limit=0", "limit"), ("limit=abc", "limit"), ("limit=1e9", "limit"),
     ("status=open", "status"), ("urgency=P9", "urgency"), ("overdue=maybe", "overdue"),
     ("before=-1", "before"), ("before=99999999999999999999999", "before"),
+    ("after=0", "after"), ("before=5&after=3", "after"),
     ("q=" + "x" * 101, "q"), ("colour=red", "colour"), ("limit=1&limit=2", "limit"),
     ("q=%01", "q"), ("owner=a%07b", "owner"), ("building=%1b[2J", "building"),
 ])
@@ -381,7 +388,7 @@ async def test_the_openapi_document_is_the_route_table_and_the_models(site: Site
     assert TicketEvent.model_json_schema()["discriminator"]["propertyName"] == "type"
     listing = {p["name"] for p in doc["paths"]["/api/tickets"]["get"]["parameters"]}
     assert listing >= {"status", "category", "urgency", "overdue", "owner", "building", "q",
-                       "limit", "before"}
+                       "limit", "before", "after"}
     # Every reference resolves.
     refs = set(_refs(doc))
     assert refs and {r.rsplit("/", 1)[-1] for r in refs} <= set(schemas)

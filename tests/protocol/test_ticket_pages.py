@@ -149,6 +149,12 @@ async def test_the_list_pages_through_all_tickets(site: Site) -> None:
             if path:
                 assert "category=engineering" in path and "limit=1" in path
         assert seen == [site.late, site.theirs]
+        # And back from the last page: the one before it, the same filters, no further.
+        back = re.search(r'id="prev-page" href="([^"]+)"', page)
+        assert back and "category=engineering" in back.group(1)
+        first = await _page(boss, back.group(1).replace("&amp;", "&"))
+        assert re.findall(r'<tr data-number="([^"]+)"', first) == [site.late]
+        assert 'id="prev-page"' not in first and 'id="next-page"' in first
 
 
 async def test_the_detail_shows_corrections_judgement_clocks_and_history(site: Site) -> None:

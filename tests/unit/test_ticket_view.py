@@ -92,6 +92,7 @@ def test_the_list_query_leaves_out_empty_fields_and_unknown_ones() -> None:
                                "before": "17", "limit": "20"})
     assert params == {"urgency": "P2", "q": "停水", "before": "17", "limit": "20"}
     assert view.filters_only(params) == {"urgency": "P2", "q": "停水", "limit": "20"}
+    assert view.filters_only({"after": "9", "q": "漏水"}) == {"q": "漏水"}
 
 
 def test_what_still_needs_confirming() -> None:
