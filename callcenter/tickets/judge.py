@@ -33,6 +33,7 @@ from callcenter.tickets.safety import (
     HAZARD_CATEGORY,
     SafetyReading,
     SafetyRules,
+    negated,
     read_basic_needs,
     read_safety,
 )
@@ -48,7 +49,6 @@ _QUESTION = re.compile(
     r"(请问|问一下|问问|想问|咨询|怎么|如何|能不能|可不可以|可以吗|是不是|多少钱|多少|什么时候|"
     r"几点|哪天|哪里|哪个|有没有|要不要|需不需要|吗|呢|么)$|^(请问|问一下|我想问|想问|咨询)"
 )
-_NEGATED_BEFORE = re.compile(r"(没有|没|不是|并不|不)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,7 @@ def _urgency(
 def _major_sign(text: str, rules: JudgementRules) -> str | None:
     for name, pattern in rules.major_signs.items():
         for m in pattern.finditer(text):
-            if not _NEGATED_BEFORE.search(text[max(0, m.start() - 2) : m.start()]):
+            if not negated(text, m.start()):
                 return f"{name}: {m.group(0)}"
     return None
 

@@ -176,7 +176,10 @@ def load_rules(path: Path = SAFETY_FILE) -> SafetyRules:
         return rules_from_dict(yaml.safe_load(fh))
 
 
-def _negated(text: str, start: int, rules: SafetyRules) -> bool:
+def negated(text: str, start: int, rules: SafetyRules | None = None) -> bool:
+    """Whether a negation stands right before ``start`` in normalised text (没有受伤,
+    不是煤气味), but not a hedge (是不是) or a phrase that negates nothing (没一会儿)."""
+    rules = rules or load_rules()
     lo = max(0, start - rules.negation_window)
     for word in rules.negation_words:
         at = text.rfind(word, lo, start)
@@ -222,7 +225,7 @@ def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules)
     start, end = m.start(), m.end()
     if _other_context(hazard, text, start, end, rules):
         return "context"
-    if _negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE):
+    if negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE):
         return "negation"
     if _hypothetical(text, start, end, rules):
         return "hypothetical"
