@@ -79,6 +79,15 @@ def _png(width: int = 48, height: int = 32) -> bytes:
             + chunk(b"IEND", b""))
 
 
+async def _sign_in(page: Page, base_url: str, then: str) -> None:
+    """Sign in as the supervisor through the form and land on ``then``."""
+    await page.goto(f"{base_url}/login?next={then}")
+    await page.fill("input[name=username]", SUPERVISOR)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{base_url}{then}")
+
+
 async def _shot(page: Page, folder: Path, name: str) -> None:
     await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
@@ -110,11 +119,7 @@ async def test_a_supervisor_works_an_overdue_ticket_in_the_browser(
         page.on("pageerror", lambda e: errors.append(str(e)))
 
         # Sign in; the list marks the ticket overdue, in red, counting.
-        await page.goto(f"{base_url}/login?next=/tickets")
-        await page.fill("input[name=username]", SUPERVISOR)
-        await page.fill("input[name=password]", PASSWORD)
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{base_url}/tickets")
+        await _sign_in(page, base_url, "/tickets")
         row = page.locator(f"tr[data-number='{number}']")
         await expect(row).to_have_attribute("data-overdue", "true")
         late = row.locator(".countdown.late")
@@ -253,11 +258,7 @@ async def test_an_unsure_judgement_is_confirmed_as_is_in_the_browser(
         page = await browser.new_page(locale="zh-CN", viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(f"{base_url}/login?next=/tickets/{number}")
-        await page.fill("input[name=username]", SUPERVISOR)
-        await page.fill("input[name=password]", PASSWORD)
-        await page.click("button[type=submit]")
-        await page.wait_for_url(f"{base_url}/tickets/{number}")
+        await _sign_in(page, base_url, f"/tickets/{number}")
         edit = page.locator("#edit-form")
         await expect(edit.locator("label.to-confirm")).to_have_count(2)
         await expect(page.locator(".confirm-line")).to_contain_text("类别")
