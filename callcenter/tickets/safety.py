@@ -246,7 +246,25 @@ def _hits(text: str, rules: SafetyRules) -> list[HazardHit]:
                 reason = _cancel_reason(hazard, text, m, rules)
                 hits.append(HazardHit(hazard, m.group(0), m.start(), reason))
     hits.sort(key=lambda h: (h.start, h.hazard))
-    return hits
+    return _past_carries_on(hits, text, rules)
+
+
+def _past_carries_on(hits: list[HazardHit], text: str, rules: SafetyRules) -> list[HazardHit]:
+    """A danger told as over or past (上个月水管爆了，水灌进我家) goes on being told
+    for a few words: the hits right after it belong to the same past event, unless
+    the caller says it is back or still there."""
+    carried: list[HazardHit] = []
+    over_end: int | None = None
+    for hit in hits:
+        if hit.cancelled_by == "over":
+            over_end = hit.start + len(hit.words)
+        elif hit.active and over_end is not None and hit.start - over_end <= rules.over_window:
+            between = text[over_end : hit.start + len(hit.words)]
+            if not any(r in between for r in rules.recurrence_markers):
+                hit = HazardHit(hit.hazard, hit.words, hit.start, "over")
+                over_end = hit.start + len(hit.words)
+        carried.append(hit)
+    return carried
 
 
 def _signed(hit: HazardHit, text: str, standalone: set[str], rules: SafetyRules) -> bool:

@@ -70,6 +70,12 @@ def test_someone_missing_or_a_wire_left_bare_is_p1() -> None:
     assert "live_wire" in read_safety("开关盒没装盖子，几根电线就露着，孩子够得着").hazards
 
 
+def test_a_past_danger_told_at_length_stays_past() -> None:
+    reading = read_safety("上个月楼上水管爆了，水灌进我家，地板全泡了，我想问问赔偿怎么算")
+    assert not reading.is_p1 and reading.doubtful, reading.hits
+    assert read_safety("上个月水管爆了，修好了，今天又爆了，水灌进我家").is_p1
+
+
 def test_a_danger_back_again_is_not_over() -> None:
     assert read_safety("上次煤气漏的事修好了，今天又闻到煤气味了").is_p1
 
