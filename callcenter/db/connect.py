@@ -77,7 +77,10 @@ def stop_embedded(settings: Settings) -> None:
     """Stop the embedded server of ``settings`` (if this process started it)."""
     entry = _embedded.pop(str((settings.data_dir / "pg").resolve()), None)
     if entry is not None:
-        entry.server.cleanup()
+        # Never beside a restart in another thread: pgserver's inter-process lock is
+        # one object per server, and two threads of one process would share it.
+        with entry.lock:
+            entry.server.cleanup()
 
 
 def _embedded_for(dsn: str) -> _Embedded | None:
@@ -123,9 +126,13 @@ def _restart_if_down(entry: _Embedded) -> bool:
             try:
                 server.ensure_postgres_running()
             except Exception as exc:  # e.g. killed backends still hold its shared memory
-                log.warning("embedded PostgreSQL did not start yet (%s); next failure retries",
-                            exc)
-                return False
+                # pg_ctl may only have stopped waiting (crash recovery on a slow
+                # machine): a postmaster of ours that runs is a restart, still coming up.
+                if not _postmaster_alive(server.pgdata):
+                    log.warning("embedded PostgreSQL did not start yet (%s); next failure"
+                                " retries", exc)
+                    return False
+                log.warning("embedded PostgreSQL in %s still starting", server.pgdata)
         entry.restarts += 1
         log.warning("embedded PostgreSQL in %s running again", server.pgdata)
         return True
@@ -150,7 +157,17 @@ def _postmaster_alive(pgdata: Path) -> bool:
     if zombie:
         with contextlib.suppress(OSError):
             pid_file.unlink()
+        _remove_socket_locks(pgdata, pid)
     return not zombie
+
+
+def _remove_socket_locks(socket_dir: Path, pid: int) -> None:
+    """The socket lock files a dead postmaster left: PostgreSQL refuses to start
+    while one names a process that still exists, and a zombie still does."""
+    for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(lock.read_text().split("\n", 1)[0]) == pid:
+                lock.unlink()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
