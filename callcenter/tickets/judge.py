@@ -53,9 +53,11 @@ _QUESTION = re.compile(
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    p1_probability: float = 0.3
+    """The defaults are judgement.yaml's, which sets them all."""
+
+    p1_probability: float = 0.4
     p1_possible: float = 0.15
-    agent_weight: float = 0.3
+    agent_weight: float = 0.5
     statement: float = 0.8
     confidence: float = 0.5
     margin: float = 0.15
