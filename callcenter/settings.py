@@ -28,7 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = PROJECT_ROOT.parent / "shared"
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
+    """Where the service keeps what it can rebuild (the sandbox, the model, trained
+    ticket models): ``$XDG_CACHE_HOME/callcenter``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "callcenter"
 
@@ -57,7 +59,7 @@ class Settings(BaseSettings):
         description="Where the embedded database, recordings and runtime files live.",
     )
     cache_dir: Path = Field(
-        default_factory=_default_cache_dir,
+        default_factory=default_cache_dir,
         description="Downloads and unpacked models, the Asterisk sandbox root.",
     )
     recordings_dir: Path | None = Field(

@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from callcenter.permissions import SERVICE_UMASK, prepare_recordings_dir
+from callcenter.settings import default_cache_dir
 
 if TYPE_CHECKING:
     from callcenter.settings import Settings
@@ -72,11 +73,6 @@ START_TIMEOUT_S = 30.0
 
 class SandboxError(RuntimeError):
     """The sandbox could not be built, started or stopped."""
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "callcenter"
 
 
 def recipe_hash() -> str:

@@ -4,8 +4,8 @@ urgency and complaint severity from character n-grams with a linear model.
 Character n-grams need no word segmentation and bear recogniser mistakes well
 (one wrong character spoils one or two n-grams, not the whole word). A linear
 model explains itself: the n-grams that pushed a decision are listed with it.
-The models are trained when first needed (under a second on the corpus) and
-kept for the life of the process, so nothing trained is shipped as a binary.
+The models are trained when first needed (seconds) and kept for the life of the
+process and in the cache folder, so nothing trained is shipped as a binary.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import yaml
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from callcenter.settings import default_cache_dir
 from callcenter.text import normalise
 from callcenter.tickets.corpus import CORPUS_DIR, Example, Split, load_corpus
 
@@ -194,8 +195,7 @@ def _cache_key(split: Split) -> str:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "callcenter" / "ticket-models"
+    return default_cache_dir() / "ticket-models"
 
 
 @lru_cache(maxsize=2)
