@@ -155,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="YYYY-MM-DD (default: 30 days ago)")
         cmd.set_defaults(func=_tickets_feedback, what=name)
 
+    _qa_parser(sub)
+
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
     sandbox.set_defaults(func=_sandbox)
@@ -337,6 +339,78 @@ def _date(text: str) -> datetime:
         return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _qa_parser(sub: Any) -> None:
+    qa = sub.add_parser("qa", help="QA scores: score a call, re-score stored calls")
+    qa_sub = qa.add_subparsers()
+    score = qa_sub.add_parser(
+        "score", help="score a stored call (its id) or a transcript file (a meta.json-style "
+                      "timeline), print JSON; stores nothing")
+    score.add_argument("target", help="call id or transcript file")
+    score.add_argument("--rules", type=Path, default=None, help="rule file (default: shipped)")
+    score.set_defaults(func=_qa_score)
+    rescore = qa_sub.add_parser(
+        "rescore", help="score stored calls again with a rule file and report what changed; "
+                        "earlier results and human verdicts are kept")
+    rescore.add_argument("--since", type=_date, required=True, help="YYYY-MM-DD")
+    rescore.add_argument("--rules", type=Path, default=None, help="rule file (default: shipped)")
+    rescore.add_argument("--call", action="append", default=[], help="only this call (repeat)")
+    rescore.add_argument("--dry-run", action="store_true", help="report, store nothing")
+    rescore.add_argument("--details", action="store_true", help="list every changed call")
+    rescore.set_defaults(func=_qa_rescore)
+
+
+def _rules_arg(path: Path | None) -> Any:
+    from callcenter.qa.engine import RulesFileError, load_rules
+
+    try:
+        return load_rules(path) if path else load_rules()
+    except RulesFileError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _qa_score(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.qa import rescore
+
+    rules = _rules_arg(args.rules)
+    target = Path(args.target)
+    if target.is_file():
+        from callcenter.pipeline import timeline_from_file_meta
+        from callcenter.qa.engine import score
+
+        try:
+            meta = json.loads(target.read_text(encoding="utf-8"))
+            timeline, facts = timeline_from_file_meta(meta)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CliError(f"{target}: not a transcript file ({exc})") from None
+        result = score(timeline, facts, rules=rules, source="text")
+    else:
+        from callcenter.qa.store import calls_to_rescore
+
+        async def stored(store: Any) -> Any:
+            rows = await calls_to_rescore(store.pool, datetime(1970, 1, 1, tzinfo=UTC),
+                                          [args.target])
+            if not rows:
+                raise CliError(f"no scored call {args.target!r} (and no such file)")
+            return await rescore.score_stored(store.pool, rows[0], rules)
+
+        result = _with_store(settings, stored)
+    print(json.dumps(result.to_json(), ensure_ascii=False, indent=1))
+    return 0
+
+
+def _qa_rescore(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.qa import rescore
+
+    rules = _rules_arg(args.rules)
+    report = _with_store(settings, lambda store: rescore.rescore(
+        store.pool, rules, since=args.since, call_ids=args.call, dry_run=args.dry_run))
+    doc = report.as_dict()
+    if not args.details:
+        doc.pop("details")
+    print(json.dumps(doc, ensure_ascii=False, indent=1))
+    return 0
 
 
 def _tickets_feedback(args: argparse.Namespace, settings: Settings) -> int:

@@ -98,22 +98,32 @@ class Evidence:
 
 @dataclass(slots=True)
 class RuleResult:
-    """One QA rule's verdict. passed=None means the rule does not apply."""
+    """One QA rule's verdict. passed=None means the rule does not apply, or (with
+    ``needs_review``) that the words it rests on are too unsure to decide: a person
+    decides, and until then the rule deducts nothing."""
 
     id: str
     passed: bool | None
     evidence: list[Evidence] = field(default_factory=list)
     detail: str = ""
     weight: float = 0.0
+    needs_review: bool = False
 
 
 @dataclass(slots=True)
 class QaResult:
     score: float
     rules: list[RuleResult]
+    rules_version: str = ""  # the rule set it was computed with (qa/engine.py)
+
+    @property
+    def needs_review(self) -> int:
+        """How many rules wait for a person."""
+        return sum(1 for r in self.rules if r.needs_review)
 
     def to_json(self) -> dict[str, Any]:
-        return {"score": self.score, "rules": [asdict(r) for r in self.rules]}
+        return {"score": self.score, "rules_version": self.rules_version,
+                "needs_review": self.needs_review, "rules": [asdict(r) for r in self.rules]}
 
 
 @dataclass(slots=True)

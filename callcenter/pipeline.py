@@ -7,6 +7,7 @@ order; ``analyze`` only feeds them from files instead of the database.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,20 @@ def timeline_from_file_meta(meta: dict[str, Any]) -> tuple[Timeline, CallFacts]:
         ivr_digits=str(meta.get("ivr_digits") or ""),
     )
     return timeline_from_meta(meta), facts
+
+
+def call_facts(call: Mapping[str, Any]) -> CallFacts:
+    """What a stored call row gives the analysis besides speech."""
+    # Rings are counted from the offer to the agent who answered, not from queue entry.
+    answered_after = None
+    offered_at = call.get("ringing_at") or call.get("queued_at")
+    if call.get("answered_at") and offered_at:
+        answered_after = max(0.0, (call["answered_at"] - offered_at).total_seconds())
+    return CallFacts(
+        call_id=call["id"], caller_number=call["caller_number"] or "",
+        ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
+        answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
+    )
 
 
 def prior_ticket(row: dict[str, Any]) -> PriorTicket:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
@@ -22,12 +21,12 @@ from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
-from callcenter.core import CallFacts
 from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore, is_transient
 from callcenter.pipeline import (
     Transcribing,
     analyze,
+    call_facts,
     prior_ticket,
     transcribe_recorded_legs,
 )
@@ -63,7 +62,7 @@ async def process_call(
         raise CallNotReady(f"no call {call_id}")
     await store.set_status(call_id, "processing")
     recordings = await store.recordings_of(call_id)
-    facts = _facts(call)
+    facts = call_facts(call)
     paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
     timeline, legs, problems = await asyncio.to_thread(
         transcribe_recorded_legs, paths, transcribing
@@ -93,19 +92,6 @@ async def process_call(
     )
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     return number
-
-
-def _facts(call: dict[str, Any]) -> CallFacts:
-    # Rings are counted from the offer to the agent who answered, not from queue entry.
-    answered_after = None
-    offered_at = call.get("ringing_at") or call.get("queued_at")
-    if call.get("answered_at") and offered_at:
-        answered_after = max(0.0, (call["answered_at"] - offered_at).total_seconds())
-    return CallFacts(
-        call_id=call["id"], caller_number=call["caller_number"] or "",
-        ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
-        answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
-    )
 
 
 def notifier_from(settings: Settings) -> Notifier:

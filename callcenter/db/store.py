@@ -21,6 +21,8 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
 from callcenter.core import QaResult, Segment, Ticket
+from callcenter.qa.engine import load_rules
+from callcenter.qa.store import save_result as save_qa_result
 from callcenter.sip.accounts import Account
 from callcenter.tickets.lifecycle import Policy, default_policy
 from callcenter.tickets.service import save_automatic
@@ -484,9 +486,13 @@ class PgStore:
             )
             number = await _save_ticket(conn, call_id, ticket, history, policy=self.policy,
                                         at=self.now()) if ticket else None
-            await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
             if qa is not None:
-                await _save_qa(conn, call_id, qa, qa_source)
+                # People's verdicts and earlier rule sets' results are kept (qa/store.py).
+                await save_qa_result(conn, call_id, qa, source=qa_source,
+                                     rules_text=load_rules().text
+                                     if qa.rules_version == load_rules().version else "")
+            else:
+                await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
             await conn.execute(
                 "UPDATE calls SET status = 'processed', error = $2 WHERE id = $1", call_id, error
             )
@@ -511,23 +517,6 @@ async def _save_ticket(
     re-processing refreshes only its automatic values and judgement, never what
     people did (status, owner, the lifecycle, their ``human`` values)."""
     return await save_automatic(conn, call_id, ticket, history, policy=policy, at=at)
-
-
-async def _save_qa(conn: asyncpg.Connection, call_id: str, qa: QaResult, source: str) -> None:
-    await conn.execute(
-        "INSERT INTO qa_results (call_id, score, source) VALUES ($1, $2, $3)",
-        call_id,
-        qa.score,
-        source,
-    )
-    await conn.executemany(
-        "INSERT INTO qa_rule_results (call_id, rule_id, passed, weight, detail, evidence)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        [
-            (call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence])
-            for r in qa.rules
-        ],
-    )
 
 
 async def _request_agent(

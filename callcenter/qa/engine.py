@@ -23,8 +23,10 @@ times, recognised words their word times), the segment's span otherwise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +55,11 @@ class QaRules:
     # Recognised speech comes in pause-split pieces: pieces of one leg closer than
     # this (and not separated by the other leg) form one utterance, as a turn would.
     turn_merge_gap_s: dict[str, float] = field(default_factory=dict)
+    # Which rule set this is: the file's ``version`` label and a digest of what it
+    # says (comments and layout aside), so a changed file is a new version even
+    # when nobody bumped the label. Every result records it.
+    version: str = ""
+    text: str = ""  # the file as written, kept with the results it produced
 
     def params(self, rule_id: str, source: str) -> dict[str, Any]:
         base = dict(self.rules.get(rule_id, {}))
@@ -65,7 +72,14 @@ class QaRules:
         return float(self.rules.get(rule_id, {}).get("weight", 0.0))
 
 
-def rules_from_dict(data: dict[str, Any]) -> QaRules:
+def rules_version(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:8]
+    label = str(data.get("version") or "rules")
+    return f"{label}+{digest}"
+
+
+def rules_from_dict(data: dict[str, Any], text: str = "") -> QaRules:
     rules = {str(k): dict(v or {}) for k, v in (data.get("rules") or {}).items()}
     unknown = set(rules) - set(RULE_IDS)
     if unknown:
@@ -77,13 +91,27 @@ def rules_from_dict(data: dict[str, Any]) -> QaRules:
         turn_merge_gap_s={
             str(k): float(v) for k, v in (data.get("turn_merge_gap_s") or {}).items()
         },
+        version=rules_version(data),
+        text=text,
     )
+
+
+class RulesFileError(ValueError):
+    """A rule file that cannot be read or breaks the contract."""
 
 
 @lru_cache(maxsize=4)
 def load_rules(path: Path = RULES_FILE) -> QaRules:
-    with open(path, encoding="utf-8") as fh:
-        return rules_from_dict(yaml.safe_load(fh))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise RulesFileError(f"{path}: not a mapping of rules")
+        return rules_from_dict(data, text)
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
+        if isinstance(exc, RulesFileError):
+            raise
+        raise RulesFileError(f"{path}: {exc}") from None
 
 
 # --- text with times -------------------------------------------------------------
@@ -220,8 +248,12 @@ class _Call:
         return [u for u in self.agent if u.chars and not self.is_backchannel(u)]
 
 
-def _result(rule_id: str, passed: bool | None, ev: list[Evidence], detail: str) -> RuleResult:
-    return RuleResult(id=rule_id, passed=passed, evidence=ev, detail=detail)
+def _result(
+    rule_id: str, passed: bool | None, ev: list[Evidence], detail: str, *,
+    needs_review: bool = False,
+) -> RuleResult:
+    return RuleResult(id=rule_id, passed=passed, evidence=ev, detail=detail,
+                      needs_review=needs_review)
 
 
 def _greeting(c: _Call) -> RuleResult:
@@ -271,7 +303,8 @@ def _self_identification(c: _Call) -> RuleResult:
                 None,
                 [u.evidence() for u in real],
                 f"no name or id recognised, but words below confidence {float(unsure):g}"
-                " may hide one (not judged)",
+                " may hide one",
+                needs_review=True,
             )
     return _result(
         "self_identification",
@@ -559,8 +592,14 @@ def score(
         r = CHECKS[rule_id](call)
         r.weight = rules.weight(rule_id)
         results.append(r)
-    applicable = [r for r in results if r.passed is not None]
-    total = sum(r.weight for r in applicable)
-    got = sum(r.weight for r in applicable if r.passed)
-    value = round(100.0 * got / total, 1) if total > 0 else 100.0
-    return QaResult(score=value, rules=results)
+    value = weighted_score((r.weight, r.passed) for r in results)
+    return QaResult(score=value, rules=results, rules_version=rules.version)
+
+
+def weighted_score(verdicts: Iterable[tuple[float, bool | None]]) -> float:
+    """100 x weight passed / weight judged; rules not judged (None) count in
+    neither; nothing judged scores 100. Automatic and reviewed scores alike."""
+    judged = [(w, passed) for w, passed in verdicts if passed is not None]
+    total = sum(w for w, _ in judged)
+    got = sum(w for w, passed in judged if passed)
+    return round(100.0 * got / total, 1) if total > 0 else 100.0

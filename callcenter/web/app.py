@@ -46,6 +46,8 @@ from callcenter.db.store import PgStore, is_transient
 from callcenter.db.writer import OrderedWriter
 from callcenter.errors import ServiceError, Unavailable
 from callcenter.keys import DSN, LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, TICKETS, WRITER
+from callcenter.qa import http as qa_http
+from callcenter.qa import pages as qa_pages
 from callcenter.settings import Settings
 from callcenter.tickets import http as tickets
 from callcenter.tickets.lifecycle import make_policy
@@ -158,6 +160,23 @@ def _routes(app: web.Application) -> None:
     route(app, "POST", "/api/tickets/{number}/attachments", tickets.upload_attachment, writers)
     route(app, "GET", "/api/tickets/{number}/attachments/{attachment_id}",
           tickets.download_attachment, SIGNED_IN)
+    # QA: QA staff and supervisors review and rule on appeals; admins read; an
+    # agent reads their own scored calls and appeals their own results.
+    reviewers = allow(Role.QA, Role.SUPERVISOR)
+    route(app, "GET", "/qa", qa_pages.qa_page, SIGNED_IN)
+    route(app, "GET", "/qa/scorecards", qa_pages.scorecards_page, SIGNED_IN)
+    route(app, "GET", "/qa/calls/{call_id}", qa_pages.qa_call_page, SIGNED_IN)
+    route(app, "GET", "/api/qa/queue", qa_http.queue, Access(STAFF))
+    route(app, "GET", "/api/qa/calls", qa_http.list_calls, SIGNED_IN)
+    route(app, "GET", "/api/qa/calls/{call_id}", qa_http.get_call, SIGNED_IN)
+    route(app, "POST", "/api/qa/calls/{call_id}/rules/{rule_id}/verdict", qa_http.post_verdict,
+          reviewers)
+    route(app, "POST", "/api/qa/calls/{call_id}/rules/{rule_id}/appeal", qa_http.post_appeal,
+          allow(Role.AGENT))
+    route(app, "POST", "/api/qa/appeals/{appeal_id}/decision", qa_http.post_decision,
+          reviewers)
+    route(app, "GET", "/api/qa/agreement", qa_http.agreement, Access(STAFF))
+    route(app, "GET", "/api/qa/scorecards", qa_http.scorecards, SIGNED_IN)
     # The API's description: for those who may use the API (it names every route
     # and who may call it; nobody needs it before signing in).
     route(app, "GET", "/api/openapi.json", openapi.openapi_json, SIGNED_IN)

@@ -375,7 +375,9 @@ async def test_call_page_plays_evidence(web: Web) -> None:
     # Stored text is escaped, never markup.
     assert "<b>urgent</b>" not in html and "&lt;b&gt;urgent&lt;/b&gt;" in html
     script = await web.client.get("/static/call.js")
-    assert script.status == 200 and "function play(leg, start, end)" in await script.text()
+    assert script.status == 200 and 'import {play} from "./common.js"' in await script.text()
+    common = await web.client.get("/static/common.js")
+    assert "export function play(leg, start, end)" in await common.text()
 
 
 async def test_pages_bad_limit_is_400(web: Web) -> None:

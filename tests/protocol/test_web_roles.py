@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from callcenter.auth.http import ACCESS
-from callcenter.core import Ticket
+from callcenter.core import QaResult, RuleResult, Ticket
 from callcenter.db.store import PgStore
 from callcenter.settings import Settings
 from callcenter.tickets.service import AttachmentRules, TicketService
@@ -69,8 +69,10 @@ async def _seed(pool: asyncpg.Pool, rec: Path) -> dict[str, int]:
 
 async def _seed_ticket(pool: asyncpg.Pool, attachments: Path) -> dict[str, str]:
     """A repeated complaint on MINE (so an alert to the supervisors) with a photo."""
+    qa = QaResult(80.0, [RuleResult("greeting", True, weight=10),
+                         RuleResult("polite_address", False, weight=10)], "test+1")
     number = await PgStore(pool).save_analysis(
-        MINE, segments=[], qa=None, qa_source="asr",
+        MINE, segments=[], qa=qa, qa_source="asr",
         ticket=Ticket("complaint", "P3", "又一次投诉噪音", phone="13800000000",
                       repeat_complaint=True))
     assert number is not None
@@ -144,12 +146,30 @@ def _table(site: Site) -> list[tuple[str, str, Any, tuple[int, ...]]]:
         ("GET", "/api/console/softphone", None): (401, 404, 403, 403, 403),  # no SIP account
         ("GET", f"/api/console/calls/{MINE}", None): (401, 200, 403, 403, 403),
         ("POST", f"/api/console/calls/{MINE}/wrap-up", None): (401, 200, 403, 403, 403),
+        # QA: QA staff and supervisors rule; admins read; an agent reads and appeals
+        # their own (the bodies here are empty: 400 where the role may post).
+        ("GET", "/qa", None): (401, 200, 200, 200, 200),
+        ("GET", "/qa/scorecards", None): (401, 200, 200, 200, 200),
+        ("GET", f"/qa/calls/{MINE}", None): (401, 200, 200, 200, 200),
+        ("GET", "/api/qa/queue", None): (401, 403, 200, 200, 200),
+        ("GET", "/api/qa/calls", None): (401, 200, 200, 200, 200),
+        ("GET", f"/api/qa/calls/{MINE}", None): (401, 200, 200, 200, 200),
+        ("POST", f"/api/qa/calls/{MINE}/rules/greeting/verdict", None):
+            (401, 403, 400, 400, 403),
+        ("POST", f"/api/qa/calls/{MINE}/rules/polite_address/appeal", None):
+            (401, 400, 403, 403, 403),
+        ("POST", "/api/qa/appeals/1/decision", None): (401, 403, 400, 400, 403),
+        ("GET", "/api/qa/agreement", None): (401, 403, 200, 200, 200),
+        ("GET", "/api/qa/scorecards", None): (401, 200, 200, 200, 200),
     }
     bodies = {("POST", "/api/session"): {"username": "x", "password": "y"},
               ("POST", "/api/agents/a1/state"): {"action": "login"},
               ("POST", "/api/users"): {}, ("PATCH", f"/api/users/{ids['qa1']}"): {},
               ("POST", f"/api/console/calls/{MINE}/wrap-up"): {"disposition": "resolved"},
               ("POST", "/api/tickets"): {},
+              ("POST", f"/api/qa/calls/{MINE}/rules/greeting/verdict"): {},
+              ("POST", f"/api/qa/calls/{MINE}/rules/polite_address/appeal"): {},
+              ("POST", "/api/qa/appeals/1/decision"): {},
               ("PATCH", f"/api/tickets/{number}"): {"building": "5"},
               ("POST", f"/api/tickets/{number}/events"): {"type": "note", "text": "已回电"},
               ("POST", f"/api/tickets/{number}/attachments"): {}}
@@ -190,6 +210,13 @@ def _canonical(path: str) -> str:
                             "/api/console/calls/{call_id}/wrap-up")):
         if path == fixed:
             return pattern
+    for prefix, pattern in (
+            (r"^/api/qa/calls/[^/]+/rules/[^/]+/", "/api/qa/calls/{call_id}/rules/{rule_id}/"),
+            (r"^/api/qa/calls/[^/]+$", "/api/qa/calls/{call_id}"),
+            (r"^/qa/calls/[^/]+$", "/qa/calls/{call_id}"),
+            (r"^/api/qa/appeals/\d+/", "/api/qa/appeals/{appeal_id}/")):
+        if re.match(prefix, path):
+            return re.sub(prefix, pattern, path)
     if path.startswith("/api/users/"):
         return "/api/users/{user_id}"
     for prefix, pattern in ((r"^/api/tickets/alerts/\d+/", "/api/tickets/alerts/{alert_id}/"),

@@ -1,17 +1,5 @@
 // Evidence and transcript lines play their span of the leg's recording.
-function play(leg, start, end) {
-  const audio = document.getElementById(`audio-${leg}`);
-  if (!audio) return;
-  audio.currentTime = start;
-  audio.play();
-  const stop = () => {
-    if (audio.currentTime >= end) {
-      audio.pause();
-      audio.removeEventListener("timeupdate", stop);
-    }
-  };
-  audio.addEventListener("timeupdate", stop);
-}
+import {play} from "./common.js";
 
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button.ev");

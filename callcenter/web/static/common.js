@@ -22,3 +22,21 @@ export function strings() {
   const node = document.getElementById("i18n");
   return node ? JSON.parse(node.textContent) : {};
 }
+
+// Play [start, end] seconds of a leg's recording (the <audio id="audio-LEG">):
+// evidence, transcript lines and timeline marks all jump there.
+export function play(leg, start, end) {
+  const audio = document.getElementById(`audio-${leg}`);
+  if (!audio) return null;
+  audio.currentTime = start;
+  const playing = audio.play();
+  if (playing) playing.catch(() => {});  // a browser that refuses autoplay still seeks
+  const stop = () => {
+    if (audio.currentTime >= end) {
+      audio.pause();
+      audio.removeEventListener("timeupdate", stop);
+    }
+  };
+  audio.addEventListener("timeupdate", stop);
+  return audio;
+}
