@@ -117,8 +117,11 @@ def load_rules(path: Path = RULES_FILE) -> QaRules:
 # --- text with times -------------------------------------------------------------
 
 
+_NO_PUNCTUATION = str.maketrans("", "", "".join(PUNCTUATION))
+
+
 def clean(text: str) -> str:
-    return "".join(ch for ch in text if ch not in PUNCTUATION)
+    return text.translate(_NO_PUNCTUATION)
 
 
 @dataclass(slots=True)
@@ -196,12 +199,20 @@ def _pattern(term: str) -> re.Pattern[str]:
     return re.compile(re.escape(clean(term)))
 
 
+@lru_cache(maxsize=1024)
+def _patterns(terms: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """A term list compiled once, longest term first (a rule file's lists are few)."""
+    return tuple((t, _pattern(t)) for t in sorted(terms, key=len, reverse=True))
+
+
 def find(utt: Utterance, terms: Sequence[str], min_conf: float = 0.0) -> list[tuple[int, int, str]]:
     """Non-overlapping hits (start, end, term) of any term, longest first."""
     hits: list[tuple[int, int, str]] = []
+    if not utt.chars:
+        return hits
     taken = [False] * len(utt.chars)
-    for term in sorted(terms, key=len, reverse=True):
-        for m in _pattern(term).finditer(utt.chars):
+    for term, pattern in _patterns(tuple(terms)):
+        for m in pattern.finditer(utt.chars):
             i, j = m.start(), m.end()
             if j <= i or any(taken[i:j]) or utt.min_conf(i, j) < min_conf:
                 continue
@@ -381,14 +392,31 @@ def _filler_words(c: _Call) -> RuleResult:
     return _result("filler_words", True, [], "no filler words")
 
 
+def _agent_rate(agent: Sequence[Utterance]) -> tuple[float, float] | None:
+    """(characters per minute, seconds of talk) over the agent's utterances."""
+    spoken = [u for u in agent if u.chars]
+    talk = sum(u.seg.duration for u in spoken)
+    if talk <= 0:
+        return None
+    return sum(len(u.chars) for u in spoken) / (talk / 60.0), talk
+
+
+def agent_chars_per_min(timeline: Timeline, *, rules: QaRules | None = None,
+                        source: str = "text") -> float | None:
+    """The agent's speaking rate as ``speech_rate`` measures it."""
+    rules = rules or load_rules()
+    segs = merge_turns(timeline.segments, rules.turn_merge_gap_s.get(source, 0.0))
+    measured = _agent_rate([Utterance.of(s) for s in segs if s.leg == "agent"])
+    return None if measured is None else measured[0]
+
+
 def _speech_rate(c: _Call) -> RuleResult:
     p = c.p("speech_rate")
     agent = [u for u in c.agent if u.chars]
-    talk = sum(u.seg.duration for u in agent)
-    if talk <= 0:
+    measured = _agent_rate(agent)
+    if measured is None:
         return _result("speech_rate", None, [], "no agent speech")
-    chars = sum(len(u.chars) for u in agent)
-    cpm = chars / (talk / 60.0)
+    cpm, talk = measured
     detail = f"{cpm:.1f} chars/min over {talk:.1f} s of agent speech"
     if cpm < float(p["fail_below"]) or cpm > float(p["fail_above"]):
         worst = max(agent, key=lambda u: abs(len(u.chars) / max(u.seg.duration, 0.1) * 60 - cpm))

@@ -24,28 +24,32 @@ from callcenter.qa import store
 from callcenter.qa.engine import QaRules, score
 
 
-async def stored_timeline(pool: asyncpg.Pool, call_id: str) -> Timeline:
+async def stored_timelines(pool: asyncpg.Pool, call_ids: Sequence[str]) -> dict[str, Timeline]:
+    """The stored transcripts of these calls (two queries, whatever their number)."""
     segs = await pool.fetch(
-        "SELECT leg, start_s, end_s, text, words FROM transcript_segments"
-        " WHERE call_id = $1 ORDER BY start_s, id", call_id)
-    length = await pool.fetchval(
-        "SELECT max(duration_s) FROM recordings WHERE call_id = $1", call_id)
-    segments = [
-        Segment(s["leg"], s["start_s"], s["end_s"], s["text"],
-                [Word(w["w"], w["start"], w["end"], w.get("conf", 1.0))
-                 for w in (s["words"] or [])])
-        for s in segs
-    ]
-    end = max((s.end for s in segments), default=0.0)
-    return Timeline(segments, max(end, float(length or 0.0)))
+        "SELECT call_id, leg, start_s, end_s, text, words FROM transcript_segments"
+        " WHERE call_id = ANY($1::text[]) ORDER BY call_id, start_s, id", list(call_ids))
+    lengths = {r["call_id"]: float(r["length"] or 0.0) for r in await pool.fetch(
+        "SELECT call_id, max(duration_s) AS length FROM recordings"
+        " WHERE call_id = ANY($1::text[]) GROUP BY call_id", list(call_ids))}
+    segments: dict[str, list[Segment]] = {cid: [] for cid in call_ids}
+    for s in segs:
+        segments[s["call_id"]].append(Segment(
+            s["leg"], s["start_s"], s["end_s"], s["text"],
+            [Word(w["w"], w["start"], w["end"], w.get("conf", 1.0)) for w in (s["words"] or [])]))
+    return {cid: Timeline(found, max([lengths.get(cid, 0.0), *(x.end for x in found)]))
+            for cid, found in segments.items()}
 
 
 async def score_stored(pool: asyncpg.Pool, row: asyncpg.Record, rules: QaRules) -> QaResult:
-    timeline = await stored_timeline(pool, row["id"])
+    timeline = (await stored_timelines(pool, [row["id"]]))[row["id"]]
     # CPU work: off the event loop.
-    return await asyncio.to_thread(
-        score, timeline, call_facts(dict(row)), rules=rules, source=row["source"] or "asr",
-        category=row["category"])
+    return await asyncio.to_thread(_score_row, row, timeline, rules)
+
+
+def _score_row(row: asyncpg.Record, timeline: Timeline, rules: QaRules) -> QaResult:
+    return score(timeline, call_facts(dict(row)), rules=rules, source=row["source"] or "asr",
+                 category=row["category"])
 
 
 @dataclass(slots=True)
@@ -68,34 +72,50 @@ class RescoreReport:
 
 
 async def rescore(pool: asyncpg.Pool, rules: QaRules, *, since: datetime,
-                  call_ids: Sequence[str] = (), dry_run: bool = False) -> RescoreReport:
+                  call_ids: Sequence[str] = (), dry_run: bool = False,
+                  batch: int = 200) -> RescoreReport:
+    """Score the calls again in batches: each batch read in a few queries, scored in
+    one trip to a worker thread, stored in one transaction (a failure loses at most
+    the batch's new results, never an old one: the old stay until replaced)."""
     report = RescoreReport(rules.version)
-    for row in await store.calls_to_rescore(pool, since, call_ids):
-        report.calls += 1
-        before = {r["rule_id"]: (r["passed"], r["needs_review"]) for r in await pool.fetch(
-            "SELECT rule_id, passed, needs_review FROM qa_rule_results WHERE call_id = $1",
-            row["id"])}
-        result = await score_stored(pool, row, rules)
-        after = {r.id: (r.passed, r.needs_review) for r in result.rules}
-        moved = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-        if row["rules_version"] == rules.version:
-            report.already_current += 1
-        if moved or result.score != row["score"]:
-            report.changed += 1
-            report.rule_changes.update(moved)
-            report.details.append({
-                "call_id": row["id"], "from_version": row["rules_version"],
-                "score_before": row["score"], "score_after": result.score,
-                "rules": [{"rule_id": k, "before": _verdict(before.get(k)),
-                           "after": _verdict(after.get(k))} for k in moved],
-            })
+    if not dry_run:
+        await pool.execute("INSERT INTO qa_rule_sets (version, content) VALUES ($1, $2)"
+                           " ON CONFLICT (version) DO NOTHING", rules.version, rules.text)
+    rows = await store.calls_to_rescore(pool, since, call_ids)
+    for first in range(0, len(rows), batch):
+        chunk = rows[first:first + batch]
+        ids = [r["id"] for r in chunk]
+        timelines = await stored_timelines(pool, ids)
+        before = await store.rule_verdicts(pool, ids)
+        results = await asyncio.to_thread(
+            lambda: [_score_row(row, timelines[row["id"]], rules) for row in chunk])  # noqa: B023
+        for row, result in zip(chunk, results, strict=True):
+            _compare(report, row, before.get(row["id"], {}), result, rules.version)
         if not dry_run:
             async with pool.acquire() as conn, conn.transaction():
-                await store.save_result(conn, row["id"], result, source=row["source"],
-                                        rules_text=rules.text)
-        report.human_verdicts_kept += int(await pool.fetchval(
-            "SELECT count(DISTINCT rule_id) FROM qa_reviews WHERE call_id = $1", row["id"]))
+                for row, result in zip(chunk, results, strict=True):
+                    await store.save_result(conn, row["id"], result, source=row["source"])
+        report.human_verdicts_kept += await store.reviewed_rules_of(pool, ids)
     return report
+
+
+def _compare(report: RescoreReport, row: asyncpg.Record,
+             before: dict[str, tuple[bool | None, bool]], result: QaResult,
+             version: str) -> None:
+    report.calls += 1
+    after = {r.id: (r.passed, r.needs_review) for r in result.rules}
+    moved = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if row["rules_version"] == version:
+        report.already_current += 1
+    if moved or result.score != row["score"]:
+        report.changed += 1
+        report.rule_changes.update(moved)
+        report.details.append({
+            "call_id": row["id"], "from_version": row["rules_version"],
+            "score_before": row["score"], "score_after": result.score,
+            "rules": [{"rule_id": k, "before": _verdict(before.get(k)),
+                       "after": _verdict(after.get(k))} for k in moved],
+        })
 
 
 def _verdict(v: tuple[bool | None, bool] | None) -> str:

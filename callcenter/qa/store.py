@@ -370,3 +370,21 @@ async def calls_to_rescore(pool: asyncpg.Pool, since: datetime,
         " LEFT JOIN tickets t ON t.call_id = c.id AND t.auto"
         " WHERE c.started_at >= $1 AND (cardinality($2::text[]) = 0 OR c.id = ANY($2))"
         " ORDER BY c.started_at, c.id", since, list(call_ids))
+
+
+async def rule_verdicts(pool: asyncpg.Pool, call_ids: Sequence[str]
+                        ) -> dict[str, dict[str, tuple[bool | None, bool]]]:
+    """The machine's current (passed, needs_review) per rule of these calls."""
+    out: dict[str, dict[str, tuple[bool | None, bool]]] = {}
+    for r in await pool.fetch(
+            "SELECT call_id, rule_id, passed, needs_review FROM qa_rule_results"
+            " WHERE call_id = ANY($1::text[])", list(call_ids)):
+        out.setdefault(r["call_id"], {})[r["rule_id"]] = (r["passed"], r["needs_review"])
+    return out
+
+
+async def reviewed_rules_of(pool: asyncpg.Pool, call_ids: Sequence[str]) -> int:
+    """How many (call, rule) of these calls carry a person's verdict."""
+    return int(await pool.fetchval(
+        "SELECT count(*) FROM (SELECT DISTINCT call_id, rule_id FROM qa_reviews"
+        " WHERE call_id = ANY($1::text[])) AS ruled", list(call_ids)))
