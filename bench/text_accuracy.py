@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline, Word  # noqa: E402
-from callcenter.qa.engine import RULE_IDS, score  # noqa: E402
+from callcenter.qa.engine import SPEC_RULE_IDS, score  # noqa: E402
 from callcenter.settings import SHARED_DIR  # noqa: E402
 from callcenter.tickets.classifier import classify  # noqa: E402
 
@@ -29,7 +29,7 @@ DEV_DIR = SHARED_DIR / "scenarios" / "dev"
 NOW = datetime(2025, 6, 1, 10, 0, 0)
 PUNCT = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] ")
 IVR_CATEGORY = {"1": "engineering", "2": "complaint", "3": "consultation"}
-LABELLED_RULES = [r for r in RULE_IDS if r not in ("answer_speed", "hangup_order", "dead_air")]
+LABELLED_RULES = [r for r in SPEC_RULE_IDS if r not in ("answer_speed", "hangup_order", "dead_air")]
 
 
 def allowed_input(meta: dict[str, Any]) -> dict[str, Any]:

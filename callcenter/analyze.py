@@ -31,6 +31,7 @@ from callcenter.pipeline import (
     timeline_from_file_meta,
     transcribe_stereo,
     transcribe_two_legs,
+    with_acoustics,
 )
 from callcenter.settings import Settings
 from callcenter.tickets.lifecycle import make_policy
@@ -125,6 +126,7 @@ def _read_call(
                 _require_mono(path)
             timeline, legs = transcribe_two_legs(request.caller, request.agent, transcriber)
         source = "asr"
+        facts = with_acoustics(facts, legs)
     return timeline, facts, legs, source
 
 
@@ -205,7 +207,8 @@ async def _store(
         await store.add_leg(facts.call_id, leg.leg, channel_id=None, recording_name=name)
         await store.save_recording_facts(
             facts.call_id, leg.leg, duration_s=leg.duration_s,
-            sample_rate=leg.sample_rate, size_bytes=size)
+            sample_rate=leg.sample_rate, size_bytes=size, speech_dbfs=leg.speech_dbfs,
+            snr_db=leg.snr_db)
     await store.update_call(facts.call_id, status="ended", stage="conversation",
                             ended_at=datetime.now(UTC))
     return await store.save_analysis(

@@ -147,6 +147,23 @@ def frame_rms_db(samples: npt.NDArray[np.int16], rate: int, frame_s: float = 0.0
     return 20.0 * np.log10(np.maximum(rms, 1e-3) / 32768.0)
 
 
+def speech_level(samples: npt.NDArray[np.int16], rate: int) -> tuple[float, float] | None:
+    """(speech level in dBFS, how far it stands above the line noise in dB) of one
+    leg, or None when the leg is silent. Speech is the 95th percentile of 20 ms
+    frame levels (the loud frames of what was said), noise the 10th (a recorded
+    leg is mostly the line while the other side talks)."""
+    levels = frame_rms_db(samples, rate)
+    if len(levels) == 0:
+        return None
+    speech, noise = (float(x) for x in np.percentile(levels, [95, 10]))
+    if speech < SILENT_DBFS:
+        return None
+    return round(speech, 1), round(speech - noise, 1)
+
+
+SILENT_DBFS = -55.0
+
+
 def voiced_regions(
     samples: npt.NDArray[np.int16],
     rate: int,

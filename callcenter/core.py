@@ -84,6 +84,10 @@ class CallFacts:
     started_at: datetime | None = None
     answered_after_s: float | None = None  # queue entry -> agent answer
     hangup_by: LegName | None = None
+    # The caller leg's acoustics, measured from the recording (None in text mode):
+    # how loud the caller's speech is, and how far it stands above the line noise.
+    caller_speech_dbfs: float | None = None
+    caller_snr_db: float | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +112,7 @@ class RuleResult:
     detail: str = ""
     weight: float = 0.0
     needs_review: bool = False
+    coaching: str = ""  # what the agent should say instead (failed or in review)
 
 
 @dataclass(slots=True)

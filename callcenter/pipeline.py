@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callcenter.audio import AudioError, read_mono, read_stereo_legs
+from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
 from callcenter.qa.engine import score
@@ -29,6 +29,8 @@ class LegAudio:
     duration_s: float
     sample_rate: int
     size_bytes: int
+    speech_dbfs: float | None = None  # audio.speech_level
+    snr_db: float | None = None
 
 
 @dataclass(slots=True)
@@ -67,7 +69,7 @@ def transcribe_two_legs(
     """Both legs are read (and validated) before either is transcribed."""
     audio = {leg: (path, *read_mono(path)) for leg, path in
              (("caller", caller_path), ("agent", agent_path))}
-    legs = {leg: _leg_audio(leg, path, len(samples), rate)
+    legs = {leg: _leg_audio(leg, path, samples, rate)
             for leg, (path, samples, rate) in audio.items()}
     segments = {leg: transcriber.transcribe(samples, rate, leg)
                 for leg, (_path, samples, rate) in audio.items()}
@@ -87,7 +89,7 @@ def transcribe_recorded_legs(
             audio[leg] = (path, *read_mono(path))
         except AudioError as exc:
             problems[leg] = str(exc)
-    legs = {leg: _leg_audio(leg, path, len(samples), rate)
+    legs = {leg: _leg_audio(leg, path, samples, rate)
             for leg, (path, samples, rate) in audio.items()}
     segments = {leg: transcriber.transcribe(samples, rate, leg)
                 for leg, (_path, samples, rate) in audio.items()}
@@ -99,8 +101,8 @@ def transcribe_recorded_legs(
 def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str, LegAudio]]:
     left, right, rate = read_stereo_legs(path)
     legs = {
-        "caller": _leg_audio("caller", path, len(left), rate),
-        "agent": _leg_audio("agent", path, len(right), rate),
+        "caller": _leg_audio("caller", path, left, rate),
+        "agent": _leg_audio("agent", path, right, rate),
     }
     caller = transcriber.transcribe(left, rate, "caller")
     agent = transcriber.transcribe(right, rate, "agent")
@@ -128,6 +130,7 @@ def call_facts(call: Mapping[str, Any]) -> CallFacts:
         call_id=call["id"], caller_number=call["caller_number"] or "",
         ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
         answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
+        caller_speech_dbfs=call.get("caller_speech_dbfs"), caller_snr_db=call.get("caller_snr_db"),
     )
 
 
@@ -177,8 +180,18 @@ def analysis_document(call: dict[str, Any], analysis: Analysis) -> dict[str, Any
     }
 
 
-def _leg_audio(leg: str, path: Path, frames: int, rate: int) -> LegAudio:
+def _leg_audio(leg: str, path: Path, samples: Any, rate: int) -> LegAudio:
+    level = speech_level(samples, rate)
     return LegAudio(
-        leg=leg, path=str(path), duration_s=round(frames / rate, 3), sample_rate=rate,
-        size_bytes=path.stat().st_size,
+        leg=leg, path=str(path), duration_s=round(len(samples) / rate, 3), sample_rate=rate,
+        size_bytes=path.stat().st_size, speech_dbfs=level[0] if level else None,
+        snr_db=level[1] if level else None,
     )
+
+
+def with_acoustics(facts: CallFacts, legs: Mapping[str, LegAudio]) -> CallFacts:
+    """The facts with the caller leg's measured level and signal-to-noise ratio."""
+    caller = legs.get("caller")
+    if caller is not None:
+        facts.caller_speech_dbfs, facts.caller_snr_db = caller.speech_dbfs, caller.snr_db
+    return facts

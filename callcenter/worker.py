@@ -29,6 +29,7 @@ from callcenter.pipeline import (
     call_facts,
     prior_ticket,
     transcribe_recorded_legs,
+    with_acoustics,
 )
 from callcenter.settings import Settings
 from callcenter.tickets import learned
@@ -70,8 +71,9 @@ async def process_call(
     for leg in legs.values():
         await store.save_recording_facts(
             call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
-            size_bytes=leg.size_bytes,
+            size_bytes=leg.size_bytes, speech_dbfs=leg.speech_dbfs, snr_db=leg.snr_db,
         )
+    facts = with_acoustics(facts, legs)
     prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
     # In a thread: the judgements and QA are CPU work, and this process may also be
     # serving calls (serve runs a worker).

@@ -442,16 +442,13 @@ class PgStore:
 
     @retrying()
     async def save_recording_facts(
-        self, call_id: str, leg: str, *, duration_s: float, sample_rate: int, size_bytes: int
+        self, call_id: str, leg: str, *, duration_s: float, sample_rate: int, size_bytes: int,
+        speech_dbfs: float | None = None, snr_db: float | None = None,
     ) -> None:
         await self.pool.execute(
-            "UPDATE recordings SET duration_s = $3, sample_rate = $4, size_bytes = $5"
-            " WHERE call_id = $1 AND leg = $2",
-            call_id,
-            leg,
-            duration_s,
-            sample_rate,
-            size_bytes,
+            "UPDATE recordings SET duration_s = $3, sample_rate = $4, size_bytes = $5,"
+            " speech_dbfs = $6, snr_db = $7 WHERE call_id = $1 AND leg = $2",
+            call_id, leg, duration_s, sample_rate, size_bytes, speech_dbfs, snr_db,
         )
 
     @retrying()

@@ -58,16 +58,16 @@ async def save_result(conn: asyncpg.Connection, call_id: str, qa: QaResult, *, s
         call_id, qa.score, source, version, qa.needs_review)
     await conn.executemany(
         "INSERT INTO qa_rule_results (call_id, rule_id, passed, weight, detail, evidence,"
-        " needs_review) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        " needs_review, coaching) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence],
-          r.needs_review) for r in qa.rules],
+          r.needs_review, r.coaching) for r in qa.rules],
     )
     await refresh_final(conn, call_id)
 
 
 async def _archive(conn: asyncpg.Connection, old: asyncpg.Record) -> None:
     rules = await conn.fetch(
-        "SELECT rule_id AS id, passed, weight, detail, evidence, needs_review"
+        "SELECT rule_id AS id, passed, weight, detail, evidence, needs_review, coaching"
         " FROM qa_rule_results WHERE call_id = $1 ORDER BY rule_id", old["call_id"])
     await conn.execute(
         "INSERT INTO qa_result_versions (call_id, rules_version, score, source, needs_review,"
@@ -207,7 +207,7 @@ async def call_review(pool: asyncpg.Pool, call_id: str) -> dict[str, Any] | None
         if head is None:
             return None
         rules = await conn.fetch(
-            "SELECT rule_id AS id, passed, weight, detail, evidence, needs_review"
+            "SELECT rule_id AS id, passed, weight, detail, evidence, needs_review, coaching"
             " FROM qa_rule_results WHERE call_id = $1", call_id)
         verdicts = {v.rule_id: v for v in await _verdicts(conn, call_id)}
         history = await conn.fetch(
@@ -365,9 +365,11 @@ async def calls_to_rescore(pool: asyncpg.Pool, since: datetime,
     return await pool.fetch(
         "SELECT c.id, c.caller_number, c.ivr_digits, c.started_at, c.answered_at,"
         " c.queued_at, c.ringing_at, c.hangup_by, q.source, q.score, q.rules_version,"
-        " COALESCE(t.human->>'category', t.category) AS category"
+        " COALESCE(t.human->>'category', t.category) AS category,"
+        " r.speech_dbfs AS caller_speech_dbfs, r.snr_db AS caller_snr_db"
         " FROM qa_results q JOIN calls c ON c.id = q.call_id"
         " LEFT JOIN tickets t ON t.call_id = c.id AND t.auto"
+        " LEFT JOIN recordings r ON r.call_id = c.id AND r.leg = 'caller'"
         " WHERE c.started_at >= $1 AND (cardinality($2::text[]) = 0 OR c.id = ANY($2))"
         " ORDER BY c.started_at, c.id", since, list(call_ids))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,7 +116,7 @@ async def test_rescore_with_a_changed_rule_file_keeps_human_verdicts_and_both_ve
     assert first is not None
     # The new rule set no longer counts 你 against the agent at all.
     changed = tmp_path / "rules.yaml"
-    changed.write_text(load_rules().text.replace('version: "2026-11-30"', 'version: "v2"')
+    changed.write_text(re.sub(r'(?m)^version: .*$', 'version: "v2"', load_rules().text)
                        .replace("    min_count: 1\n", "    min_count: 99\n", 1),
                        encoding="utf-8")
     new_rules = load_rules(changed)

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from callcenter.demo import place_scenario_call
+from callcenter.qa.engine import RULE_IDS
 from callcenter.sandbox.asterisk import AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, place_call
 from callcenter.settings import Settings
@@ -114,7 +115,7 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
     qa = await pool.fetchrow("SELECT * FROM qa_results WHERE call_id = $1", call["id"])
     assert qa is not None and 0 <= qa["score"] <= 100
     assert await pool.fetchval(
-        "SELECT count(*) FROM qa_rule_results WHERE call_id = $1", call["id"]) == 14
+        "SELECT count(*) FROM qa_rule_results WHERE call_id = $1", call["id"]) == len(RULE_IDS)
     agent = await pool.fetchrow("SELECT state FROM agents WHERE id = 'agent1001'")
     assert agent["state"] == "available"
 

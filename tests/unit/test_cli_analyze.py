@@ -26,6 +26,7 @@ import pytest
 
 from callcenter import cli
 from callcenter.db.connect import connect
+from callcenter.qa.engine import RULE_IDS as ENGINE_RULE_IDS
 
 SCENARIO = "d007"  # the shortest dev call (78 s)
 CLOSED_DSN = "postgresql://x@127.0.0.1:1/x"  # nothing listens on port 1
@@ -33,22 +34,7 @@ EXCERPT_S = 20.0
 
 CATEGORIES = {"engineering", "cleaning", "security", "landscaping", "complaint", "consultation"}
 URGENCIES = {"P1", "P2", "P3", "P4"}
-RULE_IDS = {
-    "greeting",
-    "self_identification",
-    "closing",
-    "forbidden_phrase",
-    "polite_address",
-    "filler_words",
-    "speech_rate",
-    "interruption",
-    "confirmation",
-    "hold_etiquette",
-    "dead_air",
-    "hangup_order",
-    "polite_vocabulary",
-    "answer_speed",
-}
+RULE_IDS = set(ENGINE_RULE_IDS)
 TICKET_KEYS = {
     "category",
     "urgency",
