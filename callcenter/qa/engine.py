@@ -23,6 +23,7 @@ times, recognised words their word times), the segment's span otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from callcenter.core import CallFacts, Evidence, QaResult, RuleResult, Segment, Timeline
 from callcenter.qa import conduct
@@ -92,8 +93,10 @@ def _self_identification(c: Call) -> RuleResult:
         g = c.p("greeting")
         known = [*p.get("known_words", []), *g.get("hello", []), *g.get("offer_help", [])]
         # The name belongs to the opening: the first utterance, and the next one
-        # only when the first has no offer of help yet.
-        opening = real[:1] if find(real[0], g.get("offer_help", [])) else real
+        # only when the first has no offer of help yet and the caller has not
+        # spoken in between (after that, the agent is answering the caller).
+        opening = real[:1] if find(real[0], g.get("offer_help", [])) else [
+            u for u in real if u is real[0] or not _caller_spoke_before(c, u)]
         if any(_unsure_chars(u, known, float(unsure)) for u in opening):
             return result(
                 "self_identification",
@@ -111,6 +114,11 @@ def _self_identification(c: Call) -> RuleResult:
     )
 
 
+def _caller_spoke_before(c: Call, u: Utterance) -> bool:
+    return any(len(x.chars) >= 2 and not c.is_backchannel(x) and x.seg.end <= u.seg.start
+               for x in c.caller)
+
+
 def _unsure_chars(u: Utterance, known: Sequence[str], min_conf: float) -> bool:
     """Whether a character outside the known script words is below ``min_conf``."""
     covered = [False] * len(u.chars)
@@ -120,18 +128,31 @@ def _unsure_chars(u: Utterance, known: Sequence[str], min_conf: float) -> bool:
 
 
 def _closing(c: Call) -> RuleResult:
+    """The last utterance closes the call. On recognised speech the one before it
+    counts too while the later ones are fragments (a few characters: the
+    recogniser's pieces of a mumbled end), never after a real last sentence."""
     p = c.p("closing")
     real = c.real_agent()
     if not real:
         return result("closing", None, [], "no agent speech")
     last = real[-int(p.get("last_utterances", 1)) :]
-    for u in reversed(last):
+    fragment = int(p.get("fragment_max_chars", 0))
+    for k, u in enumerate(reversed(last)):
         hits = find(u, p["phrases"])
         if hits:
             return result(
                 "closing", True, [u.evidence(i, j) for i, j, _ in hits], "courtesy close"
             )
+        if fragment and k == 0 and len(u.chars) > fragment:
+            break  # a real last sentence without a close
     return result("closing", False, [last[-1].evidence()], "no courtesy close at the end")
+
+
+def _unsure(c: Call, p: dict[str, Any]) -> float | None:
+    """On recognised speech, the confidence down to which a hit the rule does not
+    count as sure still sends the rule to a person (``review_conf``)."""
+    review = p.get("review_conf")
+    return float(review) if c.source == "asr" and review is not None else None
 
 
 def _forbidden_phrase(c: Call) -> RuleResult:
@@ -141,6 +162,12 @@ def _forbidden_phrase(c: Call) -> RuleResult:
         ev += [u.evidence(i, j) for i, j, _ in find(u, p["phrases"], c.conf(p))]
     if ev:
         return result("forbidden_phrase", False, ev, "forbidden: " + "、".join(e.text for e in ev))
+    review = _unsure(c, p)
+    if review is not None:
+        unclear = [u.evidence(i, j) for u in c.agent for i, j, _ in find(u, p["phrases"], review)]
+        if unclear:
+            return result("forbidden_phrase", None, unclear, "heard unclearly: "
+                          + "、".join(e.text for e in unclear), needs_review=True)
     return result("forbidden_phrase", True, [], "no forbidden phrase")
 
 
@@ -165,16 +192,25 @@ def _polite_address(c: Call) -> RuleResult:
 def _filler_words(c: Call) -> RuleResult:
     p = c.p("filler_words")
     conf = c.conf(p)
+    review = _unsure(c, p)
     ev: list[Evidence] = []
+    unclear: list[Evidence] = []
     for u in c.agent:
         ev += [u.evidence(i, j) for i, j, _ in find(u, p["tics"], conf)]
         if not u.chars or c.is_backchannel(u):
             continue
         opener = next((o for o in p["openers"] if u.chars.startswith(o)), None)
-        if opener and len(u.chars) > len(opener) and u.min_conf(0, len(opener)) >= conf:
-            ev.append(u.evidence(0, len(opener)))
+        if opener and len(u.chars) > len(opener):
+            sure = u.min_conf(0, len(opener))
+            if sure >= conf:
+                ev.append(u.evidence(0, len(opener)))
+            elif review is not None and sure >= review:
+                unclear.append(u.evidence(0, len(opener)))
     if ev:
         return result("filler_words", False, ev, "filler: " + "、".join(e.text for e in ev))
+    if unclear:
+        return result("filler_words", None, unclear, "heard unclearly: "
+                      + "、".join(e.text for e in unclear), needs_review=True)
     return result("filler_words", True, [], "no filler words")
 
 
