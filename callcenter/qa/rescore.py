@@ -93,8 +93,9 @@ async def rescore(pool: asyncpg.Pool, rules: QaRules, *, since: datetime,
             _compare(report, row, before.get(row["id"], {}), result, rules.version)
         if not dry_run:
             async with pool.acquire() as conn, conn.transaction():
-                for row, result in zip(chunk, results, strict=True):
-                    await store.save_result(conn, row["id"], result, source=row["source"])
+                await store.save_results(conn, [(row["id"], result, row["source"])
+                                                for row, result in zip(chunk, results,
+                                                                       strict=True)])
         report.human_verdicts_kept += await store.reviewed_rules_of(pool, ids)
     return report
 

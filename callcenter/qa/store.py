@@ -32,51 +32,80 @@ from callcenter.qa.review import (
 )
 
 
-def _rules_json(qa: QaResult) -> list[dict[str, Any]]:
-    return [asdict(r) for r in qa.rules]
-
-
 async def save_result(conn: asyncpg.Connection, call_id: str, qa: QaResult, *, source: str,
                       rules_text: str = "") -> None:
     """Make ``qa`` the call's current automatic result (inside the caller's
-    transaction). The same rule set scoring again replaces its own result (a
-    retried job leaves one); another rule set's result is kept in
-    ``qa_result_versions`` first."""
-    version = qa.rules_version or "unversioned"
+    transaction); see ``save_results``."""
     if rules_text:
         await conn.execute(
             "INSERT INTO qa_rule_sets (version, content) VALUES ($1, $2)"
-            " ON CONFLICT (version) DO NOTHING", version, rules_text)
-    old = await conn.fetchrow(
-        "SELECT * FROM qa_results WHERE call_id = $1 FOR UPDATE", call_id)
-    if old is not None and old["rules_version"] != version:
-        await _archive(conn, old)
-    await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
-    await conn.execute(
+            " ON CONFLICT (version) DO NOTHING", qa.rules_version or "unversioned", rules_text)
+    await save_results(conn, [(call_id, qa, source)])
+
+
+async def save_results(conn: asyncpg.Connection,
+                       items: Sequence[tuple[str, QaResult, str]]) -> None:
+    """Make each (call id, result, source) the call's current automatic result, in
+    a few statements whatever the number (inside the caller's transaction). The
+    same rule set scoring again replaces its own result (a retried job leaves
+    one); another rule set's result is kept whole in ``qa_result_versions`` first.
+    People's verdicts are read, never written: the final score is computed with
+    them."""
+    ids = [call_id for call_id, _, _ in items]
+    versions = [qa.rules_version or "unversioned" for _, qa, _ in items]
+    # The rows people's verdicts also lock: a verdict never races a re-score.
+    await conn.execute("SELECT 1 FROM qa_results WHERE call_id = ANY($1::text[]) FOR UPDATE",
+                       ids)
+    await conn.execute(_ARCHIVE_SQL, ids, versions)
+    await conn.execute("DELETE FROM qa_results WHERE call_id = ANY($1::text[])", ids)
+    verdicts = await _verdicts_of(conn, ids)
+    heads, rules = [], []
+    for (call_id, qa, source), version in zip(items, versions, strict=True):
+        lines = [RuleLine(r.id, r.weight, r.passed, r.needs_review,
+                          verdicts.get(call_id, {}).get(r.id)) for r in qa.rules]
+        heads.append((call_id, qa.score, source, version, qa.needs_review,
+                      review.final_score(lines), sum(1 for x in lines if x.reviewed)))
+        rules += [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence],
+                   r.needs_review, r.coaching) for r in qa.rules]
+    await conn.executemany(
         "INSERT INTO qa_results (call_id, score, source, rules_version, needs_review,"
-        " final_score) VALUES ($1, $2, $3, $4, $5, $2)",
-        call_id, qa.score, source, version, qa.needs_review)
+        " final_score, reviewed_rules) VALUES ($1, $2, $3, $4, $5, $6, $7)", heads)
     await conn.executemany(
         "INSERT INTO qa_rule_results (call_id, rule_id, passed, weight, detail, evidence,"
-        " needs_review, coaching) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence],
-          r.needs_review, r.coaching) for r in qa.rules],
-    )
-    await refresh_final(conn, call_id)
+        " needs_review, coaching) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", rules)
 
 
-async def _archive(conn: asyncpg.Connection, old: asyncpg.Record) -> None:
-    rules = await conn.fetch(
-        "SELECT rule_id AS id, passed, weight, detail, evidence, needs_review, coaching"
-        " FROM qa_rule_results WHERE call_id = $1 ORDER BY rule_id", old["call_id"])
-    await conn.execute(
-        "INSERT INTO qa_result_versions (call_id, rules_version, score, source, needs_review,"
-        " rules, scored_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT (call_id, rules_version) DO UPDATE SET score = EXCLUDED.score,"
-        " source = EXCLUDED.source, needs_review = EXCLUDED.needs_review,"
-        " rules = EXCLUDED.rules, scored_at = EXCLUDED.scored_at, replaced_at = now()",
-        old["call_id"], old["rules_version"], old["score"], old["source"],
-        old["needs_review"], [dict(r) for r in rules], old["created_at"])
+_ARCHIVE_SQL = """
+INSERT INTO qa_result_versions (call_id, rules_version, score, source, needs_review, rules,
+                                scored_at)
+SELECT q.call_id, q.rules_version, q.score, q.source, q.needs_review,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                   'id', r.rule_id, 'passed', r.passed, 'weight', r.weight,
+                   'detail', r.detail, 'evidence', r.evidence,
+                   'needs_review', r.needs_review, 'coaching', r.coaching) ORDER BY r.rule_id)
+                 FROM qa_rule_results r WHERE r.call_id = q.call_id), '[]'::jsonb),
+       q.created_at
+FROM qa_results q JOIN unnest($1::text[], $2::text[]) AS n(call_id, version)
+  ON n.call_id = q.call_id AND q.rules_version <> n.version
+ON CONFLICT (call_id, rules_version) DO UPDATE SET score = EXCLUDED.score,
+  source = EXCLUDED.source, needs_review = EXCLUDED.needs_review, rules = EXCLUDED.rules,
+  scored_at = EXCLUDED.scored_at, replaced_at = now()
+"""
+
+
+async def _verdicts_of(conn: asyncpg.Connection, call_ids: Sequence[str]
+                       ) -> dict[str, dict[str, Verdict]]:
+    """The verdicts in force (the latest per rule) of these calls."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (call_id, rule_id) call_id, rule_id, passed, comment, reviewer,"
+        " at, appeal_id FROM qa_reviews WHERE call_id = ANY($1::text[])"
+        " ORDER BY call_id, rule_id, id DESC", list(call_ids))
+    out: dict[str, dict[str, Verdict]] = {}
+    for r in rows:
+        out.setdefault(r["call_id"], {})[r["rule_id"]] = Verdict(
+            rule_id=r["rule_id"], passed=r["passed"], comment=r["comment"],
+            reviewer=r["reviewer"], at=r["at"], appeal_id=r["appeal_id"])
+    return out
 
 
 async def _lines(conn: asyncpg.Connection, call_id: str) -> list[RuleLine]:
@@ -90,11 +119,7 @@ async def _lines(conn: asyncpg.Connection, call_id: str) -> list[RuleLine]:
 
 
 async def _verdicts(conn: asyncpg.Connection, call_id: str) -> list[Verdict]:
-    rows = await conn.fetch(
-        "SELECT DISTINCT ON (rule_id) rule_id, passed, comment, reviewer, at, appeal_id"
-        " FROM qa_reviews WHERE call_id = $1 ORDER BY rule_id, id DESC", call_id)
-    return [Verdict(rule_id=r["rule_id"], passed=r["passed"], comment=r["comment"],
-                    reviewer=r["reviewer"], at=r["at"], appeal_id=r["appeal_id"]) for r in rows]
+    return list((await _verdicts_of(conn, [call_id])).get(call_id, {}).values())
 
 
 async def refresh_final(conn: asyncpg.Connection, call_id: str) -> float:
