@@ -108,7 +108,8 @@ async def qa_call_page(request: web.Request) -> web.Response:
         lines=view.marked_transcript(call["transcript"], review["rules"]),
         spans=spans, markers=markers, open_appeals=open_appeals,
         may_appeal=who.role is Role.AGENT and call["call"].get("agent_id") == who.agent_id,
-        ticket=call["ticket"])
+        ticket=call["ticket"],
+        detail=lambda text: view.translate_detail(text or "", ctx["lang"]))
     return aiohttp_jinja2.render_template("qa_call.html", request, ctx)
 
 

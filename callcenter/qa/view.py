@@ -8,11 +8,19 @@ line's characters with punctuation skipped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from callcenter.qa.engine import PUNCTUATION
+
+DETAILS_ZH = Path(__file__).with_name("details_zh.yaml")
+_PLACEHOLDER = re.compile(r"\{(\*?)(\w+)\}")
 
 # A rule's evidence is drawn as a violation when the rule's final verdict fails,
 # or when it waits for a person.
@@ -125,3 +133,43 @@ def timeline(transcript: Sequence[dict[str, Any]], rules: Sequence[dict[str, Any
                       r.get("final") is not False)
                for r in flagged_rules(rules) for ev in (r.get("evidence") or [])]
     return spans, markers
+
+
+# ---- the checks' details in Chinese ------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
+    """English templates as patterns, most specific first, with their zh-CN text
+    and the placeholders whose values are translated too."""
+    entries = []
+    data = yaml.safe_load(DETAILS_ZH.read_text(encoding="utf-8"))
+    for template, chinese in data.items():
+        pieces, nested, last = [], set(), 0
+        for m in _PLACEHOLDER.finditer(template):
+            pieces.append(re.escape(template[last:m.start()]))
+            pieces.append(f"(?P<{m.group(2)}>.+?)")
+            if m.group(1):
+                nested.add(m.group(2))
+            last = m.end()
+        pieces.append(re.escape(template[last:]))
+        entries.append((re.compile("^" + "".join(pieces) + "$"), str(chinese),
+                        frozenset(nested)))
+    return sorted(entries, key=lambda e: -len(e[0].pattern))
+
+
+def translate_detail(detail: str, language: str) -> str:
+    """A check's detail as the page's language reads it (English as written)."""
+    if language != "zh-CN" or not detail:
+        return detail
+    return "；".join(_translate_part(part) for part in detail.split("; "))
+
+
+def _translate_part(part: str) -> str:
+    for pattern, chinese, nested in _catalogue():
+        m = pattern.match(part)
+        if m:
+            values = {k: "、".join(_translate_part(x) for x in v.split(", ")) if k in nested
+                      else v for k, v in m.groupdict().items()}
+            return chinese.format(**values)
+    return part
