@@ -160,6 +160,7 @@ def _forbidden_phrase(c: Call) -> RuleResult:
     ev: list[Evidence] = []
     for u in c.agent:
         ev += [u.evidence(i, j) for i, j, _ in find(u, p["phrases"], c.conf(p))]
+    ev = _opening_wei(c, p) + ev
     if ev:
         return result("forbidden_phrase", False, ev, "forbidden: " + "、".join(e.text for e in ev))
     review = _unsure(c, p)
@@ -169,6 +170,19 @@ def _forbidden_phrase(c: Call) -> RuleResult:
             return result("forbidden_phrase", None, unclear, "heard unclearly: "
                           + "、".join(e.text for e in unclear), needs_review=True)
     return result("forbidden_phrase", True, [], "no forbidden phrase")
+
+
+def _opening_wei(c: Call, p: dict[str, Any]) -> list[Evidence]:
+    """An answer that opens with 喂: on recognised speech the lone syllable comes
+    out as one of its homophones (为, 位...), and only the position tells it apart
+    (the first sound of the call, right before 您好). ``opening`` in the rule file:
+    the pattern, and the confidence it needs."""
+    opening = p.get("opening")
+    real = c.real_agent()
+    if not opening or not real:
+        return []
+    hits = find(real[0], [str(opening["pattern"])], float(opening.get("min_conf", 0.0)))
+    return [real[0].evidence(i, j) for i, j, _ in hits if i == 0]
 
 
 def _polite_address(c: Call) -> RuleResult:

@@ -134,3 +134,14 @@ def test_a_rule_anchored_to_the_first_seconds_or_after_another_rule() -> None:
     r = {x.id: x for x in score(timeline, facts(), rules=after, category="engineering").rules}
     assert r["response_commitment"].passed is True
     assert after.version != load_rules().version
+
+
+def test_an_opening_wei_heard_as_a_homophone_is_a_forbidden_phrase() -> None:
+    def opening(text: str) -> RuleResult:
+        turns = good_call(greet=text)
+        return run(turns, category="engineering", source="asr", conf=0.6)["forbidden_phrase"]
+
+    found = opening("为您好物业客服中心我姓周请问有什么可以帮您")
+    assert found.passed is False and found.evidence[0].text == "为"
+    assert opening("您好物业客服中心为您服务请问有什么可以帮您").passed is True
+    assert opening("好的为您好好查一下").passed is True  # not the start of the answer
