@@ -19,16 +19,10 @@ from callcenter.db.store import PgStore
 from callcenter.qa.engine import score
 from callcenter.settings import Settings
 from callcenter.web.app import create_app
+from tests.db.test_qa_review import TURNS
 from tests.web_support import answered_calls_and_staff, running, signed_in
 
 MINE, THEIRS = "ca11000000000001", "ca11000000000002"  # answered by agents a1 and a2
-TURNS = [
-    ("agent", 0.5, 3.0, "您好，物业客服中心，我姓王。"),
-    ("caller", 3.5, 8.0, "你好，我家厨房水管漏水了，三号楼二单元502。"),
-    ("agent", 8.5, 12.0, "好的，请你稍等，我们马上派师傅过去。"),
-    ("caller", 12.5, 13.5, "好的谢谢。"),
-    ("agent", 14.0, 16.0, "感谢您的来电，再见。"),
-]
 
 
 @dataclass
