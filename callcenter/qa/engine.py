@@ -200,6 +200,9 @@ def _polite_address(c: Call) -> RuleResult:
     if ev and len(ev) >= min_count and ratio >= float(p.get("min_ratio", 0.0)):
         return result("polite_address", False, ev, f"{len(ev)} x {word} to the caller")
     detail = f"addressed as {polite}" + (f" ({len(ev)} x {word} below threshold)" if ev else "")
+    if ev and p.get("review_below_threshold"):
+        # Near-certain 你, too few to fail on: a person listens to them.
+        return result("polite_address", None, ev, detail, needs_review=True)
     return result("polite_address", True, ev, detail)
 
 
