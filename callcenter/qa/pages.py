@@ -125,9 +125,13 @@ async def scorecards_page(request: web.Request) -> web.Response:
     except ValueError:
         since = until = datetime.now(UTC)
         problem = ctx["t"]("qa.bad_date")
+    mine = own_agent(principal(request))
     cards = None if problem else await store.scorecards(
-        request.app[POOL], since=since, until=until, agent_id=own_agent(principal(request)))
-    ctx.update(cards=cards, since=since.date().isoformat(),
+        request.app[POOL], since=since, until=until, agent_id=mine)
+    # How often reviewers agreed with the machine: for QA staff and managers.
+    agreement = None if problem or mine is not None else await store.agreement(
+        request.app[POOL], since=since)
+    ctx.update(cards=cards, agreement=agreement, since=since.date().isoformat(),
                until=(until - timedelta(days=1)).date().isoformat(), filter_problem=problem,
                list_url=lambda **kw: "/qa?" + urlencode({k: v for k, v in kw.items() if v}))
     response = aiohttp_jinja2.render_template("qa_scorecards.html", request, ctx)

@@ -196,5 +196,7 @@ async def test_review_evidence_playback_overturn_and_appeal(base_url: str) -> No
 
         await qa.goto(f"{base_url}/qa/scorecards")
         await expect(qa.locator("#scorecards")).to_contain_text("a7")
+        polite_row = qa.locator("#agreement tr", has_text="称呼")
+        await expect(polite_row).to_contain_text("0%")  # overturned: no agreement
         await _shot(qa, shots, "08-scorecards")
     assert not errors, errors
