@@ -2,6 +2,10 @@
 and audio mode (recognised speech), scoring throughput, and the time to re-score
 stored calls.
 
+``own`` scores the project's own labelled calls (``tests/data/qa/*.yaml``, written
+from the rule definitions without the dev calls): how the rules hold on wordings
+they were not written from.
+
 A rule is *detected* when its result is ``passed = False``. Per labelled rule:
 precision = detected and labelled failed / detected, recall = detected and
 labelled failed / labelled failed, over the calls where the rule is labelled
@@ -16,7 +20,7 @@ The system gets only what an evaluation may give it (id, duration, ivr_digits,
 caller.phone, timeline or audio); labels are used for scoring only. Audio
 transcripts come from the cache of ``bench/asr_accuracy.py`` (decoded once).
 
-    .venv/bin/python bench/qa_accuracy.py [--mode text,audio,speed,rescore]
+    .venv/bin/python bench/qa_accuracy.py [--mode own,text,audio,speed,rescore]
         [--rescore-calls 10000] [--details]
 """
 
@@ -190,6 +194,41 @@ def audio_mode(calls: list[dict[str, Any]], details: bool, jobs: int) -> None:
           f"precision 0.80 (lowest {_pct(worst).strip()})")
 
 
+OWN_DIR = ROOT / "tests" / "data" / "qa"
+
+
+def own_calls() -> list[dict[str, Any]]:
+    """The own labelled calls as dev-call-like records (timeline, labels)."""
+    import yaml
+
+    calls = []
+    for path in sorted(OWN_DIR.glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
+            calls.append({
+                "id": entry["id"], "category": entry["category"],
+                "timeline": [{"who": w, "start": a, "end": b, "text": t}
+                             for w, a, b, t in entry["turns"]],
+                "labels": {"qa_fail": entry.get("qa_fail") or [],
+                           "qa_pass": entry.get("qa_pass") or []},
+            })
+    return calls
+
+
+def own_mode(details: bool) -> None:
+    calls = own_calls()
+    if not calls:
+        print(f"\nOWN calls: none in {OWN_DIR}")
+        return
+    results: dict[str, QaResult | None] = {}
+    for meta in calls:
+        timeline = to_timeline({"timeline": meta["timeline"], "duration_s": max(
+            t["end"] for t in meta["timeline"])})
+        results[meta["id"]] = score(timeline, CallFacts(call_id=meta["id"]), source="text",
+                                    category=meta["category"])
+    print_table(f"OWN labelled calls ({len(calls)}, text mode; the category as labelled)",
+                tally(results, calls), None, details)
+
+
 def _timed(work: Callable[[], None], seconds: float = 3.0) -> float:
     """Runs per second of ``work`` over about ``seconds`` of CPU time."""
     runs, start = 0, time.process_time()
@@ -230,7 +269,7 @@ def rescore_time(calls: list[dict[str, Any]], n: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", default="text,audio,speed,rescore")
+    parser.add_argument("--mode", default="own,text,audio,speed,rescore")
     parser.add_argument("--rescore-calls", type=int, default=10000)
     parser.add_argument("--jobs", type=int, default=2, help="decoding processes (audio)")
     parser.add_argument("--details", action="store_true", help="print every disagreement")
@@ -241,6 +280,8 @@ def main() -> int:
     calls = load_calls()
     modes = set(args.mode.split(","))
     print(f"{len(calls)} dev calls, rule set {load_rules().version}")
+    if "own" in modes:
+        own_mode(args.details)
     if "text" in modes:
         text_mode(calls, args.details)
     if "audio" in modes:
