@@ -193,7 +193,7 @@ def _polite_address(c: Call) -> RuleResult:
     for u in c.agent:
         ignore = [str(x) for x in p.get("ignore", [])]
         hits = find(u, [*ignore, word], c.conf(p))
-        ev += [u.evidence(i, j) for i, j, t in hits if t == word]
+        ev += [u.evidence(i, _phrase_end(u, i, j, p)) for i, j, t in hits if t == word]
         n_polite += len(find(u, [polite]))
     min_count = int(p.get("min_count", 1))
     ratio = len(ev) / max(1, len(ev) + n_polite)
@@ -204,6 +204,15 @@ def _polite_address(c: Call) -> RuleResult:
         # Near-certain 你, too few to fail on: a person listens to them.
         return result("polite_address", None, ev, detail, needs_review=True)
     return result("polite_address", True, ev, detail)
+
+
+def _phrase_end(u: Utterance, i: int, j: int, p: dict[str, Any]) -> int:
+    """The end of the phrase the word at [i, j) begins, when it is one the rule has
+    a compliant form for (你等一下 -> 请您稍等): the evidence shows, and the
+    coaching replaces, the whole phrase."""
+    known = [clean(str(k)) for k in (p.get("replace") or {})]
+    longest = max((len(k) for k in known if u.chars.startswith(k, i)), default=0)
+    return max(j, i + longest)
 
 
 def _filler_words(c: Call) -> RuleResult:

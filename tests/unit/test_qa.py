@@ -139,7 +139,8 @@ def test_forbidden_phrase_evidence_spans_the_words() -> None:
 def test_polite_address() -> None:
     r = run(good_call(ask="那你家是几栋几单元？你们那边停水了吗？"))["polite_address"]
     assert r.passed is False and len(r.evidence) == 2
-    assert all(e.text == "你" for e in r.evidence)
+    # the evidence is the phrase the coaching has a compliant form for
+    assert [e.text for e in r.evidence] == ["你家", "你们"]
     assert run(good_call())["polite_address"].passed
 
 

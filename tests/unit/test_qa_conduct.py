@@ -145,3 +145,10 @@ def test_an_opening_wei_heard_as_a_homophone_is_a_forbidden_phrase() -> None:
     assert found.passed is False and found.evidence[0].text == "为"
     assert opening("您好物业客服中心为您服务请问有什么可以帮您").passed is True
     assert opening("好的为您好好查一下").passed is True  # not the start of the answer
+
+
+def test_polite_address_evidence_is_the_phrase_it_coaches() -> None:
+    r = run(good_call(ask="好的，你等一下，请问你家是几栋？"), category="engineering")
+    r = r["polite_address"]
+    assert [e.text for e in r.evidence] == ["你等一下", "你家"]
+    assert "“你等一下” → “请您稍等”" in r.coaching and "“你家” → “您家”" in r.coaching
