@@ -22,6 +22,7 @@ times, recognised words their word times), the segment's span otherwise.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,6 +89,9 @@ def _self_identification(c: Call) -> RuleResult:
         if hits:
             i, j, _ = hits[0]
             return result("self_identification", True, [u.evidence(i, j)], "agent named")
+        named = _introduced_name(u, p)
+        if named is not None:
+            return result("self_identification", True, [named], "agent named")
     unsure = p.get("undecided_below_conf")
     if c.source == "asr" and unsure is not None:
         g = c.p("greeting")
@@ -112,6 +116,33 @@ def _self_identification(c: Call) -> RuleResult:
         [u.evidence() for u in real],
         "no name or id in the first utterances",
     )
+
+
+_CLAUSE = re.compile(r"[，。！？、；：,.!?;:\s]+")
+
+
+def _introduced_name(u: Utterance, p: dict[str, Any]) -> Evidence | None:
+    """我是管家小李: the name after the last role word of a clause that introduces
+    the agent (the transcript's punctuation marks the clauses)."""
+    surnames = str(p.get("surnames") or "")
+    roles = [str(r) for r in p.get("roles") or []]
+    if not surnames:
+        return None
+    name = re.compile(f"(?:[小老][{surnames}]|[{surnames}][\u4e00-\u9fff]{{1,2}})")
+    for clause in _CLAUSE.split(u.seg.text):
+        for intro in p.get("introduces") or []:
+            at = clause.find(str(intro))
+            if at < 0:
+                continue
+            rest = clause[at + len(str(intro)):]
+            cut = max((rest.rfind(r) + len(r) for r in roles if r in rest), default=0)
+            tail = rest[cut:]
+            if name.fullmatch(tail):
+                start = u.chars.find(clean(clause[at:]))
+                if start >= 0:
+                    return u.evidence(start, start + len(clean(clause[at:])))
+                return u.evidence()
+    return None
 
 
 def _caller_spoke_before(c: Call, u: Utterance) -> bool:

@@ -152,3 +152,14 @@ def test_polite_address_evidence_is_the_phrase_it_coaches() -> None:
     r = r["polite_address"]
     assert [e.text for e in r.evidence] == ["你等一下", "你家"]
     assert "“你等一下” → “请您稍等”" in r.coaching and "“你家” → “您家”" in r.coaching
+
+
+def test_self_identification_by_a_name_after_the_role() -> None:
+    def named(greet: str) -> bool | None:
+        return run(good_call(greet=greet), category="engineering")["self_identification"].passed
+
+    assert named("您好，物业管家中心，我是管家小李，请问有什么可以帮您？") is True
+    assert named("您好，物业，我是老陈，请问有什么可以帮您？") is True
+    assert named("您好，物业，我是工程管家林峰，请问有什么可以帮您？") is True
+    assert named("您好，物业，我是物业客服，请问有什么可以帮您？") is False
+    assert named("您好，物业，我是今天的值班客服，请问有什么可以帮您？") is False
