@@ -122,27 +122,36 @@ _CLAUSE = re.compile(r"[，。！？、；：,.!?;:\s]+")
 
 
 def _introduced_name(u: Utterance, p: dict[str, Any]) -> Evidence | None:
-    """我是管家小李: the name after the last role word of a clause that introduces
-    the agent (the transcript's punctuation marks the clauses)."""
+    """我是管家小李 / 安保部王勇 / 维修部刘师傅 / 姓詹: a clause of the opening that
+    names the agent (the transcript's punctuation marks the clauses)."""
     surnames = str(p.get("surnames") or "")
-    roles = [str(r) for r in p.get("roles") or []]
     if not surnames:
         return None
-    name = re.compile(f"(?:[小老][{surnames}]|[{surnames}][\u4e00-\u9fff]{{1,2}})")
     for clause in _CLAUSE.split(u.seg.text):
-        for intro in p.get("introduces") or []:
-            at = clause.find(str(intro))
-            if at < 0:
-                continue
-            rest = clause[at + len(str(intro)):]
-            cut = max((rest.rfind(r) + len(r) for r in roles if r in rest), default=0)
-            tail = rest[cut:]
-            if name.fullmatch(tail):
-                start = u.chars.find(clean(clause[at:]))
-                if start >= 0:
-                    return u.evidence(start, start + len(clean(clause[at:])))
-                return u.evidence()
+        if _names_agent(clause, p, surnames):
+            start = u.chars.find(clean(clause))
+            return u.evidence(start, start + len(clean(clause))) if start >= 0 else u.evidence()
     return None
+
+
+def _names_agent(clause: str, p: dict[str, Any], surnames: str) -> bool:
+    if re.fullmatch(f"(我|免贵)?姓[{surnames}]", clause):
+        return True
+    roles = [str(r) for r in p.get("roles") or []]
+    intro = next((str(i) for i in p.get("introduces") or [] if str(i) in clause), None)
+    rest = clause[clause.find(intro) + len(intro):] if intro else clause
+    if intro is None:
+        # Without 我是 a short clause of a job word and a name (安保部王勇), not any
+        # clause with 的 in it (请问您的房号是).
+        roles = [r for r in roles if r != "的"]
+        if len(clause) > int(p.get("max_role_clause", 10)):
+            return False
+    cut = max((rest.rfind(r) + len(r) for r in roles if r in rest), default=-1)
+    if intro is None and cut < 0:
+        return False  # neither 我是 nor a role: not an introduction
+    name = f"(?:[小老][{surnames}]|[{surnames}][\\u4e00-\\u9fff]{{1,2}})"
+    titled = f"[{surnames}]{p.get('titled_name') or '(?!)'}$"  # 刘师傅
+    return bool(re.fullmatch(name, rest[max(cut, 0):]) or re.search(titled, rest))
 
 
 def _caller_spoke_before(c: Call, u: Utterance) -> bool:
