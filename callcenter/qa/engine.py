@@ -151,7 +151,12 @@ def _names_agent(clause: str, p: dict[str, Any], surnames: str) -> bool:
         return False  # neither 我是 nor a role: not an introduction
     name = f"(?:[小老][{surnames}]|[{surnames}][\\u4e00-\\u9fff]{{1,2}})"
     titled = f"[{surnames}]{p.get('titled_name') or '(?!)'}$"  # 刘师傅
-    return bool(re.fullmatch(name, rest[max(cut, 0):]) or re.search(titled, rest))
+    # 我是值班电工老钟 / 我是值班工程师马骏: a job the role list lacks, then the name.
+    job_end = "师员长工管任理监队"
+    after_job = (f"(?:[小老][{surnames}]|(?<=[{job_end}])[{surnames}]"
+                 f"[\\u4e00-\\u9fff]{{1,2}})$")
+    return bool(re.fullmatch(name, rest[max(cut, 0):]) or re.search(titled, rest)
+                or (intro is not None and re.search(after_job, rest)))
 
 
 def _caller_spoke_before(c: Call, u: Utterance) -> bool:

@@ -174,3 +174,12 @@ def test_self_identification_by_department_title_or_surname_clause() -> None:
     assert named("您好，物业，我是客服部主管，姓詹，请问有什么可以帮您？") is True
     # 的 alone does not make a clause an introduction
     assert named("您好，请问您的房号是？") is False
+
+
+def test_self_identification_by_a_job_and_a_name() -> None:
+    def named(greet: str) -> bool | None:
+        return run(good_call(greet=greet), category="engineering")["self_identification"].passed
+
+    assert named("您好，物业，我是值班电工老钟，请问有什么可以帮您？") is True
+    assert named("您好，物业，我是值班工程师马骏，请问有什么可以帮您？") is True
+    assert named("您好，物业，我是保安队的卢班长，请问有什么可以帮您？") is True
