@@ -245,7 +245,8 @@ class Call:
         if "after" in within:
             earlier = self.results.get(str(within["after"]))
             starts = [e.start for e in earlier.evidence] if earlier else []
-            out = [u for u in out if starts and u.seg.start >= min(starts)]
+            # the utterance of the hit itself counts too (what follows it in there)
+            out = [u for u in out if starts and u.seg.end > min(starts)]
         return out
 
     def find(self, params: dict[str, Any], utt: Utterance, terms: Sequence[str],
