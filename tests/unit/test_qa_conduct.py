@@ -155,31 +155,27 @@ def test_polite_address_evidence_is_the_phrase_it_coaches() -> None:
 
 
 def test_self_identification_by_a_name_after_the_role() -> None:
-    def named(greet: str) -> bool | None:
-        return run(good_call(greet=greet), category="engineering")["self_identification"].passed
-
-    assert named("您好，物业管家中心，我是管家小李，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是老陈，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是工程管家林峰，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是物业客服，请问有什么可以帮您？") is False
-    assert named("您好，物业，我是今天的值班客服，请问有什么可以帮您？") is False
+    assert _self_identified("您好，物业管家中心，我是管家小李，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是老陈，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是工程管家林峰，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是物业客服，请问有什么可以帮您？") is False
+    assert _self_identified("您好，物业，我是今天的值班客服，请问有什么可以帮您？") is False
 
 
 def test_self_identification_by_department_title_or_surname_clause() -> None:
-    def named(greet: str) -> bool | None:
-        return run(good_call(greet=greet), category="engineering")["self_identification"].passed
-
-    assert named("您好，物业，安保部王勇，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是维修部刘师傅，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是客服部主管，姓詹，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，安保部王勇，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是维修部刘师傅，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是客服部主管，姓詹，请问有什么可以帮您？") is True
     # 的 alone does not make a clause an introduction
-    assert named("您好，请问您的房号是？") is False
+    assert _self_identified("您好，请问您的房号是？") is False
 
 
 def test_self_identification_by_a_job_and_a_name() -> None:
-    def named(greet: str) -> bool | None:
-        return run(good_call(greet=greet), category="engineering")["self_identification"].passed
+    assert _self_identified("您好，物业，我是值班电工老钟，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是值班工程师马骏，请问有什么可以帮您？") is True
+    assert _self_identified("您好，物业，我是保安队的卢班长，请问有什么可以帮您？") is True
 
-    assert named("您好，物业，我是值班电工老钟，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是值班工程师马骏，请问有什么可以帮您？") is True
-    assert named("您好，物业，我是保安队的卢班长，请问有什么可以帮您？") is True
+
+def _self_identified(greet: str) -> bool | None:
+    """The self-identification verdict of a good call opened with ``greet``."""
+    return run(good_call(greet=greet), category="engineering")["self_identification"].passed
