@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from callcenter.auth.http import audit_request, principal
 from callcenter.auth.model import Principal, Role, own_agent
@@ -55,12 +55,21 @@ class DecisionBody(Strict):
     comment: Reason
 
 
+def _in_utc(value: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC (2026-01-01 is that day's start)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+# A date or a time; without a zone, UTC.
+When = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class CallListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: AgentId | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: When | None = None
+    until: When | None = None
     min_score: Annotated[float, Field(ge=0, le=100)] | None = None
     max_score: Annotated[float, Field(ge=0, le=100)] | None = None
     rule: RuleId | None = None
@@ -72,8 +81,8 @@ class CallListQuery(BaseModel):
 class PeriodQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime | None = None
-    until: datetime | None = None
+    since: When | None = None
+    until: When | None = None
     agent: AgentId | None = None
 
 

@@ -62,8 +62,8 @@ def _day(text: str | None) -> datetime | None:
     """A date of the filter form (YYYY-MM-DD) as the start of that day, UTC."""
     if not text:
         return None
-    return datetime.fromisoformat(text).replace(tzinfo=UTC) if len(text) == 10 else \
-        datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def qa_page(request: web.Request) -> web.Response:

@@ -137,6 +137,28 @@ async def test_bad_input_is_a_clear_4xx(site: Site, method: str, path: str,
         await _refused(await qa.request(method, path, **kwargs), status, error)
 
 
+async def test_dates_without_a_zone_are_utc(site: Site) -> None:
+    async with signed_in(site.server, "qa1") as qa:
+        listed = await _ok(await qa.get("/api/qa/calls?since=2000-01-01&until=2100-01-01"))
+        assert len(listed["items"]) == 2
+        cards = await _ok(await qa.get("/api/qa/scorecards?since=2000-01-01"))
+        assert {a["agent_id"] for a in cards["agents"]} == {"a1", "a2"}
+        await _ok(await qa.get("/api/qa/agreement?since=2000-01-01T08:00:00"))
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/qa/scorecards?since=2026-01-01T08:00&until=2026-12-01", 200),
+    ("/qa?since=2026-01-01T08:00", 200),
+    ("/qa/scorecards?since=x", 400),
+    ("/qa?since=bad", 400),
+    ("/qa?min_score=abc", 400),
+    ("/qa/scorecards?since=2026-12-01&until=2026-01-01", 400),
+])
+async def test_the_pages_answer_bad_filters_with_a_400(site: Site, path: str, status: int) -> None:
+    async with signed_in(site.server, "qa1") as qa:
+        assert (await qa.get(path)).status == status
+
+
 async def test_malformed_json_is_a_400(site: Site) -> None:
     async with signed_in(site.server, "qa1") as qa:
         resp = await qa.post(f"/api/qa/calls/{MINE}/rules/greeting/verdict", data=b"{no",
