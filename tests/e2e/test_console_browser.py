@@ -107,7 +107,13 @@ async def test_an_agent_works_a_call_in_the_console(
         # The browser softphone registers the agent's WebRTC endpoint.
         await expect(page.locator("#phone-state")).to_have_attribute(
             "data-phone", "registered", timeout=15_000)
-        assert await endpoint_state(ari, f"{sip_user}-web") == "online"
+        # Asterisk answers the REGISTER before it updates the endpoint's state (the
+        # contact is added, then the state changes on the endpoint's serializer): the
+        # browser can say "registered" while ARI still reads "offline" for a moment.
+        async def web_endpoint_online() -> bool:
+            return await endpoint_state(ari, f"{sip_user}-web") == "online"
+
+        await eventually(web_endpoint_online, 10, "the WebRTC endpoint online in Asterisk")
         await _shot(page, shots, "02-console")  # `agents add` logged the agent in
 
         # Out of the queues, and in again.
