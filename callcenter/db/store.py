@@ -485,9 +485,10 @@ class PgStore:
                                         at=self.now()) if ticket else None
             if qa is not None:
                 # People's verdicts and earlier rule sets' results are kept (qa/store.py).
+                rules = load_rules()
                 await save_qa_result(conn, call_id, qa, source=qa_source,
-                                     rules_text=load_rules().text
-                                     if qa.rules_version == load_rules().version else "")
+                                     rules_text=rules.text
+                                     if qa.rules_version == rules.version else "")
             else:
                 await conn.execute("DELETE FROM qa_results WHERE call_id = $1", call_id)
             await conn.execute(

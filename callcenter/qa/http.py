@@ -23,18 +23,13 @@ from callcenter.keys import POOL
 from callcenter.qa import store
 from callcenter.qa.engine import RULE_IDS
 from callcenter.qa.store import Person, ResultFilter
-from callcenter.web.openapi import endpoint, json_body, query_of
+from callcenter.web.openapi import TEXT, Strict, endpoint, json_body, query_of
 
-TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 Comment = Annotated[str, StringConstraints(max_length=2000, pattern=TEXT)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000,
                                           pattern=TEXT)]
 AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 RuleId = Literal[RULE_IDS]  # type: ignore[valid-type]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class VerdictBody(Strict):
@@ -55,13 +50,13 @@ class DecisionBody(Strict):
     comment: Reason
 
 
-def _in_utc(value: datetime | None) -> datetime | None:
+def in_utc(value: datetime | None) -> datetime | None:
     """A time given without a zone is UTC (2026-01-01 is that day's start)."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 # A date or a time; without a zone, UTC.
-When = Annotated[datetime, AfterValidator(_in_utc)]
+When = Annotated[datetime, AfterValidator(in_utc)]
 
 
 class CallListQuery(BaseModel):

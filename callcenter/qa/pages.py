@@ -21,7 +21,7 @@ from callcenter.auth.model import Role, own_agent
 from callcenter.keys import POOL, TICKETS
 from callcenter.qa import store, view
 from callcenter.qa.engine import RULE_IDS
-from callcenter.qa.http import CallListQuery, read_review
+from callcenter.qa.http import CallListQuery, in_utc, read_review
 from callcenter.qa.store import ResultFilter
 from callcenter.web import i18n
 from callcenter.web.openapi import invalid
@@ -62,8 +62,7 @@ def _day(text: str | None) -> datetime | None:
     """A date of the filter form (YYYY-MM-DD) as the start of that day, UTC."""
     if not text:
         return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return in_utc(datetime.fromisoformat(text))
 
 
 async def qa_page(request: web.Request) -> web.Response:

@@ -40,7 +40,7 @@ from callcenter.tickets import lifecycle as lc
 from callcenter.tickets import store
 from callcenter.tickets.service import TicketService
 from callcenter.tickets.store import ListFilter, Viewer
-from callcenter.web.openapi import endpoint, json_body, query_of
+from callcenter.web.openapi import TEXT, Strict, endpoint, json_body, query_of
 
 # ---- vocabulary (the contract of hotline-standards.md section 5) ----------------
 
@@ -58,9 +58,6 @@ for _literal, _values in ((Category, CATEGORIES), (Urgency, URGENCIES),
     if get_args(_literal) != tuple(_values):
         raise AssertionError(f"ticket API vocabulary out of date: {_values}")
 
-# Text: any characters but the control ones (line breaks and tabs aside); PostgreSQL
-# cannot even store a NUL.
-TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50, pattern=TEXT)]
 Place = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20, pattern=TEXT)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{0,20}$")]
@@ -72,10 +69,6 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")
 AttachmentId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 WRITERS = frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---- request bodies ---------------------------------------------------------------
@@ -171,7 +164,7 @@ class ResolveBody(Strict):
 
     type: Literal["resolve"]
     notes: Annotated[str, StringConstraints(max_length=4000, pattern=TEXT)]
-    photos: Annotated[list[AttachmentId], Field(max_length=20)] = []
+    photos: Annotated[list[AttachmentId], Field(max_length=20)] = []  # noqa: RUF012 (pydantic copies defaults)
 
 
 class CallbackBody(Strict):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from callcenter.auth import sessions
@@ -35,6 +35,15 @@ VERSION = "1"
 REF = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 MAX_FIELDS_REPORTED = 20
+# Text: any characters but the control ones (line breaks and tabs aside); PostgreSQL
+# cannot even store a NUL.
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+class Strict(BaseModel):
+    """A request body: strict types, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(BaseModel):
