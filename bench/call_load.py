@@ -123,9 +123,10 @@ AGENT_PREFIX = "ld"
 SKILLS = ("repair", "general")
 HOTLINE_NUMBER = "4008001234"
 # Per queue: the menu key and the caller-number prefix of the step's calls.
-QUEUE_KEYS = (("repair", "1"), ("general", "0"))
+# Repair: the sub-menu's "other repairs", then "#" skips the problem description.
+QUEUE_KEYS = (("repair", "12#"), ("general", "0"))
 KEY_AT_S = 2.0
-LEAD_S = 2.5
+LEAD_S = 3.5  # after the last key
 ARI_DYNAMIC = "/asterisk/config/dynamic/res_pjsip"
 
 AUDIBLE_PEAK = 400  # of 32767: about -38 dBFS
@@ -499,7 +500,9 @@ class Bench:
         agent_tone = tone_wav(audio / "agent.wav", args.hold_s + 30, 660)
         for queue, key in QUEUE_KEYS:
             self.pcaps[queue] = await self.lab.pcap(f"load-caller-{queue}", caller_tone,
-                                                    dtmf=[(KEY_AT_S, key)], lead_s=LEAD_S)
+                                                    dtmf=[(KEY_AT_S + 0.5 * i, k)
+                                                          for i, k in enumerate(key)],
+                                                    lead_s=LEAD_S)
         log("starting a private PostgreSQL")
         dsn = await asyncio.to_thread(self._start_pg)
         conn = await connect(dsn)

@@ -123,17 +123,23 @@ def resample(samples: npt.NDArray[np.int16], src_rate: int, dst_rate: int) -> In
     """
     if src_rate == dst_rate:
         return np.asarray(samples, dtype=np.int16)
-    x = np.asarray(samples, dtype=np.float64)
+    y = resample_signal(np.asarray(samples, dtype=np.float64), src_rate, dst_rate)
+    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+
+
+def resample_signal(x: npt.NDArray[np.float64], src_rate: int, dst_rate: int
+                    ) -> npt.NDArray[np.float64]:
+    """Band-limited (FFT) resampling of a mono float signal, without rounding or
+    clipping (the prompt renderer normalises afterwards); circular like ``resample``."""
     n = len(x)
-    if n == 0:
-        return np.zeros(0, dtype=np.int16)
+    if n == 0 or src_rate == dst_rate:
+        return np.array(x, dtype=np.float64)
     m = max(1, round(n * dst_rate / src_rate))
     spectrum = np.fft.rfft(x)
     keep = min(len(spectrum), m // 2 + 1)
     out_spec = np.zeros(m // 2 + 1, dtype=np.complex128)
     out_spec[:keep] = spectrum[:keep]
-    y = np.fft.irfft(out_spec, m) * (m / n)
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    return np.fft.irfft(out_spec, m) * (m / n)
 
 
 def frame_rms_db(samples: npt.NDArray[np.int16], rate: int, frame_s: float = 0.02) -> npt.NDArray:
@@ -211,3 +217,72 @@ def is_silent(samples: npt.NDArray[np.int16], rate: int, threshold_db: float = -
     """True when no 20 ms frame is louder than ``threshold_db`` dBFS."""
     levels = frame_rms_db(samples, rate)
     return bool(len(levels) == 0 or levels.max() <= threshold_db)
+
+
+# ---- telephone prompts (callcenter/prompts.py) ------------------------------------
+
+TELEPHONE_RATE = 8000  # narrowband: what Asterisk's .wav (slin) and .ulaw sounds hold
+# Silence added around a signal while resampling it: the FFT resampler is circular,
+# and this keeps a prompt's end from ringing into its start.
+RESAMPLE_PAD_S = 0.05
+_ULAW_SEGMENT_ENDS = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
+
+
+def read_pcm_mono(path: str | Path) -> tuple[npt.NDArray[np.float64], int]:
+    """Any integer PCM WAV (8, 16, 24 or 32-bit, any channels) as a mono float
+    signal in [-1, 1] (channels averaged) and its rate."""
+    p = Path(path)
+    try:
+        with wave.open(str(p), "rb") as wf:
+            width, channels, rate = wf.getsampwidth(), wf.getnchannels(), wf.getframerate()
+            data = wf.readframes(wf.getnframes())
+    except FileNotFoundError as exc:
+        raise AudioError(f"{p}: no such file") from exc
+    except (wave.Error, EOFError) as exc:  # float and extensible WAVs too (Python 3.11)
+        raise AudioError(f"{p}: not an integer PCM WAV ({exc or 'truncated'}); use 8, 16, "
+                         "24 or 32-bit PCM") from exc
+    if rate <= 0 or channels < 1 or width not in (1, 2, 3, 4):
+        raise AudioError(f"{p}: unsupported WAV ({width * 8}-bit, {channels} channels, "
+                         f"{rate} Hz)")
+    usable = len(data) - len(data) % (width * channels)
+    if usable == 0:
+        raise AudioError(f"{p}: empty audio (0 frames)")
+    samples = _pcm_to_float(data[:usable], width)
+    return samples.reshape(-1, channels).mean(axis=1), rate
+
+
+def _pcm_to_float(data: bytes, width: int) -> npt.NDArray[np.float64]:
+    if width == 1:  # 8-bit WAV is unsigned
+        return (np.frombuffer(data, np.uint8).astype(np.float64) - 128.0) / 128.0
+    if width == 3:  # no numpy type: the 3 bytes go to the top of an int32
+        triples = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+        values = (triples[:, 0] << 8) | (triples[:, 1] << 16) | (triples[:, 2] << 24)
+        return values.astype(np.float64) / 2.0**31
+    dtype = "<i2" if width == 2 else "<i4"
+    return np.frombuffer(data, dtype).astype(np.float64) / 2.0 ** (8 * width - 1)
+
+
+def to_telephone(signal: npt.NDArray[np.float64], rate: int, *,
+                 peak_dbfs: float | None = None) -> Int16Array:
+    """8 kHz 16-bit samples of a mono float signal in [-1, 1]; with ``peak_dbfs``
+    normalised so its loudest sample is there (as ``sox ... gain -n -3``)."""
+    pad = np.zeros(round(RESAMPLE_PAD_S * rate))
+    resampled = resample_signal(np.concatenate([pad, signal, pad]), rate, TELEPHONE_RATE)
+    trim = round(RESAMPLE_PAD_S * TELEPHONE_RATE)
+    out = resampled[trim: len(resampled) - trim] if len(resampled) > 2 * trim else resampled
+    peak = float(np.max(np.abs(out))) if len(out) else 0.0
+    if peak_dbfs is not None and peak > 0:
+        out = out * (10 ** (peak_dbfs / 20) / peak)
+    return np.clip(np.round(out * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def ulaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
+    """G.711 u-law bytes of 16-bit samples, as the reference coder (Sun's g711.c,
+    which sox and the former ``audioop`` use): 14-bit magnitude, bias 33, clip 8159."""
+    x = np.asarray(samples, dtype=np.int32) >> 2
+    mask = np.where(x < 0, 0x7F, 0xFF)
+    magnitude = np.minimum(np.abs(x), 8159) + 0x21
+    segment = np.searchsorted(np.array(_ULAW_SEGMENT_ENDS), magnitude)
+    code = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
+    code = np.where(segment >= 8, 0x7F, code)  # past the last segment: the loudest code
+    return (code ^ mask).astype(np.uint8).tobytes()

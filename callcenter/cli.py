@@ -9,6 +9,8 @@ agents       list, add or remove agents; login, logout, pause, unpause, ready
 users        people who sign in to the web: add (the first admin too), list, set
 residents    the residents directory: import a CSV, show one
 sandbox      build/start/stop the Asterisk sandbox
+ivr          recognize: spoken menu choices in WAV files, one JSON object per line
+prompts      build the prompts' audio (8 kHz WAV and u-law for Asterisk), list them
 config       print the effective settings
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 
 from callcenter import logs
 from callcenter.errors import CliError
+from callcenter.prompts import add_arguments as add_prompt_arguments
 from callcenter.settings import Settings, describe, listening
 from callcenter.startup import check_ports_free, failure_message, prepare_process
 
@@ -156,10 +159,17 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_tickets_feedback, what=name)
 
     _qa_parser(sub)
+    _ivr_parser(sub)
 
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
     sandbox.add_argument("action", choices=["build", "start", "stop", "status"])
     sandbox.set_defaults(func=_sandbox)
+
+    prompts = sub.add_parser("prompts", help="the prompts' audio: build, list")
+    add_prompt_arguments(prompts, out_help=(
+        "output folder; default: the Asterisk sandbox's sounds folder (and its music "
+        "on hold) when the sandbox is built, otherwise --out is required"))
+    prompts.set_defaults(func=_prompts)
 
     config = sub.add_parser("config", help="print effective settings")
     config.set_defaults(func=_config)
@@ -368,6 +378,45 @@ def _rules_arg(path: Path | None) -> Any:
         return load_rules(path) if path else load_rules()
     except RulesFileError as exc:
         raise CliError(str(exc)) from None
+
+
+def _ivr_parser(sub: Any) -> None:
+    ivr = sub.add_parser("ivr", help="the IVR's spoken menu choices")
+    ivr_sub = ivr.add_subparsers()
+    recognize = ivr_sub.add_parser(
+        "recognize", help="recognise WAV files against a menu's grammar; print one JSON "
+                          "object per file and line (file, choice, confidence, text, decode_ms, "
+                          "audio_ms; or file and error). Exit status 1 when a file failed")
+    recognize.add_argument("--menu", required=True, help="the grammar, e.g. main or repair")
+    recognize.add_argument("--min-confidence", type=float, default=None,
+                           help="below this a choice is none (default: menu.yaml's timing)")
+    recognize.add_argument("files", nargs="+", type=Path, metavar="FILE.wav")
+    recognize.set_defaults(func=_ivr_recognize)
+
+
+def _ivr_recognize(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.asr.model import ModelNotFound
+    from callcenter.ivr.grammars import GrammarError
+    from callcenter.ivr.speech import MenuRecognizer, recognition_entries
+
+    try:
+        recognizer = MenuRecognizer(settings=settings, min_confidence=args.min_confidence,
+                                    workers=1)
+    except GrammarError as exc:
+        raise CliError(str(exc)) from None
+    if args.menu not in recognizer.grammars:
+        raise CliError(f"unknown menu {args.menu!r} (menus with a grammar: "
+                       f"{', '.join(recognizer.grammars)})")
+    try:
+        recognizer.model_path  # noqa: B018 (loads the model: fail once, not per file)
+    except ModelNotFound as exc:
+        raise CliError(str(exc)) from None
+    failed = 0
+    with recognizer:
+        for entry in recognition_entries(recognizer, args.menu, args.files):
+            failed += "error" in entry
+            print(json.dumps(entry, ensure_ascii=False), flush=True)
+    return 1 if failed else 0
 
 
 def _qa_score(args: argparse.Namespace, settings: Settings) -> int:
@@ -584,9 +633,38 @@ def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _prompts(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter import prompts
+    from callcenter.sandbox.asterisk import sandbox_from_settings
+
+    if args.prompts_action == "list":
+        print("\n".join(prompts.list_lines(prompts.collect_prompts())))
+        return 0
+    box = sandbox_from_settings(settings)
+    engine = prompts.make_engine(args.engine, args.command,
+                                 box.root if box.is_built() else None)
+    recorded = prompts.recorded_dir_of(args)
+    if args.out is not None:
+        report = prompts.build(prompts.collect_prompts(), args.out, engine,
+                               recorded_dir=recorded, force=args.force)
+    elif box.is_built():
+        report = box.render_prompts(engine, recorded_dir=recorded, force=args.force)
+    else:
+        raise CliError(f"no Asterisk sandbox built in {box.root}: give --out DIR")
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _config(args: argparse.Namespace, settings: Settings) -> int:
+    from zoneinfo import ZoneInfo
+
+    from callcenter.ivr.hours import calendar_warning
+
     for row in describe(settings):
         print(f"{row['name']:18} = {row['value']}\n{'':21}{row['description']}")
+    warning = calendar_warning(datetime.now(ZoneInfo(settings.timezone)).date())
+    if warning:
+        print(f"callcenter: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -20,13 +20,17 @@ VAR_IVR_DIGITS = "CC_IVR_DIGITS"
 VAR_IVR_INTENT = "CC_IVR_INTENT"
 VAR_PRIORITY = "CC_PRIORITY"
 VAR_VIP = "CC_VIP"
-VAR_IVR_RESULT = "CC_IVR_RESULT"  # ok | hangup | error
+VAR_ONCALL_DIAL = "CC_ONCALL_DIAL"  # the on-call engineer's dial string (queues closed)
+VAR_SURVEY_SCORE = "CC_SURVEY_SCORE"  # the satisfaction key the caller pressed (1-5)
+VAR_IVR_RESULT = "CC_IVR_RESULT"  # ok | hangup | oncall | error
+VAR_IVR_LISTENING = "CC_IVR_LISTENING"  # the node whose answer the IVR is waiting for
 # Set by routing (ARI).
 VAR_BRIDGED = "CC_BRIDGED"  # "1" on both channels once bridged and both legs record
 VAR_CALLER_CHANNEL = "CC_CALLER_CHANNEL"  # on an agent channel: the caller's channel name
 # Set by simulated callers/agents in the test context: which WAV to play.
 VAR_SIM_CALLER_AUDIO = "SIM_CALLER_AUDIO"
 VAR_SIM_CALLER_DIGITS = "SIM_CALLER_DIGITS"
+VAR_SIM_CALLER_SPEECH = "SIM_CALLER_SPEECH"  # a spoken menu choice, said once the IVR listens
 VAR_SIM_AGENT_AUDIO = "SIM_AGENT_AUDIO"
 VAR_SIM_MENU_WAIT = "SIM_MENU_WAIT"  # seconds before the simulated caller keys the digit
 

@@ -57,13 +57,20 @@ async def seed_demo_agents(store: Any) -> None:
 
 async def place_scenario_call(settings: Settings, scenario: str) -> str:
     """Dial the hotline as the scenario's caller; return the PBX-side channel id."""
-    from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call, scenario_audio
+    from callcenter.sandbox.simulator import (
+        AriParams,
+        menu_keys,
+        pbx_channel_id,
+        place_call,
+        scenario_audio,
+    )
 
     audio = scenario_audio(settings.shared_dir, scenario)
     sim_id = await place_call(
         AriParams(settings.ari_url, settings.ari_user, settings.ari_password),
         number="12345", caller_phone=str(audio.meta["caller"]["phone"]),
-        caller_audio=audio.caller, digits=str(audio.meta.get("ivr_digits") or ""),
+        caller_audio=audio.caller,
+        digits=menu_keys(str(audio.meta.get("ivr_digits") or ""), pause="ww"),
         agent_audio=audio.agent, shared_dir=settings.shared_dir,
     )
     return pbx_channel_id(sim_id)

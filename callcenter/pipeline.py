@@ -16,6 +16,7 @@ from typing import Any
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
+from callcenter.ivr.menu import EMERGENCY, default_menu
 from callcenter.qa.engine import score
 from callcenter.tickets.classifier import PriorTicket, classify
 
@@ -128,10 +129,19 @@ def call_facts(call: Mapping[str, Any]) -> CallFacts:
         answered_after = max(0.0, (call["answered_at"] - offered_at).total_seconds())
     return CallFacts(
         call_id=call["id"], caller_number=call["caller_number"] or "",
-        ivr_digits=call["ivr_digits"] or "", started_at=call["started_at"],
+        ivr_digits=_ivr_keys(call), started_at=call["started_at"],
         answered_after_s=answered_after, hangup_by=call.get("hangup_by"),
         caller_speech_dbfs=call.get("caller_speech_dbfs"), caller_snr_db=call.get("caller_snr_db"),
     )
+
+
+def _ivr_keys(call: Mapping[str, Any]) -> str:
+    """The IVR keys; an emergency the caller named aloud counts as its key sequence,
+    so the ticket sees the same safety choice either way."""
+    keys = str(call.get("ivr_digits") or "")
+    if not keys and call.get("ivr_intent") in (*default_menu().emergencies, EMERGENCY):
+        return min(default_menu().safety_key_paths())
+    return keys
 
 
 def prior_ticket(row: dict[str, Any]) -> PriorTicket:
@@ -145,16 +155,44 @@ def prior_ticket(row: dict[str, Any]) -> PriorTicket:
 def analyze(
     timeline: Timeline, facts: CallFacts, *, source: str, now: datetime | None = None,
     prior_tickets: list[PriorTicket] | tuple[PriorTicket, ...] = (),
+    description: list[Segment] | tuple[Segment, ...] = (),
 ) -> tuple[Ticket | None, QaResult | None]:
     """Ticket and QA result for one call. No agent speech means no QA result;
-    a call that never reached an agent still gets a call-back ticket."""
+    a call that never reached an agent still gets a call-back ticket.
+
+    ``description``: what the caller said after the IVR's tone (times from the
+    start of that recording). The ticket reads it before the conversation; QA
+    never does (the agent was not there)."""
     now = now or datetime.now(UTC)
-    ticket = classify(timeline, facts, now=now, prior_tickets=prior_tickets)
+    ticket = classify(with_description(timeline, description), facts, now=now,
+                      prior_tickets=prior_tickets)
     has_agent = any(s.leg == "agent" for s in timeline.segments)
     if not has_agent:
         ticket.callback_required = True
     qa = score(timeline, facts, source=source, category=ticket.category) if has_agent else None
     return ticket, qa
+
+
+def with_description(
+    timeline: Timeline, description: list[Segment] | tuple[Segment, ...]
+) -> Timeline:
+    """The description's segments moved before the conversation (negative times)."""
+    if not description:
+        return timeline
+    shift = max(s.end for s in description) + 1.0
+    moved = [Segment(leg="caller", start=s.start - shift, end=s.end - shift, text=s.text,
+                     words=s.words) for s in description]
+    return Timeline(segments=[*moved, *timeline.segments], duration=timeline.duration)
+
+
+def transcribe_description(path: Path, transcriber: Any) -> list[Segment]:
+    """The IVR's problem description; unreadable audio is no description."""
+    try:
+        samples, rate = read_mono(path)
+    except AudioError as exc:
+        log.warning("problem description %s unreadable: %s", path, exc)
+        return []
+    return list(transcriber.transcribe(samples, rate, "caller"))
 
 
 def analysis_document(call: dict[str, Any], analysis: Analysis) -> dict[str, Any]:

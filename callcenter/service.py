@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -18,11 +20,16 @@ from callcenter.acd.queues import load_queues
 from callcenter.acd.stasis import AcdApp
 from callcenter.agi.server import FastAgiServer
 from callcenter.ari.client import AriClient
-from callcenter.constants import STASIS_APP
+from callcenter.constants import QUEUES, STASIS_APP
 from callcenter.db.notify import listen
 from callcenter.db.store import AGENT_REQUESTS_CHANNEL, AGENTS_CHANNEL, PgStore
 from callcenter.db.writer import OrderedWriter
-from callcenter.ivr.handler import make_ivr_handler
+from callcenter.ivr.handler import Speech, make_ivr_handler
+from callcenter.ivr.hours import is_open, parse_hours
+from callcenter.ivr.menu import Menu, load_menu
+from callcenter.ivr.speech import MenuRecognizer
+from callcenter.ivr.stats import NodeCounts
+from callcenter.ivr.survey import make_survey_handler
 from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
 from callcenter.residents import ivr_lookup
 from callcenter.settings import Settings
@@ -34,12 +41,49 @@ log = logging.getLogger("callcenter.service")
 
 async def agi_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    menu = load_menu(settings.ivr_menu_file)
+    recognizer = await _menu_recognizer(settings, menu)
+    speech = Speech(recognizer=recognizer, recordings_dir=settings.recordings,
+                    asterisk_dir=settings.asterisk_recordings_dir)
     # Known residents and VIP callers (elderly, disabled) are looked up by number.
-    handler = make_ivr_handler(app[STORE], writer=app[WRITER], lookup=ivr_lookup(app[POOL]))
-    server = FastAgiServer(settings.agi_host, settings.agi_port, {"ivr": handler})
+    handler = make_ivr_handler(
+        app[STORE], writer=app[WRITER], menu=menu, lookup=ivr_lookup(app[POOL]),
+        speech=speech, closed_queues=closed_queues_now(menu, ZoneInfo(settings.timezone)),
+        oncall_dial=settings.oncall_dial, counts=app[LIVE].setdefault("ivr", NodeCounts()),
+    )
+    survey = make_survey_handler(app[STORE], writer=app[WRITER])
+    server = FastAgiServer(settings.agi_host, settings.agi_port,
+                           {"ivr": handler, "survey": survey})
     await server.start()
     yield
     await server.stop()
+    if recognizer is not None:
+        recognizer.close()
+
+
+def closed_queues_now(menu: Menu, zone: ZoneInfo) -> Callable[[], frozenset[str]]:
+    """Which queues are outside their opening hours, asked at each call's start."""
+    schedules = parse_hours(menu.hours, QUEUES)
+
+    def closed() -> frozenset[str]:
+        now = datetime.now(UTC)
+        return frozenset(q for q, hours in schedules.items() if not is_open(hours, now, zone))
+
+    return closed
+
+
+async def _menu_recognizer(settings: Settings, menu: Menu) -> MenuRecognizer | None:
+    """The spoken-choice recognizer, its model loaded now (not on the first caller);
+    None (keys only) when speech is off or no model can be found."""
+    if not settings.ivr_speech:
+        return None
+    try:
+        recognizer = MenuRecognizer(settings=settings, menu=menu, allow_network=False)
+        await asyncio.to_thread(recognizer.warm_up)
+    except Exception as exc:  # the IVR still works with keys
+        log.warning("IVR speech off: %s", exc)
+        return None
+    return recognizer
 
 
 class AgentRequests:

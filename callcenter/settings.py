@@ -124,6 +124,27 @@ class Settings(BaseSettings):
     ring_timeout_s: float = Field(default=15.0, gt=0, description="Agent no-answer timeout.")
     wrap_up_s: float = Field(default=5.0, ge=0, description="Agent wrap-up after a call.")
     timezone: str = Field(default="Asia/Shanghai", description="Local time of the hotline.")
+    ivr_menu_file: Path | None = Field(
+        default=None,
+        description="The IVR's menus, prompts and opening hours (YAML). Unset: "
+                    "callcenter/ivr/menu.yaml.",
+    )
+    ivr_speech: bool = Field(
+        default=True,
+        description="Spoken menu choices and problem descriptions (Vosk grammars). Off: keys "
+                    "only.",
+    )
+    asterisk_recordings_dir: str = Field(
+        default="/var/spool/asterisk/recording",
+        description="The recordings folder as Asterisk sees it (the same folder as "
+                    "recordings_dir, which is how the service sees it).",
+    )
+    oncall_dial: str = Field(
+        default="",
+        description="Dial string of the on-call engineer (e.g. PJSIP/oncall or "
+                    "PJSIP/13800000000@trunk): an emergency while the repair queue is closed. "
+                    "Unset: the emergency goes to the repair queue as a P1.",
+    )
 
     notifier_kind: Literal["log", "sms", "webhook"] = Field(
         default="log",

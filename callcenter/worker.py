@@ -21,6 +21,7 @@ from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
+from callcenter.core import Segment
 from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore, is_transient
 from callcenter.pipeline import (
@@ -28,6 +29,7 @@ from callcenter.pipeline import (
     analyze,
     call_facts,
     prior_ticket,
+    transcribe_description,
     transcribe_recorded_legs,
     with_acoustics,
 )
@@ -68,6 +70,13 @@ async def process_call(
     timeline, legs, problems = await asyncio.to_thread(
         transcribe_recorded_legs, paths, transcribing
     )
+    description: list[Segment] = []
+    if call.get("ivr_description"):
+        description = await asyncio.to_thread(
+            transcribe_description, settings.recordings / call["ivr_description"], transcribing
+        )
+        await store.update_call(call_id, ivr_description_text="".join(
+            s.text for s in description))
     for leg in legs.values():
         await store.save_recording_facts(
             call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
@@ -79,7 +88,7 @@ async def process_call(
     # serving calls (serve runs a worker).
     ticket, qa = await asyncio.to_thread(
         analyze, timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
-        prior_tickets=[prior_ticket(p) for p in prior],
+        prior_tickets=[prior_ticket(p) for p in prior], description=description,
     )
     reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
     if reason:

@@ -7,11 +7,13 @@ bare ``HANGUP`` line ends in a plain ``ValueError`` and its ``_quote`` neither
 escapes quotes nor backslashes.
 
 What we reuse from pyst2 without ever instantiating ``AGI``: its module-level
-response regular expressions, ``re_code`` (status code and rest of a line) and
-``re_kv`` (the ``key=value (data)`` pairs of a ``200`` line), and its
-``DEFAULT_TIMEOUT``. Our exceptions derive from pyst2's ``AGIError`` so code
-that already catches pyst2 errors keeps working. Everything else is written
-here: asyncio line I/O with timeouts and size limits, header parsing,
+``re_code`` (status code and rest of a line) and its ``DEFAULT_TIMEOUT``. Our
+exceptions derive from pyst2's ``AGIError`` so code that already catches pyst2
+errors keeps working. The ``key=value (data)`` pairs of a ``200`` line are read
+as pyst2's ``re_kv`` reads them, but by a linear scan: that expression backtracks
+quadratically on a long run of word characters without ``=`` (one 64 KiB line
+held the event loop, every call on the server, for about 12 s). Everything else
+is written here: asyncio line I/O with timeouts and size limits, header parsing,
 argument quoting the way Asterisk's ``parse_args()`` reads it (double quotes
 group, a backslash escapes the next character), multi-line ``520`` usage
 responses, and typed hang-up detection (``HANGUP`` line, ``511`` dead channel,
@@ -98,18 +100,49 @@ def build_command(command: str, *args: object) -> str:
     return " ".join([command, *(quote_arg(a) for a in args)]) + "\n"
 
 
+# A pair as pyst2's re_kv finds it, anchored at the start of a word: a match may only
+# begin where a word begins, so a run without "=" is scanned once, not once per
+# character (pyst2's findall retries inside the run: quadratic).
+_PAIR = re.compile(r"(?<!\w)(\w+)=(\S+)")
+_SPACES = re.compile(r"\s*")
+# Asterisk's status codes have three digits; a longer run is not AGI (and int()
+# refuses more than 4,300 digits with a ValueError).
+_MAX_CODE_DIGITS = 3
+
+
+def _pairs(rest: str) -> list[tuple[str, str, str]]:
+    """``(key, value, data)`` of each ``key=value (data)`` in ``rest``, as
+    ``pyst2_agi.re_kv.findall`` gives them: ``data`` runs from the ``(`` after a
+    value to the last ``)`` of the line. Linear in the line's length."""
+    pairs: list[tuple[str, str, str]] = []
+    last_close = rest.rfind(")")
+    position = 0
+    while (match := _PAIR.search(rest, position)) is not None:
+        key, value = match.groups()
+        position = match.end()
+        data = ""
+        after_spaces = _SPACES.match(rest, position)
+        opening = after_spaces.end() if after_spaces else position
+        if opening < len(rest) and rest[opening] == "(" and last_close > opening:
+            data = rest[opening + 1:last_close]
+            position = last_close + 1
+        pairs.append((key, value, data))
+    return pairs
+
+
 def parse_result_line(line: str) -> AgiResponse:
-    """Parse a ``200 result=...`` line with pyst2's regular expressions.
+    """Parse a ``200 result=...`` line the way pyst2 does (``re_code``, then the
+    pairs of ``re_kv``, read linearly: :func:`_pairs`).
 
     ``200 result= (timeout)`` (GET DATA with nothing typed) has an empty value,
     which pyst2's ``re_kv`` cannot match; it is read as result ``""``.
     """
     match = pyst2_agi.re_code.search(line)
     code_text, rest = match.groups() if match else ("", line)
-    if not code_text:
+    if not code_text or len(code_text) > _MAX_CODE_DIGITS:
         raise AgiProtocolError(f"not an AGI response: {line[:80]!r}")
     response = AgiResponse(code=int(code_text), result="", line=line)
-    pairs = pyst2_agi.re_kv.findall(rest)
+    pairs = _pairs(rest)
     for key, value, data in pairs:
         if key == "result":
             response.result, response.data = value, data

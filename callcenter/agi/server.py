@@ -81,6 +81,7 @@ class FastAgiServer:
         self.media_timeout_s = media_timeout_s
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0  # accepted since start, for metrics and tests
 
     @property
     def port(self) -> int:
@@ -136,6 +137,7 @@ class FastAgiServer:
         await self.stop()
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         task = asyncio.create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -18,7 +18,7 @@ _LIMITS = {"caller_name": 50, "building": 20, "unit": 20, "room": 20, "descripti
 # The IVR choice says what the call is probably about; the agent corrects it.
 _BY_QUEUE = {"repair": ("engineering", "P3"), "complaint": ("complaint", "P3"),
              "consultation": ("consultation", "P4")}
-SAFETY_PRIORITY = 2  # menu.yaml priority.safety: a P1 choice (key 9, spoken emergency)
+SAFETY_PRIORITY = 2  # menu.yaml priority.safety: a P1 choice (keys 1-1, a spoken emergency)
 
 
 def raise_one_level(urgency: str) -> str:

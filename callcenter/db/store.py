@@ -55,6 +55,10 @@ _CALL_FIELDS = {
     "error",
     "channel_id",
     "outcome",
+    "ivr_node",
+    "end_reason",
+    "ivr_description",
+    "ivr_description_text",
 }
 
 
@@ -189,6 +193,33 @@ class PgStore:
                 *[fields[n] for n in names],
             )
             await _event(conn, call_id, "updated", _jsonable(fields))
+
+    @retrying()
+    async def record_ivr_events(
+        self, call_id: str, events: list[dict[str, str]], at: datetime | None = None
+    ) -> None:
+        """Rows for the per-node IVR statistics (node, kind, via, choice), in order."""
+        if not events:
+            return
+        await self.pool.executemany(
+            "INSERT INTO ivr_events (call_id, node, kind, via, choice, at)"
+            " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))",
+            [(call_id, e["node"], e["kind"], e.get("via", ""), e.get("choice", ""), at)
+             for e in events],
+        )
+
+    @retrying()
+    async def save_survey(self, call_id: str, score: int, at: datetime | None = None) -> None:
+        """The caller's satisfaction key (1-5) on the call and on its tickets."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE calls SET survey_score = $2, survey_at = COALESCE($3, now())"
+                " WHERE id = $1", call_id, score, at,
+            )
+            await conn.execute(
+                "UPDATE tickets SET satisfaction_ivr = $2 WHERE call_id = $1", call_id, score
+            )
+            await _event(conn, call_id, "survey", {"score": score})
 
     @retrying()
     async def add_leg(

@@ -1,152 +1,54 @@
-"""The IVR main menu as a pure state machine: events in, the next action out.
+"""The IVR as a pure state machine: events in, the next action out.
 
 No I/O here: ``callcenter/ivr/handler.py`` turns actions into AGI commands and
-what the caller does into events. The menu itself is data
-(``callcenter/ivr/menu.yaml``): which digit and which spoken intent lead to
-which queue, the prompts, the timeouts and how many tries a caller gets.
+what the caller does (a key, an utterance, silence) into events. The menus are
+data (``callcenter/ivr/menu.yaml``, loaded by ``callcenter/ivr/menu.py``).
 
-Rules (never drop a caller):
-- a menu digit or a spoken menu intent routes to its queue;
-- an invalid key, or speech that is no menu choice, plays the ``invalid``
-  prompt and the menu again;
-- no input replays the menu;
-- after ``max_tries`` failed tries (invalid or no input) the caller goes to
-  the fallback queue (``general``), as after ``max_prompts`` presentations;
-- ``repeat`` and ``back`` (no upper level in the main menu) replay the menu
-  without counting as a failed try.
-A known VIP caller (elderly, disabled) gets the ``vip`` priority.
+Rules (never drop a caller who tried):
+- a key or a spoken choice of the current menu does what the option says:
+  open a sub-menu, route to a queue (after a problem description where the
+  option asks for one), repeat the menu, or go back;
+- a safety emergency named at any menu is a P1 repair at once;
+- an invalid key or speech that is no choice plays a short apology and the
+  menu again; no input replays the menu;
+- after ``max_tries`` failed tries at one menu (or ``max_prompts`` menus in
+  all) the caller goes to a person (the menu's fallback queue);
+- a caller who has made no sound at all since the call started (no key, no
+  speech) hears the spec's silent-line script after the first menu and is hung
+  up with the reason ``silent_line`` (spec section 3);
+- a queue outside its opening hours takes a message for a call-back; an
+  emergency then goes to the on-call engineer;
+- a known VIP caller (elderly, disabled) is offered the agent key first and
+  raised one priority level.
+
+Each transition also appends :class:`NodeEvent` records (entries, choices by
+key or speech, timeouts, invalid input, transfers) for the per-node statistics;
+the handler drains them with :meth:`MenuEngine.drain_events`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
-import yaml
-
-from callcenter.constants import QUEUES
-
-MENU_PATH = Path(__file__).with_name("menu.yaml")
-
-INTENTS = ("emergency", "repair", "complaint", "consultation", "agent", "repeat", "back", "none")
-NAVIGATION_INTENTS = ("repeat", "back")
-DTMF_KEYS = "0123456789*#"
-VIP_KINDS_RAISED = ("elderly", "disabled")
+from callcenter.ivr.menu import (
+    AGENT_CHOICE,
+    BACK,
+    EMERGENCY,
+    NAVIGATION_CHOICES,
+    REPEAT,
+    Menu,
+    MenuNode,
+    Option,
+    default_menu,
+)
 
 Stage = Literal["greeting", "menu", "queue"]
-
-
-# -- menu data ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MenuChoice:
-    digit: str
-    intent: str
-    queue: str
-    priority: int = 0  # a safety choice (P1) is served before everyone else
-
-
-@dataclass(frozen=True, slots=True)
-class Menu:
-    choices: tuple[MenuChoice, ...]
-    keywords: dict[str, tuple[str, ...]]  # insertion order = precedence
-    greeting_prompt: str
-    menu_prompt: str
-    invalid_prompt: str
-    digit_timeout_ms: int = 5000
-    max_tries: int = 3
-    max_prompts: int = 6
-    fallback_queue: str = "general"
-    fallback_intent: str = "none"
-    priority_normal: int = 0
-    priority_vip: int = 1
-
-    def by_digit(self, digit: str) -> MenuChoice | None:
-        return next((c for c in self.choices if c.digit == digit), None)
-
-    def by_intent(self, intent: str) -> MenuChoice | None:
-        return next((c for c in self.choices if c.intent == intent), None)
-
-    @property
-    def escape_digits(self) -> str:
-        """Every DTMF key interrupts a prompt, so invalid keys are heard too."""
-        return DTMF_KEYS
-
-
-def menu_from_dict(data: dict[str, Any]) -> Menu:
-    """Build and validate a :class:`Menu` from parsed YAML."""
-    prompts = data.get("prompts") or {}
-    priority = data.get("priority") or {}
-    levels = {"normal": 0, **{str(k): int(v) for k, v in priority.items()}}
-    choices = tuple(
-        MenuChoice(digit=str(c["digit"]), intent=str(c["intent"]), queue=str(c["queue"]),
-                   priority=_level(levels, c.get("priority", "normal")))
-        for c in data.get("choices") or []
-    )
-    keywords = {
-        str(intent): tuple(str(k) for k in words)
-        for intent, words in (data.get("keywords") or {}).items()
-    }
-    menu = Menu(
-        choices=choices,
-        keywords=keywords,
-        greeting_prompt=str(prompts["greeting"]),
-        menu_prompt=str(prompts["menu"]),
-        invalid_prompt=str(prompts["invalid"]),
-        digit_timeout_ms=int(data.get("digit_timeout_ms", 5000)),
-        max_tries=int(data.get("max_tries", 3)),
-        max_prompts=int(data.get("max_prompts", 6)),
-        fallback_queue=str(data.get("fallback_queue", "general")),
-        fallback_intent=str(data.get("fallback_intent", "none")),
-        priority_normal=int(priority.get("normal", 0)),
-        priority_vip=int(priority.get("vip", 1)),
-    )
-    _validate(menu)
-    return menu
-
-
-def _level(levels: dict[str, int], name: Any) -> int:
-    if str(name) not in levels:
-        raise ValueError(f"invalid IVR menu: unknown priority level {name!r}")
-    return levels[str(name)]
-
-
-def _validate(menu: Menu) -> None:
-    problems = []
-    digits = [c.digit for c in menu.choices]
-    if len(set(digits)) != len(digits):
-        problems.append("duplicate digits")
-    for choice in menu.choices:
-        if len(choice.digit) != 1 or choice.digit not in DTMF_KEYS:
-            problems.append(f"bad digit {choice.digit!r}")
-        if choice.intent not in INTENTS or choice.intent in (*NAVIGATION_INTENTS, "none"):
-            problems.append(f"bad intent {choice.intent!r}")
-        if choice.queue not in QUEUES:
-            problems.append(f"unknown queue {choice.queue!r}")
-    if menu.fallback_queue not in QUEUES:
-        problems.append(f"unknown fallback queue {menu.fallback_queue!r}")
-    if menu.fallback_intent not in INTENTS:
-        problems.append(f"unknown fallback intent {menu.fallback_intent!r}")
-    for intent in menu.keywords:
-        if intent not in INTENTS or intent == "none":
-            problems.append(f"keywords for unknown intent {intent!r}")
-    if menu.max_tries < 1 or menu.max_prompts < menu.max_tries or menu.digit_timeout_ms <= 0:
-        problems.append("max_tries >= 1, max_prompts >= max_tries, digit_timeout_ms > 0")
-    if problems:
-        raise ValueError("invalid IVR menu: " + "; ".join(problems))
-
-
-def load_menu(path: Path | str | None = None) -> Menu:
-    with open(path or MENU_PATH, encoding="utf-8") as fh:
-        return menu_from_dict(yaml.safe_load(fh))
-
-
-@lru_cache(maxsize=1)
-def default_menu() -> Menu:
-    return load_menu(MENU_PATH)
+NODE_SILENT = "silent"  # the silent-line script
+NODE_DESCRIBE = "describe"  # the problem description after the tone
+NODE_CLOSED = "closed"  # outside opening hours: a message for a call-back
+VIP_KINDS_RAISED = ("elderly", "disabled")
+Via = Literal["key", "speech"]
 
 
 # -- events ------------------------------------------------------------------
@@ -158,16 +60,17 @@ class DigitPressed:
 
 
 @dataclass(frozen=True, slots=True)
-class NoInput:
-    pass
+class SpeechRecognised:
+    """An utterance recognised against the menu's grammar; ``choice`` "none" = not understood."""
+
+    choice: str
+    confidence: float = 1.0
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
-class IntentRecognised:
-    """A spoken choice, already mapped to one of :data:`INTENTS`."""
-
-    intent: str
-    text: str = ""
+class NoInput:
+    """The wait ended with no key and no speech at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,21 +81,40 @@ class CallerIdentified:
     vip: str = "none"
 
 
-Event = DigitPressed | NoInput | IntentRecognised | CallerIdentified
+@dataclass(frozen=True, slots=True)
+class DescriptionRecorded:
+    """The problem description ended (``recording`` is "" when nothing was said)."""
+
+    recording: str = ""
+    duration_ms: int = 0
+
+
+Event = DigitPressed | SpeechRecognised | NoInput | CallerIdentified | DescriptionRecorded
 
 
 # -- actions -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class PlayAndCollect:
-    """Play ``prompts`` in order (a key interrupts), then wait for one key."""
+class PlayAndListen:
+    """Play ``prompts`` in order (any key interrupts), then wait ``timeout_ms`` for a
+    key or, where ``grammar`` is set, an utterance."""
 
     prompts: tuple[str, ...]
+    node: str
     timeout_ms: int
-    escape_digits: str
-    max_digits: int = 1
-    stage: Stage = "menu"  # "greeting" for the first presentation
+    grammar: str | None
+    stage: Stage = "menu"  # "greeting" for the very first presentation
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDescription:
+    """Play ``prompts``, a tone, then record up to ``max_ms`` (ends on silence or #)."""
+
+    prompts: tuple[str, ...]
+    node: str
+    max_ms: int
+    end_silence_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,20 +122,47 @@ class RouteToQueue:
     """Leave the IVR: hand the call to routing for ``queue``."""
 
     queue: str
-    intent: str
-    digits: str  # the key that chose the queue, "" when none did
+    choice: str  # the option's choice id, or an emergency id
+    digits: str  # every menu key that led here, in order ("12"); "" when spoken
     priority: int
     reason: Literal["choice", "fallback"]
+    announce: tuple[str, ...] = ()  # played before leaving (the transfer to a person)
+    description: str = ""  # the recorded problem description, if any
+
+
+@dataclass(frozen=True, slots=True)
+class RouteToOnCall:
+    """An emergency while the repair queue is closed: the on-call engineer, 7x24."""
+
+    choice: str
+    digits: str
+    priority: int
+    announce: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class HangUp:
-    """Say goodbye and hang up. The main menu never does this; kept for sub-menus."""
+    """Play ``prompts`` and hang up, with why."""
 
+    reason: Literal["silent_line", "closed"]
     prompts: tuple[str, ...] = ()
+    description: str = ""
 
 
-Action = PlayAndCollect | RouteToQueue | HangUp
+Action = PlayAndListen | RecordDescription | RouteToQueue | RouteToOnCall | HangUp
+
+
+NodeKind = Literal["entry", "choice", "timeout", "invalid", "transfer", "hangup"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """One thing that happened at a node, for the per-node statistics."""
+
+    node: str
+    kind: NodeKind
+    via: str = ""  # key | speech (choices and invalid input)
+    choice: str = ""
 
 
 # -- the machine -------------------------------------------------------------
@@ -221,102 +170,269 @@ Action = PlayAndCollect | RouteToQueue | HangUp
 
 @dataclass(slots=True)
 class MenuEngine:
-    """One caller's walk through the menu. Feed events to :meth:`handle`."""
+    """One caller's walk through the menus. Feed events to :meth:`handle`."""
 
     menu: Menu = field(default_factory=default_menu)
-    failed_tries: int = 0
+    closed_queues: frozenset[str] = frozenset()
+    node: str = ""  # the menu (or script node) the caller is at
+    path: list[str] = field(default_factory=list)  # the menus entered, for "back"
+    failed_tries: int = 0  # at the current menu
     prompts_played: int = 0
+    silent_step: int = 0  # 0: not in the silent-line script; 1..3: its sentence
+    heard: bool = False  # any key or speech since the call started
     pressed: list[str] = field(default_factory=list)  # every key, in order
-    spoken: list[str] = field(default_factory=list)  # every spoken intent, in order
+    spoken: list[str] = field(default_factory=list)  # every spoken choice, in order
     known_caller: bool = False
     vip: str = "none"
-    choice_priority: int = 0  # the chosen option's own level (safety)
     pending: Action | None = None
+    _route_keys: list[str] = field(default_factory=list)  # per step toward a queue
+    _chosen: Option | None = None  # waiting for its description
+    _chosen_name: str = ""
+    _events: list[NodeEvent] = field(default_factory=list)
+
+    # -- queries ------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
-        return isinstance(self.pending, RouteToQueue | HangUp)
+        return isinstance(self.pending, RouteToQueue | RouteToOnCall | HangUp)
 
     @property
-    def priority(self) -> int:
+    def caller_priority(self) -> int:
+        if self.vip in VIP_KINDS_RAISED:
+            return self.menu.priority["vip"]
+        return self.menu.priority["normal"]
+
+    def priority_for(self, option: Option | None) -> int:
         """The higher of the caller's (VIP) and the choice's (safety) level."""
-        caller = self.menu.priority_vip if self.vip in VIP_KINDS_RAISED else (
-            self.menu.priority_normal)
-        return max(caller, self.choice_priority)
+        own = self.menu.priority[option.priority] if option is not None else 0
+        return max(self.caller_priority, own)
+
+    def drain_events(self) -> list[NodeEvent]:
+        events, self._events = self._events, []
+        return events
+
+    # -- transitions ----------------------------------------------------------
 
     def start(self) -> Action:
-        """The first action: the greeting (with the menu), collecting one key."""
+        """The first action: the welcome (the agent key offered first to a VIP) and the
+        main menu."""
         if self.pending is None:
+            main = self.menu.main
+            self._enter(main.name)
+            vip = ("vip_offer",) if self.vip in VIP_KINDS_RAISED else ()
             self.prompts_played = 1
-            self.pending = self._collect((self.menu.greeting_prompt,), stage="greeting")
+            self.pending = self._listen(("welcome", *vip, main.prompt), main, stage="greeting")
         return self.pending
 
     def handle(self, event: Event) -> Action:
         """Apply ``event``; return the next action (the pending one if nothing changes)."""
+        if isinstance(event, CallerIdentified):
+            return self._identify(event)
         if self.pending is None:
             self.start()
         assert self.pending is not None
-        if isinstance(event, CallerIdentified):
-            self.known_caller = event.known
-            self.vip = event.vip if event.known else "none"
-            if isinstance(self.pending, RouteToQueue):
-                self.pending = replace(self.pending, priority=self.priority)
-            return self.pending
         if self.finished:
             return self.pending
+        if isinstance(event, DescriptionRecorded):
+            return self._described(event)
+        if isinstance(self.pending, RecordDescription):
+            return self.pending  # keys during the description belong to it
         if isinstance(event, DigitPressed):
-            self.pressed.append(event.digit)
-            choice = self.menu.by_digit(event.digit)
-            if choice is not None:
-                self.choice_priority = choice.priority
-                return self._route(choice.queue, choice.intent, choice.digit, "choice")
-            return self._failed(invalid=True)
-        if isinstance(event, IntentRecognised):
-            self.spoken.append(event.intent)
-            if event.intent in NAVIGATION_INTENTS:
-                return self._replay()
-            choice = self.menu.by_intent(event.intent)
-            if choice is not None:
-                self.choice_priority = choice.priority
-                return self._route(choice.queue, choice.intent, "", "choice")
-            return self._failed(invalid=True)
+            return self._digit(event.digit)
+        if isinstance(event, SpeechRecognised):
+            return self._speech(event)
         if isinstance(event, NoInput):
-            return self._failed(invalid=False)
+            return self._no_input()
         raise TypeError(f"unknown IVR event {event!r}")
 
-    def _collect(self, prompts: tuple[str, ...], stage: Stage = "menu") -> PlayAndCollect:
-        return PlayAndCollect(
-            prompts=prompts,
-            timeout_ms=self.menu.digit_timeout_ms,
-            escape_digits=self.menu.escape_digits,
-            stage=stage,
-        )
+    def _identify(self, event: CallerIdentified) -> Action:
+        """Known before :meth:`start` (the VIP offer), or later (only the priority)."""
+        self.known_caller = event.known
+        self.vip = event.vip if event.known else "none"
+        if isinstance(self.pending, RouteToQueue | RouteToOnCall):
+            option = self._chosen
+            self.pending = _with_priority(self.pending, self.priority_for(option))
+        return self.pending if self.pending is not None else self.start()
 
-    def _present(self, prompts: tuple[str, ...]) -> Action:
-        if self.prompts_played >= self.menu.max_prompts:
+    def _digit(self, digit: str) -> Action:
+        self.heard, self.silent_step = True, 0
+        self.pressed.append(digit)
+        option = self._current().by_key(digit)
+        if option is None:
+            self._event("invalid", via="key")
+            return self._failed(invalid_prompt="invalid")
+        return self._choose(option, option.choice, via="key")
+
+    def _speech(self, event: SpeechRecognised) -> Action:
+        self.heard, self.silent_step = True, 0
+        self.spoken.append(event.choice)
+        node = self._current()
+        if event.choice in (*self.menu.emergencies, EMERGENCY):
+            emergency = node.emergency_option() or self.menu.emergency_option()
+            return self._choose(emergency, event.choice, via="speech")
+        option = node.by_choice(event.choice)
+        if option is None and event.choice in NAVIGATION_CHOICES:
+            option = Option(key="", choice=event.choice)  # "back" at the top = repeat
+        if option is None:
+            self._event("invalid", via="speech")
+            return self._failed(invalid_prompt="not_understood")
+        return self._choose(option, event.choice, via="speech")
+
+    def _no_input(self) -> Action:
+        self._event("timeout")
+        if self.silent_step or not self.heard:
+            return self._silent_line()
+        return self._failed(invalid_prompt=None)
+
+    def _choose(self, option: Option, name: str, *, via: Via) -> Action:
+        self._event("choice", via=via, choice=name)
+        if option.choice == REPEAT:
+            return self._present(self._current(), ())
+        if option.choice == BACK:
+            return self._back()
+        # One entry per step toward a queue ("" when spoken), so "back" drops its own.
+        self._route_keys.append(option.key if via == "key" else "")
+        if option.next:
+            self.failed_tries = 0
+            target = self.menu.node(option.next)
+            self._enter(target.name)
+            return self._present(target, ())
+        return self._to_queue(option, name)
+
+    def _to_queue(self, option: Option, name: str) -> Action:
+        self._chosen, self._chosen_name = option, name
+        queue = option.queue or self.menu.fallback_queue
+        if queue in self.closed_queues:
+            if option.priority == "safety":
+                return self._oncall(option, name)
+            return self._closed()
+        if option.describe:
+            self._enter(NODE_DESCRIBE)
+            self.pending = RecordDescription(
+                prompts=("describe",), node=NODE_DESCRIBE,
+                max_ms=self.menu.timing.description_max_ms,
+                end_silence_s=self.menu.timing.description_end_silence_s,
+            )
+            return self.pending
+        return self._route(option, name, reason="choice")
+
+    def _described(self, event: DescriptionRecorded) -> Action:
+        if self.node == NODE_CLOSED:
+            self.pending = HangUp(
+                reason="closed", prompts=("closed_thanks",), description=event.recording
+            )
+            return self.pending
+        assert self._chosen is not None
+        return self._route(self._chosen, self._chosen_name, reason="choice",
+                           description=event.recording)
+
+    def _closed(self) -> Action:
+        self._enter(NODE_CLOSED)
+        self.pending = RecordDescription(
+            prompts=("closed",), node=NODE_CLOSED,
+            max_ms=self.menu.timing.description_max_ms,
+            end_silence_s=self.menu.timing.description_end_silence_s,
+        )
+        return self.pending
+
+    def _oncall(self, option: Option, name: str) -> Action:
+        self._event("transfer", choice=name)
+        self.pending = RouteToOnCall(
+            choice=name, digits="".join(self._route_keys),
+            priority=self.priority_for(option), announce=("oncall",),
+        )
+        return self.pending
+
+    def _back(self) -> Action:
+        if len(self.path) > 1:
+            self.path.pop()
+            self.node = self.path[-1]
+            self.failed_tries = 0
+            self._event("entry")
+            if self._route_keys:
+                self._route_keys.pop()  # the key that opened the menu just left
+        return self._present(self._current(), ())
+
+    def _silent_line(self) -> Action:
+        """Spec section 3: hello, wait, hello, wait, "no sound", wait, hang up."""
+        self.silent_step += 1
+        main = self.menu.main
+        wait = self.menu.timing.silent_wait_ms
+        if self.silent_step > 3:
+            self.pending = HangUp(reason="silent_line")
+            return self.pending
+        if self.silent_step == 1:
+            self._event_at(NODE_SILENT, "entry")
+        sentence = "silent_goodbye" if self.silent_step == 3 else "silent_hello"
+        self.pending = PlayAndListen(
+            prompts=(sentence,), node=NODE_SILENT, timeout_ms=wait, grammar=main.grammar
+        )
+        return self.pending
+
+    def _failed(self, *, invalid_prompt: str | None) -> Action:
+        self.failed_tries += 1
+        if self.failed_tries >= self.menu.timing.max_tries:
+            return self._fallback()
+        apology = (invalid_prompt,) if invalid_prompt else ()
+        return self._present(self._current(), apology)
+
+    def _present(self, node: MenuNode, before: tuple[str, ...]) -> Action:
+        if self.prompts_played >= self.menu.timing.max_prompts:
             return self._fallback()
         self.prompts_played += 1
-        self.pending = self._collect(prompts)
+        self.pending = self._listen((*before, node.prompt), node)
         return self.pending
-
-    def _replay(self) -> Action:
-        return self._present((self.menu.menu_prompt,))
-
-    def _failed(self, *, invalid: bool) -> Action:
-        self.failed_tries += 1
-        if self.failed_tries >= self.menu.max_tries:
-            return self._fallback()
-        if invalid:
-            return self._present((self.menu.invalid_prompt, self.menu.menu_prompt))
-        return self._present((self.menu.menu_prompt,))
 
     def _fallback(self) -> Action:
-        return self._route(self.menu.fallback_queue, self.menu.fallback_intent, "", "fallback")
+        node = self._current()
+        queue = node.fallback_queue or self.menu.fallback_queue
+        option = Option(key="", choice=AGENT_CHOICE, queue=queue)
+        self._chosen, self._chosen_name = option, AGENT_CHOICE
+        return self._route(option, AGENT_CHOICE, reason="fallback")
 
     def _route(
-        self, queue: str, intent: str, digits: str, reason: Literal["choice", "fallback"]
+        self, option: Option, name: str, *, reason: Literal["choice", "fallback"],
+        description: str = "",
     ) -> Action:
+        queue = option.queue or self.menu.fallback_queue
+        to_person = option.choice == AGENT_CHOICE
+        self._event_at(self.path[-1] if self.path else self.node, "transfer", choice=name)
         self.pending = RouteToQueue(
-            queue=queue, intent=intent, digits=digits, priority=self.priority, reason=reason
+            queue=queue, choice=name, digits="".join(self._route_keys),
+            priority=self.priority_for(option), reason=reason,
+            announce=("transfer_agent",) if to_person else (), description=description,
         )
         return self.pending
+
+    # -- helpers --------------------------------------------------------------
+
+    def _current(self) -> MenuNode:
+        return self.menu.node(self.path[-1])
+
+    def _enter(self, node: str) -> None:
+        self.node = node
+        if node in self.menu.menus:
+            self.path.append(node)
+        self._event("entry")
+
+    def _listen(
+        self, prompts: tuple[str, ...], node: MenuNode, stage: Stage = "menu"
+    ) -> PlayAndListen:
+        return PlayAndListen(
+            prompts=prompts, node=node.name, timeout_ms=self.menu.timing.input_timeout_ms,
+            grammar=node.grammar, stage=stage,
+        )
+
+    def _event(self, kind: NodeKind, via: str = "", choice: str = "") -> None:
+        node = NODE_SILENT if self.silent_step and kind != "entry" else self.node
+        self._events.append(NodeEvent(node=node, kind=kind, via=via, choice=choice))
+
+    def _event_at(self, node: str, kind: NodeKind, choice: str = "") -> None:
+        self._events.append(NodeEvent(node=node, kind=kind, choice=choice))
+
+
+def _with_priority(action: RouteToQueue | RouteToOnCall, priority: int) -> Action:
+    if isinstance(action, RouteToQueue):
+        return RouteToQueue(action.queue, action.choice, action.digits, priority, action.reason,
+                            action.announce, action.description)
+    return RouteToOnCall(action.choice, action.digits, priority, action.announce)

@@ -3,11 +3,12 @@
 The root is built once with debootstrap into the cache folder and reused; a
 stamp file holds a hash of the recipe, so changing the package list rebuilds it.
 ``start()`` installs the project's configuration (``docker/asterisk/``), renders
-the IVR prompts inside the root, bind-mounts the recordings folder (read-write,
-mode 0750) and the shared test-data folder (read-only, at ``/srv/shared``) and
-starts Asterisk with umask 027 (recordings are not readable by other users; a
-running Asterisk with a wider umask is restarted), which shares the host's
-loopback (ARI on 127.0.0.1:8088).
+the prompts that changed (``callcenter/prompts.py``: the menu file's and
+``docker/asterisk/prompts.yaml``'s, espeak-ng inside the root), bind-mounts the
+recordings folder (read-write, mode 0750) and the shared test-data folder
+(read-only, at ``/srv/shared``) and starts Asterisk with umask 027 (recordings are
+not readable by other users; a running Asterisk with a wider umask is restarted),
+which shares the host's loopback (ARI on 127.0.0.1:8088).
 
 Needs root (debootstrap, chroot, mount). Command line::
 
@@ -35,10 +36,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from callcenter import prompts
 from callcenter.permissions import SERVICE_UMASK, prepare_recordings_dir
 from callcenter.settings import default_cache_dir
 
 if TYPE_CHECKING:
+    from callcenter.prompts import BuildReport, TtsEngine
     from callcenter.settings import Settings
 
 log = logging.getLogger("callcenter.sandbox")
@@ -332,27 +335,43 @@ class AsteriskSandbox:
         log.info("installed %d config files from %s", len(confs), self.config_dir)
         return True
 
-    def render_prompts(self) -> bool:
-        """Render prompts.yaml to WAV files inside the root; False if unchanged."""
-        prompts = self.config_dir / "prompts.yaml"
-        script = self.config_dir / "render-prompts.sh"
-        digest = hashlib.sha256(prompts.read_bytes() + script.read_bytes()).hexdigest()
-        stamp = self.root / IN_ROOT_SOUNDS / STAMP_NAME
-        if stamp.is_file() and stamp.read_text().strip() == digest:
-            return False
-        work = self.root / "tmp/callcenter-prompts"
-        work.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(prompts, work / "prompts.yaml")
-        shutil.copy2(script, work / "render-prompts.sh")
-        inside = "/tmp/callcenter-prompts"
-        run(
-            ["chroot", str(self.root), "sh", f"{inside}/render-prompts.sh",
-             f"{inside}/prompts.yaml", "/" + IN_ROOT_SOUNDS, "/" + IN_ROOT_MOH]
-        )  # fmt: skip
-        stamp.write_text(digest + "\n")
-        shutil.rmtree(work)
-        log.info("rendered IVR prompts into %s", "/" + IN_ROOT_SOUNDS)
-        return True
+    def render_prompts(self, engine: TtsEngine | None = None, *,
+                       recorded_dir: Path | None = None, force: bool = False) -> BuildReport:
+        """Render every prompt (the menu file's and prompts.yaml's) into the root's
+        sounds folder, only those that changed (callcenter/prompts.py), and refresh
+        the music-on-hold copy of queue_wait. espeak-ng runs inside the root unless
+        this machine has it."""
+        sounds = self.root / IN_ROOT_SOUNDS
+        self._forget_shell_rendered_prompts(sounds)
+        report = prompts.build(
+            prompts.collect_prompts(prompts_file=self.config_dir / "prompts.yaml"), sounds,
+            engine or prompts.EspeakEngine(sandbox_root=self.root),
+            recorded_dir=self.config_dir / "recorded-prompts" if recorded_dir is None
+            else recorded_dir,
+            force=force)
+        hold_music = self.root / IN_ROOT_MOH / "queue_wait.ulaw"
+        rendered = (sounds / "queue_wait.ulaw").read_bytes()
+        if not hold_music.is_file() or hold_music.read_bytes() != rendered:
+            hold_music.parent.mkdir(parents=True, exist_ok=True)
+            hold_music.write_bytes(rendered)
+        return report
+
+    def _update_prompts(self) -> bool:
+        """render_prompts, logged when something changed; False if nothing did."""
+        report = self.render_prompts()
+        if report.changed:
+            log.info("%s", "\n".join(report.lines()))
+        return report.changed
+
+    @staticmethod
+    def _forget_shell_rendered_prompts(sounds: Path) -> None:
+        """The shell renderer before callcenter/prompts.py left a stamp and no
+        manifest: start clean, so prompts it made that are gone do not linger."""
+        stamp = sounds / STAMP_NAME
+        if not stamp.is_file():
+            return
+        for path in [*sounds.glob("*.wav"), *sounds.glob("*.ulaw"), stamp]:
+            path.unlink()
 
     # -- start / stop ----------------------------------------------------
 
@@ -389,7 +408,7 @@ class AsteriskSandbox:
             self._mount_system(self.root)
             self._mount_data()
             self.install_config()
-            self.render_prompts()
+            self._update_prompts()
             self.tls_certificate()
             self._isolate_names()
             self._launch()
@@ -441,7 +460,7 @@ class AsteriskSandbox:
         self._mount_data()
         self._isolate_names()
         changed = self.install_config()
-        if self.render_prompts() or changed:
+        if self._update_prompts() or changed:
             log.info("configuration changed: core reload")
             self.cli("core reload")
 

@@ -27,6 +27,7 @@ from callcenter.constants import (
     VAR_SIM_AGENT_AUDIO,
     VAR_SIM_CALLER_AUDIO,
     VAR_SIM_CALLER_DIGITS,
+    VAR_SIM_CALLER_SPEECH,
     VAR_SIM_MENU_WAIT,
 )
 
@@ -58,6 +59,17 @@ def scenario_audio(shared_dir: Path, scenario_id: str) -> ScenarioAudio:
     folder = Path(shared_dir) / "scenarios" / relative
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     return ScenarioAudio(caller=folder / "caller.wav", agent=folder / "agent.wav", meta=meta)
+
+
+# The dev scenarios name the main-menu key only ("1" repair). Repair has a
+# sub-menu: 2 = other repairs, then "#" skips the problem description.
+SCENARIO_KEYS = {"1": "12#"}
+
+
+def menu_keys(main_key: str, *, pause: str = "") -> str:
+    """The keys a scenario's caller presses, ``pause`` between them ("ww": 1 s in
+    SendDTMF, so each key lands while the next prompt plays)."""
+    return pause.join(SCENARIO_KEYS.get(main_key, main_key))
 
 
 def in_root_sound(path: Path | None, shared_dir: Path = DEFAULT_SHARED_DIR) -> str:
@@ -102,10 +114,12 @@ def caller_variables(
     agent_audio: Path | None,
     menu_wait_s: float,
     shared_dir: Path,
+    speech: Path | None = None,
 ) -> dict[str, str]:
     return {
         VAR_SIM_CALLER_AUDIO: in_root_sound(caller_audio, shared_dir),
         VAR_SIM_CALLER_DIGITS: digits,
+        VAR_SIM_CALLER_SPEECH: in_root_sound(speech, shared_dir),
         VAR_SIM_MENU_WAIT: f"{menu_wait_s:g}",
         VAR_SIM_AGENT_AUDIO: in_root_sound(agent_audio, shared_dir),
     }
@@ -123,8 +137,13 @@ async def place_call(
     shared_dir: Path = DEFAULT_SHARED_DIR,
     context: str = CONTEXT_HOTLINE,
     ari_url: str = AriParams.url,
+    speech: Path | None = None,
 ) -> str:
     """Originate a simulated caller; return its (``;1``) channel id.
+
+    ``digits`` are keyed ``menu_wait_s`` after the answer (``w`` = a 0.5 s pause,
+    as SendDTMF reads it); ``speech`` (a WAV under the shared folder) is said
+    once the IVR listens.
 
     ``ari`` is either the ARI address and user, or an aiohttp session (no
     ``base_url``) that sends the ARI basic-auth header, with ``ari_url`` the
@@ -142,6 +161,7 @@ async def place_call(
             agent_audio=agent_audio,
             menu_wait_s=menu_wait_s,
             shared_dir=shared_dir,
+            speech=speech,
         )
     }
     if isinstance(ari, aiohttp.ClientSession):

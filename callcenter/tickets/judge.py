@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from callcenter.ivr.menu import default_menu
 from callcenter.text import normalise
 from callcenter.tickets import learned
 from callcenter.tickets.learned import Models, Prediction
@@ -39,9 +40,9 @@ from callcenter.tickets.safety import (
 )
 
 JUDGEMENT_FILE = Path(__file__).with_name("judgement.yaml")
-# The main menu's key for a personal-safety emergency (ivr/menu.yaml, intent
-# `emergency`, priority `safety`).
-SAFETY_KEY = "9"
+# The IVR key sequences of a personal-safety emergency (ivr/menu.yaml: the
+# options with priority `safety`, e.g. "11": repair, then emergency).
+SAFETY_KEY_PATHS = default_menu().safety_key_paths()
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;…\n])")
 _CLAUSE_END = re.compile(r"[，。！？,.!?；;…\n]")
 # What makes a sentence a question (on normalised text: no punctuation left).
@@ -240,10 +241,10 @@ def judge(
             note = f"stated problem ({stated[0]}): {stated[1]}"
             cat_evidence, urg_evidence = [*cat_evidence, note], [*urg_evidence, note]
             cat_unsure = urg_unsure = True
-    if key.strip().startswith(SAFETY_KEY) and urgency != "P1":
+    if key.strip() in SAFETY_KEY_PATHS and urgency != "P1":
         # The caller chose the IVR's safety emergency: P1 until a person says otherwise.
         urgency, urg_unsure = "P1", True
-        urg_evidence = [f"IVR key {SAFETY_KEY}: safety emergency", *urg_evidence]
+        urg_evidence = [f"IVR keys {key.strip()}: safety emergency", *urg_evidence]
     if not normalise(caller_text):
         # Nothing heard from the caller: the IVR key is all there is to go on.
         cat_unsure = urg_unsure = True

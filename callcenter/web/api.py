@@ -19,6 +19,7 @@ from callcenter.auth.http import audit_request, principal
 from callcenter.auth.model import may_change_agent, may_hear, own_agent
 from callcenter.db.store import is_transient
 from callcenter.errors import BadRequest, Forbidden, NotFound, Unavailable
+from callcenter.ivr.stats import node_figures
 from callcenter.keys import LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, WRITER
 from callcenter.stats import (
     CallTimes,
@@ -171,8 +172,24 @@ async def metrics(request: web.Request) -> web.Response:
         if not (is_transient(exc) or isinstance(exc, TimeoutError)):
             raise
         calls = None
-    body = prom.render(snapshot(acd) if acd else {}, calls, request.app[WRITER].pending())
+    ivr = request.app[LIVE].get("ivr")
+    body = prom.render(snapshot(acd) if acd else {}, calls, request.app[WRITER].pending(),
+                       snapshot(ivr) if ivr else None)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def api_ivr_stats(request: web.Request) -> web.Response:
+    """Per-node IVR figures over the last ``hours`` (default 24): entries, choices by
+    key and speech, timeouts, invalid input, hang-ups and transfers at each node."""
+    hours = _number(request, "hours", 24, 0, 24 * 366)
+    until = datetime.now(UTC)
+    since = until - timedelta(hours=hours)
+    rows = await request.app[POOL].fetch(
+        "SELECT node, kind, via, choice, count(*) AS n FROM ivr_events"
+        " WHERE at >= $1 AND at < $2 GROUP BY node, kind, via, choice"
+        " ORDER BY min(id)", since, until)
+    nodes = node_figures((r["node"], r["kind"], r["via"], r["choice"], r["n"]) for r in rows)
+    return web.json_response({"since": since, "until": until, "nodes": nodes}, dumps=dumps)
 
 
 def _queue_kwargs(request: web.Request, queue: str, kwargs: dict[str, float]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 
@@ -54,9 +54,25 @@ class _Snapshot(Collector):
         yield from (waiting, longest, available, agents, live, calls, database, pending)
 
 
+class _IvrNodes(Collector):
+    def __init__(self, node_events: list[dict[str, Any]]) -> None:
+        self.node_events = node_events
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        events = CounterMetricFamily(
+            "callcenter_ivr_node_events", "IVR events per node since this process started: "
+            "entry, choice (via key or speech), timeout, invalid, transfer, hangup",
+            labels=["node", "kind", "via"])
+        for e in self.node_events:
+            events.add_metric([e["node"], e["kind"], e["via"]], e["count"])
+        yield events
+
+
 def render(routing: dict[str, Any], calls: list[tuple[str, str, int]] | None,
-           pending_writes: int = 0) -> bytes:
-    """``calls`` None: the database did not answer (live figures are served anyway)."""
+           pending_writes: int = 0, ivr: dict[str, Any] | None = None) -> bytes:
+    """``calls`` None: the database did not answer (live figures are served anyway).
+    ``ivr``: the IVR's per-node counts (``NodeCounts.snapshot``)."""
     registry = CollectorRegistry()
     registry.register(_Snapshot(routing, calls, pending_writes))
+    registry.register(_IvrNodes((ivr or {}).get("node_events", [])))
     return generate_latest(registry)

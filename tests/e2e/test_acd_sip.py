@@ -51,6 +51,7 @@ from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.sandbox.simulator import menu_keys
 from callcenter.sandbox.sipp import SippLab, SippRun
 from callcenter.settings import Settings
 from callcenter.sip.provision import AddedAgent, add_agent
@@ -405,7 +406,7 @@ async def _scenario(
     # ---- callers wait: Q (gives up), X (repair), W1, W2, V (VIP) ---------------------
     await scene.place("q", "0", hold_s=ABANDON_HOLD_S)
     await scene.until_acd_state("q", "queued", 20)
-    await scene.place("x", "1")
+    await scene.place("x", menu_keys("1"))
     await scene.until_acd_state("x", "queued", 20)
     x_queued = machine.calls[await scene.call_id("x")].queued_at
     for name in ("w1", "w2"):

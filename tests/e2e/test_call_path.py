@@ -17,11 +17,14 @@ from aiohttp import web
 from callcenter.demo import place_scenario_call
 from callcenter.qa.engine import RULE_IDS
 from callcenter.sandbox.asterisk import AsteriskSandbox
-from callcenter.sandbox.simulator import AriParams, place_call
+from callcenter.sandbox.simulator import AriParams, menu_keys, place_call
 from callcenter.settings import Settings
 from callcenter.web.app import POOL, SETTINGS, STORE
 from tests.e2e.conftest import eventually, free_port, running_service
 from tests.web_support import signed_in_at
+
+# Repair, then "other repairs", then "#" skips the description; SendDTMF pauses.
+REPAIR_KEYS = menu_keys("1", pause="ww")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -83,7 +86,7 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
     call = await eventually(processed, 420, "the call to be processed")
     assert call["status"] == "processed", call["error"]
     assert (call["stage"], call["hangup_by"], call["queue"], call["ivr_digits"]) == (
-        "conversation", "caller", "repair", "1")
+        "conversation", "caller", "repair", "12")
     assert call["agent_id"] == "agent1001"
 
     recordings = await pool.fetch("SELECT * FROM recordings WHERE call_id = $1", call["id"])
@@ -149,7 +152,7 @@ async def test_caller_hanging_up_at_each_stage_is_recorded(
     sim = await place_call(
         AriParams(), number="12345", caller_phone="13800000000",
         caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
-        digits="" if stage in ("greeting", "menu") else "1", menu_wait_s=1.0,
+        digits="" if stage in ("greeting", "menu") else REPAIR_KEYS, menu_wait_s=1.0,
         shared_dir=shared_dir,
     )
     channel = f"{sim}-pbx"
@@ -194,7 +197,7 @@ async def test_a_waiting_caller_survives_a_restart_of_the_service(
         sim = await place_call(
             AriParams(), number="12345", caller_phone="13800000001",
             caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
-            digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+            digits=REPAIR_KEYS, menu_wait_s=1.0, shared_dir=shared_dir,
         )
         pool = first[POOL]
 
@@ -241,7 +244,7 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
     sim = await place_call(
         AriParams(), number="12345", caller_phone="13800000002",
         caller_audio=folder / "caller.wav", agent_audio=folder / "agent.wav",
-        digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+        digits=REPAIR_KEYS, menu_wait_s=1.0, shared_dir=shared_dir,
     )
 
     async def talking() -> bool:
@@ -269,7 +272,7 @@ async def test_a_restart_of_asterisk_mid_call_loses_no_call_or_ticket(
     speech = sorted((shared_dir / "realspeech" / "wav8k").glob("*.wav"))
     after = await place_call(
         AriParams(), number="12345", caller_phone="13800000003", caller_audio=speech[0],
-        agent_audio=speech[1], digits="1", menu_wait_s=1.0, shared_dir=shared_dir,
+        agent_audio=speech[1], digits=REPAIR_KEYS, menu_wait_s=1.0, shared_dir=shared_dir,
     )
 
     async def answered() -> bool:

@@ -23,6 +23,7 @@ from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.sandbox.simulator import menu_keys
 from callcenter.sandbox.sipp import SippLab
 from callcenter.settings import Settings
 from callcenter.sip.provision import add_agent
@@ -133,7 +134,7 @@ async def test_an_agent_works_a_call_in_the_console(
 
         # A real SIP caller keys 1: the screen pop comes while the softphone rings.
         caller = await lab.call(HOTLINE_NUMBER, caller=caller_number,
-                                audio=scenario / "caller.wav", digits="1", hold_s=hold_s)
+                                audio=scenario / "caller.wav", digits=menu_keys("1"), hold_s=hold_s)
         await expect(page.locator("#state")).to_have_attribute("data-state", "ringing",
                                                                timeout=30_000)
         await expect(page.locator("#pop-number")).to_have_text(caller_number)

@@ -21,10 +21,13 @@ from pgserver.postgres_server import PostgresServer
 from callcenter.db.connect import connect
 from callcenter.db.migrate import migrate
 from callcenter.sandbox.asterisk import AsteriskSandbox
-from callcenter.sandbox.simulator import AriParams, place_call
+from callcenter.sandbox.simulator import AriParams, menu_keys, place_call
 from callcenter.settings import Settings
 from callcenter.web.app import LIVE, POOL, STORE
 from tests.e2e.conftest import eventually, free_port, running_service
+
+# Repair, then "other repairs", then "#" skips the description; SendDTMF pauses.
+REPAIR_KEYS = menu_keys("1", pause="ww")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -93,7 +96,7 @@ async def test_calls_are_routed_through_a_60_s_database_outage(
         for n in range(CALLS):
             sims.append(await place_call(
                 AriParams(), number="12345", caller_phone=f"1390000000{n}",
-                caller_audio=speech[n], agent_audio=speech[n + 3], digits="1",
+                caller_audio=speech[n], agent_audio=speech[n + 3], digits=REPAIR_KEYS,
                 menu_wait_s=1.0, shared_dir=shared_dir,
             ))
             await asyncio.sleep(2)  # arrivals spread over the outage
@@ -124,7 +127,7 @@ async def test_calls_are_routed_through_a_60_s_database_outage(
         for call in calls:
             assert call["status"] == "processed", call["error"]
             assert (call["stage"], call["outcome"], call["queue"], call["ivr_digits"]) == (
-                "conversation", "answered", "repair", "1")
+                "conversation", "answered", "repair", "12")
             assert call["queued_at"] <= call["answered_at"] <= call["ended_at"]
             assert call["agent_id"] in ("agent1001", "agent1002")
             assert await pool.fetchval(
@@ -138,7 +141,7 @@ async def test_calls_are_routed_through_a_60_s_database_outage(
         # And new calls are routed as before.
         sim = await place_call(
             AriParams(), number="12345", caller_phone="13900000009", caller_audio=speech[0],
-            agent_audio=speech[1], digits="1", menu_wait_s=1.0, shared_dir=shared_dir)
+            agent_audio=speech[1], digits=REPAIR_KEYS, menu_wait_s=1.0, shared_dir=shared_dir)
 
         async def answered() -> bool:
             row = await pool.fetchrow("SELECT answered_at FROM calls WHERE channel_id = $1",

@@ -31,8 +31,17 @@ from callcenter.constants import (
     VAR_QUEUE,
 )
 from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
-from callcenter.sandbox.simulator import AriParams, in_root_sound, pbx_channel_id, place_call
+from callcenter.sandbox.simulator import (
+    AriParams,
+    in_root_sound,
+    menu_keys,
+    pbx_channel_id,
+    place_call,
+)
 from tests.e2e.conftest import eventually
+
+# Repair, then "other repairs", then "#" skips the description; SendDTMF pauses.
+REPAIR_KEYS = menu_keys("1", pause="ww")
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +90,8 @@ def test_dialplan_and_prompts_installed(asterisk_sandbox: AsteriskSandbox) -> No
         assert f"'{context}'" in asterisk_sandbox.cli(f"dialplan show {context}")
     assert "app_stasis.so" in asterisk_sandbox.cli("module show like app_stasis")
     sounds = asterisk_sandbox.root / IN_ROOT_SOUNDS
-    for name in ("greeting", "invalid", "sorry", "goodbye", "no_input", "queue_wait"):
+    # The IVR's (menu.yaml) and the dialplan's and queues' (prompts.yaml) prompts.
+    for name in ("welcome", "main", "invalid", "silent_hello", "sorry", "goodbye", "queue_wait"):
         duration, rate, rms = wav_stats(sounds / f"{name}.wav")
         assert rate == 8000 and duration > 1.0 and rms > 100, name
 
@@ -267,7 +277,7 @@ async def test_hotline_without_ivr_service_is_never_silent(
     await ari_json(ari, "POST", variable, variable="CC_AGI_PORT", value="1")  # refused
     try:
         sim_id = await place_call(
-            ari, number="4008001234", caller_phone=PHONE, caller_audio=None, digits="1",
+            ari, number="4008001234", caller_phone=PHONE, caller_audio=None, digits=REPAIR_KEYS,
             agent_audio=None, ari_url=asterisk_sandbox.ari_url,
         )  # fmt: skip
         caller = pbx_channel_id(sim_id)

@@ -23,6 +23,7 @@ from callcenter.ari.client import AriClient
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.sandbox.simulator import menu_keys
 from callcenter.sandbox.sipp import SippLab
 from callcenter.settings import Settings
 from callcenter.sip.accounts import digest_ha1
@@ -159,7 +160,7 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
         await eventually(online, 15, "the agent's phone to register")
 
         caller = await lab.call(HOTLINE_NUMBER, caller=caller_number, audio=folder / "caller.wav",
-                                digits="1", hold_s=hold_s)
+                                digits=menu_keys("1"), hold_s=hold_s)
 
         async def call_row() -> asyncpg.Record | None:
             return await pool.fetchrow(
@@ -179,7 +180,7 @@ async def test_a_sip_caller_keys_1_and_talks_to_a_sip_agent(
 
         call = await eventually(ended, 30, "the call to end")
         assert (call["stage"], call["hangup_by"], call["ivr_digits"], call["queue"]) == (
-            "conversation", "caller", "1", "repair"), dict(call)
+            "conversation", "caller", "12", "repair"), dict(call)
         assert call["agent_id"] == agent_id
         talk = (call["ended_at"] - call["answered_at"]).total_seconds()
         assert 10 < talk < hold_s, talk

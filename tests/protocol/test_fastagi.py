@@ -380,21 +380,22 @@ def only_call(sink: MemoryCallSink) -> tuple[str, dict[str, object]]:
 # -- happy paths -------------------------------------------------------------
 
 
-async def test_digit_1_during_greeting_routes_to_repair(
+async def test_keys_1_then_1_route_an_emergency_as_p1(
     server: FastAgiServer, sink: MemoryCallSink
 ) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["1"]))
+    peer = await run_call(server, FakeAsterisk(plan=["1", "1"]))
     names = peer.names()
     assert names[0] == "ANSWER"
-    assert peer.commands[2] == ("STREAM FILE", ["callcenter/greeting", "0123456789*#"])
+    assert peer.commands[2] == ("STREAM FILE", ["callcenter/welcome", "0123456789*#"])
+    assert peer.commands[3] == ("STREAM FILE", ["callcenter/repair", "0123456789*#"])
     assert "WAIT FOR DIGIT" not in names
     got = peer.vars_set()
     assert re.fullmatch(r"[0-9a-f]{32}", got[VAR_CALL_ID])
     assert {k: got[k] for k in (VAR_QUEUE, VAR_IVR_DIGITS, VAR_IVR_INTENT, VAR_PRIORITY)} == {
         VAR_QUEUE: "repair",
-        VAR_IVR_DIGITS: "1",
-        VAR_IVR_INTENT: "repair",
-        VAR_PRIORITY: "0",
+        VAR_IVR_DIGITS: "11",
+        VAR_IVR_INTENT: "emergency",
+        VAR_PRIORITY: "2",
     }
     assert names[-1] == "SET VARIABLE" and peer.commands[-1][1] == [VAR_IVR_RESULT, "ok"]
     assert peer.closed_by_server
@@ -402,40 +403,55 @@ async def test_digit_1_during_greeting_routes_to_repair(
     assert call_id == got[VAR_CALL_ID]
     assert row["caller_number"] == "13800138000"
     assert row["channel_id"] == "1700000000.1"
-    assert row["stage"] == "queue" and row["queue"] == "repair" and row["priority"] == 0
-    assert [e[0] for e in sink.events] == ["open", "update", "update"]
-    assert sink.events[1][2] == {"stage": "greeting"}
+    assert row["stage"] == "queue" and row["queue"] == "repair" and row["priority"] == 2
+    assert [e[0] for e in sink.events] == ["open", "update", "update", "update"]
+    assert sink.events[1][2] == {"stage": "greeting", "ivr_node": "main"}
+    assert sink.events[2][2] == {"stage": "menu", "ivr_node": "repair"}
+    kinds = [(e["node"], e["kind"], e["via"]) for _, e in sink.node_events]
+    assert kinds == [("main", "entry", ""), ("main", "choice", "key"), ("repair", "entry", ""),
+                     ("repair", "choice", "key"), ("repair", "transfer", "")]
 
 
 async def test_digit_after_greeting_ends(server: FastAgiServer, sink: MemoryCallSink) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["", "2"]))
+    peer = await run_call(server, FakeAsterisk(plan=["", "", "3"]))
     assert ("WAIT FOR DIGIT", ["5000"]) in peer.commands
-    assert peer.vars_set()[VAR_QUEUE] == "complaint"
+    assert peer.vars_set()[VAR_QUEUE] == "consultation"
     stages = [e[2].get("stage") for e in sink.events if e[0] == "update"]
     assert stages == ["greeting", "menu", "queue"]
 
 
 async def test_invalid_digit_then_valid(server: FastAgiServer) -> None:
-    # greeting -> 9 (invalid); "invalid" prompt; menu prompt -> 3
+    # welcome -> 7 (invalid); "invalid" prompt; menu prompt -> 3
     peer = await run_call(server, FakeAsterisk(plan=["7", "", "3"]))
     played = [a[0] for n, a in peer.commands if n == "STREAM FILE"]
-    assert played == ["callcenter/greeting", "callcenter/invalid", "callcenter/menu"]
+    assert played == ["callcenter/welcome", "callcenter/invalid", "callcenter/main"]
     got = peer.vars_set()
     assert (got[VAR_QUEUE], got[VAR_IVR_DIGITS], got[VAR_IVR_RESULT]) == ("consultation", "3", "ok")
 
 
-async def test_no_input_three_times_goes_to_general(
+async def test_a_silent_caller_hears_the_spec_script_and_is_hung_up(
     server: FastAgiServer, sink: MemoryCallSink
 ) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=[]))  # never presses anything
-    assert peer.names().count("WAIT FOR DIGIT") == 3
+    peer = await run_call(server, FakeAsterisk(plan=[]))  # never a key, never a word
+    played = [a[0] for n, a in peer.commands if n == "STREAM FILE"]
+    assert played == ["callcenter/welcome", "callcenter/main", "callcenter/silent_hello",
+                      "callcenter/silent_hello", "callcenter/silent_goodbye"]
+    assert peer.names().count("WAIT FOR DIGIT") == 4
+    assert peer.names()[-1] == "HANGUP" and VAR_QUEUE not in peer.vars_set()
+    row = only_call(sink)[1]
+    assert (row["end_reason"], row["ivr_node"], row["outcome"], row["finished"]) == (
+        "silent_line", "silent", "ivr", True)
+
+
+async def test_no_input_after_a_key_goes_to_a_person_never_a_hang_up(
+    server: FastAgiServer, sink: MemoryCallSink
+) -> None:
+    peer = await run_call(server, FakeAsterisk(plan=["7"]))  # one wrong key, then nothing
+    assert "HANGUP" not in peer.names()
     got = peer.vars_set()
     assert (got[VAR_QUEUE], got[VAR_IVR_DIGITS], got[VAR_IVR_INTENT], got[VAR_IVR_RESULT]) == (
-        "general",
-        "",
-        "none",
-        "ok",
-    )
+        "general", "", "agent", "ok")
+    assert "callcenter/transfer_agent" in [a[0] for n, a in peer.commands if n == "STREAM FILE"]
     assert only_call(sink)[1]["stage"] == "queue"
 
 
@@ -446,13 +462,13 @@ async def test_caller_id_unknown_is_empty(server: FastAgiServer, sink: MemoryCal
 
 
 async def test_concurrent_calls(server: FastAgiServer, sink: MemoryCallSink) -> None:
-    plans = [["1"], ["", "2"], ["7", "", "3"], []]
+    plans = [["1", "1"], ["", "", "3"], ["7", "", "3"], ["0"]]
     peers = await asyncio.gather(*(
         run_call(server, FakeAsterisk(plan=p), default_env(agi_uniqueid=f"1700000001.{n}"))
         for n, p in enumerate(plans)))
     assert [p.vars_set()[VAR_QUEUE] for p in peers] == [
         "repair",
-        "complaint",
+        "consultation",
         "consultation",
         "general",
     ]
@@ -463,7 +479,9 @@ async def test_concurrent_calls(server: FastAgiServer, sink: MemoryCallSink) -> 
 
 
 async def test_known_vip_caller_gets_priority(server: FastAgiServer, sink: MemoryCallSink) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["2"]), default_env("ivr-vip"))
+    peer = await run_call(server, FakeAsterisk(plan=["", "2"]), default_env("ivr-vip"))
+    played = [a[0] for n, a in peer.commands if n == "STREAM FILE"]
+    assert played[:2] == ["callcenter/welcome", "callcenter/vip_offer"]  # a person first
     got = peer.vars_set()
     assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_VIP]) == ("complaint", "1", "elderly")
     assert only_call(sink)[1]["priority"] == 1
@@ -475,9 +493,10 @@ async def test_known_vip_caller_gets_priority(server: FastAgiServer, sink: Memor
 
 
 async def test_failing_caller_lookup_does_not_break_the_call(server: FastAgiServer) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["1"]), default_env("ivr-lookup-down"))
+    peer = await run_call(server, FakeAsterisk(plan=["3"]), default_env("ivr-lookup-down"))
     got = peer.vars_set()
-    assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_IVR_RESULT]) == ("repair", "0", "ok")
+    assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_IVR_RESULT]) == (
+        "consultation", "0", "ok")
 
 
 # -- hang-ups ----------------------------------------------------------------
@@ -497,10 +516,11 @@ async def test_hangup_during_greeting(server: FastAgiServer, sink: MemoryCallSin
 
 @pytest.mark.parametrize("how", ["-1", "511", "HANGUP", "EOF"])
 async def test_hangup_during_menu(server: FastAgiServer, sink: MemoryCallSink, how: str) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["", how]))
+    peer = await run_call(server, FakeAsterisk(plan=["", "", how]))
     assert peer.names().count("WAIT FOR DIGIT") == 1
     row = only_call(sink)[1]
-    assert (row["stage"], row["hangup_by"]) == ("menu", "caller")
+    assert (row["stage"], row["hangup_by"], row["ivr_node"]) == ("menu", "caller", "main")
+    assert sink.node_events[-1][1] == {"node": "main", "kind": "hangup", "via": "", "choice": ""}
     assert VAR_QUEUE not in peer.vars_set()
     assert not peer.fallback_sent()
     await assert_still_serves(server)
@@ -556,8 +576,8 @@ async def test_script_from_agi_request_with_query(server: FastAgiServer) -> None
     env = default_env("ivr")
     del env["agi_network_script"]
     env["agi_request"] = "agi://127.0.0.1:4573/ivr?lang=zh"
-    peer = await run_call(server, FakeAsterisk(plan=["1"]), env)
-    assert peer.vars_set()[VAR_QUEUE] == "repair"
+    peer = await run_call(server, FakeAsterisk(plan=["3"]), env)
+    assert peer.vars_set()[VAR_QUEUE] == "consultation"
 
 
 async def test_command_error_in_ivr_sets_error_and_falls_back(
@@ -580,9 +600,9 @@ async def test_unparseable_response_falls_back(server: FastAgiServer) -> None:
 
 
 async def test_failing_sink_does_not_break_the_call(server: FastAgiServer) -> None:
-    peer = await run_call(server, FakeAsterisk(plan=["", "1"]), default_env("ivr-failing-sink"))
+    peer = await run_call(server, FakeAsterisk(plan=["", "3"]), default_env("ivr-failing-sink"))
     got = peer.vars_set()
-    assert (got[VAR_QUEUE], got[VAR_IVR_RESULT]) == ("repair", "ok")
+    assert (got[VAR_QUEUE], got[VAR_IVR_RESULT]) == ("consultation", "ok")
     assert not peer.fallback_sent()
 
 
@@ -601,13 +621,14 @@ async def test_ivr_routes_callers_while_the_database_is_down_and_writes_later(
     server: FastAgiServer, outage: OutageSink, outage_writer: OrderedWriter
 ) -> None:
     before = datetime.now().astimezone()
-    routed = await run_call(server, FakeAsterisk(plan=["1"]), default_env("ivr-outage"))
+    routed = await run_call(server, FakeAsterisk(plan=["3"]), default_env("ivr-outage"))
     hung_up = await run_call(
-        server, FakeAsterisk(plan=["", "HANGUP"]),
+        server, FakeAsterisk(plan=["", "", "HANGUP"]),
         default_env("ivr-outage", agi_uniqueid="1700000000.2"),
     )
     got = routed.vars_set()
-    assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_IVR_RESULT]) == ("repair", "0", "ok")
+    assert (got[VAR_QUEUE], got[VAR_PRIORITY], got[VAR_IVR_RESULT]) == (
+        "consultation", "0", "ok")
     assert not routed.fallback_sent()
     assert hung_up.vars_set()[VAR_IVR_RESULT] == "hangup"
     assert outage.calls == {} and outage.failed > 0  # nothing written while it was down
@@ -616,7 +637,7 @@ async def test_ivr_routes_callers_while_the_database_is_down_and_writes_later(
     assert await outage_writer.flush(5)
     call = outage.calls[got[VAR_CALL_ID]]
     assert (call["stage"], call["queue"], call["ivr_digits"], call["priority"]) == (
-        "queue", "repair", "1", 0)
+        "queue", "consultation", "3", 0)
     assert isinstance(call["started_at"], datetime) and call["started_at"] >= before
     mine = [(kind, data) for kind, call_id, data in outage.events if call_id == got[VAR_CALL_ID]]
     assert [kind for kind, _ in mine] == ["open", "update", "update"]  # in order, once each

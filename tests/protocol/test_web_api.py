@@ -22,8 +22,10 @@ from aiohttp.test_utils import TestServer
 
 from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Word
 from callcenter.db.store import PgStore
+from callcenter.ivr.engine import NodeEvent
+from callcenter.ivr.stats import NodeCounts
 from callcenter.settings import Settings
-from callcenter.web.app import POOL, create_app
+from callcenter.web.app import LIVE, POOL, create_app
 from tests.web_support import Browser, add_user, browser, running, signed_in
 
 CALL = "c0ffee0000000001"
@@ -410,6 +412,27 @@ async def test_stats_use_the_spec_metric_names(web: Web) -> None:
     error = await _json(await web.client.get("/api/stats?hours=abc"), 400)
     assert error["error"] == "bad_request"
     assert {"sl2", "short_abandon_s", "queues", "intervals", "agents"} <= set(data)
+
+
+async def test_ivr_figures_per_node(web: Web, db_pool: asyncpg.Pool) -> None:
+    store = PgStore(db_pool)
+    await store.open_call("ivr-1", caller_number="1", channel_id="9.1")
+    await store.record_ivr_events("ivr-1", [
+        {"node": "main", "kind": "entry"}, {"node": "main", "kind": "invalid", "via": "key"},
+        {"node": "main", "kind": "choice", "via": "speech", "choice": "repair"},
+        {"node": "repair", "kind": "entry"}, {"node": "repair", "kind": "hangup"}])
+    data = await _json(await web.client.get("/api/ivr/stats?hours=1"), 200)
+    main, repair = data["nodes"]["main"], data["nodes"]["repair"]
+    assert (main["entries"], main["invalid"], main["choices"], main["by_choice"]) == (
+        1, 1, {"key": 0, "speech": 1}, {"repair": 1})
+    assert (main["speech_share"], repair["hangups"], repair["hangup_rate"]) == (100.0, 1, 100.0)
+    error = await _json(await web.client.get("/api/ivr/stats?hours=-1"), 400)
+    assert error["error"] == "bad_request"
+    web.client.app[LIVE]["ivr"] = NodeCounts()
+    web.client.app[LIVE]["ivr"].add([NodeEvent("main", "choice", "key", "agent")])
+    text = await (await web.client.get("/metrics")).text()
+    assert ('callcenter_ivr_node_events_total{kind="choice",node="main",via="key"} 1.0'
+            in text)
 
 
 async def test_stats_per_queue_interval_and_agent(web: Web, db_pool: asyncpg.Pool) -> None:

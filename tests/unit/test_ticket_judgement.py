@@ -105,9 +105,10 @@ def test_validation_split_floors() -> None:
 
 
 def test_the_ivr_safety_key_is_p1_until_a_person_says_otherwise() -> None:
-    j = judge("你好，我家厨房的水龙头有点滴水", "9")
+    j = judge("你好，我家厨房的水龙头有点滴水", "11")  # repair, then safety emergency
     assert j.urgency == "P1" and "urgency" in j.needs_confirmation
-    assert j.evidence["urgency"][0].startswith("IVR key 9")
+    assert j.evidence["urgency"][0].startswith("IVR keys 11")
+    assert judge("你好，我家厨房的水龙头有点滴水", "12").urgency != "P1"
 
 
 def test_a_caller_who_said_nothing_is_judged_from_the_key_and_flagged() -> None:

@@ -1,0 +1,837 @@
+"""FastAGI under load: a simulated Asterisk drives N concurrent IVR sessions over
+TCP through the real FastAGI server backed by the real PostgreSQL, beside a
+minimal asyncio AGI responder that issues the same commands, in the same run.
+
+Acceptance point: "1,000 concurrent sessions with p99 <= 20 ms, >= 0.5x the
+minimal responder's sessions per second, <= 512 MB resident, and 0 call rows
+lost: the caller never waits on the database, and what the IVR learned is
+written durably, also through a 60 s database outage."
+
+How:
+
+- PostgreSQL: the server of ``DATABASE_URL`` when set, else a private embedded
+  one (pgserver) in a temporary folder; the bench makes its own database on it
+  and drops it at the end;
+- the server under test runs in its own process (``--serve service``), wired as
+  ``callcenter serve`` wires it: ``create_app``'s database context (the pool,
+  ``PgStore``, the ``OrderedWriter`` with its journal in the data folder) and the
+  service's own ``agi_context`` (the IVR handler with its caller lookup, menu and
+  speech settings, the FastAGI server), with neither ARI nor the web listener.
+  A fresh process per concurrency level, so its peak resident memory (VmHWM) is
+  that level's;
+- the minimal responder (``--serve minimal``, its own process too): reads the
+  environment, then sends the command lines the real server sent in the level's
+  first session (recorded) one by one, reading one line after each. No
+  database, no logging, no IVR;
+- the simulated Asterisk (this process): N sessions at a time, each replaced by
+  the next when it ends (a closed loop) until ``--sessions`` ran. A session
+  connects, sends the ``agi_*`` environment (its own ``agi_uniqueid``,
+  ``agi_network_script: ivr``, ``agi_callerid``) and answers every command by its
+  verb as Asterisk does, whatever the order: ``200 result=0`` (ANSWER, SET
+  CONTEXT...), ``200 result=1`` (SET VARIABLE, VERBOSE), the value set before
+  for GET VARIABLE; an input command (STREAM FILE, CONTROL STREAM FILE, WAIT FOR
+  DIGIT, GET DATA, GET OPTION, RECORD FILE) takes ``--media-ms`` (+-50 %, the
+  prompt playing and the caller thinking) and answers the caller's next key of
+  ``--plan`` when that command lets it interrupt (then silence);
+- load model: a real IVR spends most of a call in prompts, so each session is
+  paced by its input commands; the first N sessions start spread over one media
+  time (no thundering herd). ``--media-ms 0`` answers at once: the closed loop
+  then saturates the machine, and sessions/s measures raw throughput;
+- measured per session and command, as the caller would feel it: per-command
+  latency = from the simulated Asterisk sending a response to it receiving the
+  next command (the server's processing), time to ANSWER = from connect to the
+  ANSWER command; sessions/s = sessions / (last end - first start). The
+  client's own event-loop lag (p99) is printed: a load generator that lagged
+  would inflate both sides' latencies alike;
+- rows: after the run the bench asks the server process to flush its writer
+  (it answers once the writes submitted so far are done: a condition, not a
+  sleep), then counts the sessions whose ``calls`` row is missing or incomplete
+  (a routed caller: stage ``queue``, ``queue`` and ``priority`` set; any other:
+  the row exists);
+- ``--outage S``: at a quarter of the run's expected length the bench stops the
+  embedded PostgreSQL (``pg_ctl stop -m immediate``: a crash, without a
+  shutdown checkpoint, in-flight transactions lost) and starts it again S
+  seconds later; the sessions go on throughout (the run lasts until at least
+  S + 20 s of sessions). With ``DATABASE_URL`` the bench cannot stop the server:
+  refused.
+
+    flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py --quick
+    flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py   # 100,1000
+    flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py --concurrency 1000 --outage 60
+
+Ctrl-C or SIGTERM stop the processes and the database; the temporary folder
+(database included) is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from procstat import (  # noqa: E402  (bench/, beside this file)
+    log,
+    pct,
+    proc_cpu_s,
+    run_interruptible,
+    stop_service,
+    tree_cpu_s,
+)
+
+from callcenter.core import call_id_for_channel  # noqa: E402
+
+GOAL_P99_S = 0.020
+GOAL_RATIO = 0.5
+GOAL_RSS_MB = 512
+VAR_QUEUE = "CC_QUEUE"  # callcenter.constants, as Asterisk sees it: a plain name
+VAR_RESULT = "CC_IVR_RESULT"
+FALLBACK_CONTEXT = "hotline-fallback"
+STARTUP_TIMEOUT_S = 180.0  # the service loads its menu and, with speech on, a model
+FLUSH_TIMEOUT_S = 900.0
+LAG_TICK_S = 0.01
+
+# Commands that play media or wait for the caller: answered after the media time.
+INPUT_COMMANDS = ("STREAM FILE", "CONTROL STREAM FILE", "WAIT FOR DIGIT", "GET DATA",
+                  "GET OPTION", "RECORD FILE")
+OTHER_MEDIA = ("SAY DIGITS", "SAY NUMBER", "SAY ALPHA", "SAY PHONETIC", "SAY DATE",
+               "SAY TIME", "SAY DATETIME", "EXEC")
+# "200 result=1" for these, "200 result=0" for the other known commands.
+RESULT_ONE = ("SET VARIABLE", "VERBOSE", "HANGUP", "SET MUSIC", "SPEECH CREATE")
+KNOWN = (*INPUT_COMMANDS, *OTHER_MEDIA, *RESULT_ONE, "ANSWER", "GET VARIABLE",
+         "GET FULL VARIABLE", "CHANNEL STATUS", "SET CONTEXT", "SET EXTENSION",
+         "SET PRIORITY", "SET CALLERID", "SET AUTOHANGUP", "DATABASE GET", "DATABASE PUT",
+         "DATABASE DEL", "NOOP", "ASYNCAGI BREAK")
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+# ---- the simulated Asterisk ---------------------------------------------------------------
+
+
+def split_args(line: str) -> list[str]:
+    """A command line's words as Asterisk's parse_args() reads them (quotes group,
+    a backslash escapes the next character)."""
+    words: list[str] = []
+    current: list[str] | None = None
+    quoted = escaped = False
+    for ch in line:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+            continue
+        elif ch == '"':
+            quoted = not quoted
+            current = current if current is not None else []
+            continue
+        elif ch in " \t" and not quoted:
+            if current is not None:
+                words.append("".join(current))
+                current = None
+            continue
+        current = current if current is not None else []
+        current.append(ch)
+    if current is not None:
+        words.append("".join(current))
+    return words
+
+
+def verb_of(words: list[str]) -> tuple[str, list[str]]:
+    """The command's name (one to three words) and its arguments."""
+    upper = [w.upper() for w in words]
+    for size in (3, 2, 1):
+        name = " ".join(upper[:size])
+        if name in KNOWN:
+            return name, words[size:]
+    return " ".join(upper[:2]), words[2:]
+
+
+@dataclass
+class Caller:
+    """One simulated channel: its variables and the keys its caller will press."""
+
+    keys: list[str]
+    media_s: float
+    rng: random.Random
+    variables: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+    def media_delay(self) -> float:
+        return self.media_s * self.rng.uniform(0.5, 1.5) if self.media_s else 0.0
+
+    def key_for(self, allowed: str) -> str:
+        """The caller's next key if this prompt lets it interrupt, else ""."""
+        if self.keys and self.keys[0] in allowed:
+            return self.keys.pop(0)
+        return ""
+
+    def answer(self, name: str, args: list[str]) -> str:
+        if name in ("STREAM FILE", "CONTROL STREAM FILE"):
+            key = self.key_for(args[1] if len(args) > 1 else "")
+            return f"200 result={ord(key) if key else 0} endpos=8000"
+        if name in ("WAIT FOR DIGIT", "GET OPTION"):
+            key = self.key_for("0123456789*#")
+            return f"200 result={ord(key) if key else 0}" + (" endpos=8000" if name == "GET OPTION"
+                                                            else "")
+        if name == "GET DATA":
+            key = self.key_for("0123456789*#")
+            return f"200 result={key}" if key else "200 result= (timeout)"
+        if name == "RECORD FILE":
+            key = self.key_for(args[2] if len(args) > 2 else "")
+            return (f"200 result={ord(key)} (dtmf) endpos=8000" if key
+                    else "200 result=0 (timeout) endpos=8000")
+        if name == "SET VARIABLE" and len(args) >= 2:
+            self.variables[args[0]] = args[1]
+        if name in ("GET VARIABLE", "GET FULL VARIABLE") and args:
+            value = self.variables.get(args[0])
+            return "200 result=0" if value is None else f"200 result=1 ({value})"
+        if name == "CHANNEL STATUS":
+            return "200 result=6"
+        if name not in KNOWN:
+            self.unknown.append(name)
+            return "510 Invalid or unknown command"
+        return "200 result=1" if name in RESULT_ONE else "200 result=0"
+
+
+@dataclass
+class SessionResult:
+    routed: bool = False
+    fallback: bool = False
+    error: str = ""
+    answer_s: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # the first session's, for the replay
+    unknown: list[str] = field(default_factory=list)
+
+
+def environment(unique_id: str, caller_number: str) -> bytes:
+    env = {
+        "agi_network": "yes", "agi_network_script": "ivr",
+        "agi_request": "agi://127.0.0.1/ivr", "agi_channel": f"PJSIP/trunk-{unique_id}",
+        "agi_language": "zh", "agi_type": "PJSIP", "agi_uniqueid": unique_id,
+        "agi_version": "22.0.0", "agi_callerid": caller_number, "agi_calleridname": "bench",
+        "agi_callingpres": "0", "agi_dnid": "12345", "agi_context": "hotline",
+        "agi_extension": "s", "agi_priority": "2", "agi_enhanced": "0.0",
+        "agi_accountcode": "", "agi_threadid": "1",
+    }  # fmt: skip
+    return ("".join(f"{k}: {v}\n" for k, v in env.items()) + "\n").encode()
+
+
+async def run_session(port: int, unique_id: str, caller: Caller, *, record: bool = False
+                      ) -> SessionResult:
+    """One call from connect to the server's hang-up, answering as Asterisk does."""
+    result = SessionResult()
+    began = time.perf_counter()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as exc:
+        result.error = f"connect: {exc}"
+        return result
+    try:
+        writer.write(environment(unique_id, caller_number_for(unique_id)))
+        sent_at: float | None = None
+        while line := await reader.readline():
+            arrived = time.perf_counter()
+            if sent_at is not None:
+                result.latencies.append(arrived - sent_at)
+            if record:
+                result.lines.append(line)
+            name, args = verb_of(split_args(line.decode("utf-8", "replace").rstrip("\r\n")))
+            if name == "ANSWER" and result.answer_s is None:
+                result.answer_s = arrived - began
+            note_outcome(result, name, args)
+            if name in INPUT_COMMANDS or name in OTHER_MEDIA:
+                await asyncio.sleep(caller.media_delay())
+            writer.write((caller.answer(name, args) + "\n").encode())
+            sent_at = time.perf_counter()
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        result.error = repr(exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    result.unknown = caller.unknown
+    return result
+
+
+def note_outcome(result: SessionResult, name: str, args: list[str]) -> None:
+    if name == "SET VARIABLE" and args and args[0] == VAR_QUEUE:
+        result.routed = True
+    if name == "SET CONTEXT" and args and args[0] == FALLBACK_CONTEXT:
+        result.fallback = True
+
+
+def caller_number_for(unique_id: str) -> str:
+    """A stable, plausible mobile number per session (most are not residents)."""
+    return "139" + str(zlib.crc32(unique_id.encode()) % 10**8).zfill(8)
+
+
+# ---- one measured run ---------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    target: str  # "service" or "minimal"
+    concurrency: int
+    sessions: int = 0
+    results: list[SessionResult] = field(default_factory=list)
+    unique_ids: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    lag: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    pg_cpu_s: float = 0.0
+    rss_mb: float | None = None
+    rows_lost: int | None = None
+    writer: str = ""
+    outage: str = ""
+
+    @property
+    def latencies(self) -> list[float]:
+        return [v for r in self.results for v in r.latencies]
+
+    @property
+    def answers(self) -> list[float]:
+        return [r.answer_s for r in self.results if r.answer_s is not None]
+
+    @property
+    def rate(self) -> float:
+        done = sum(1 for r in self.results if not r.error)
+        return done / self.wall_s if self.wall_s else 0.0
+
+    def count(self, what: str) -> int:
+        return sum(1 for r in self.results if getattr(r, what))
+
+
+async def measure_lag(samples: list[float], stop: asyncio.Event) -> None:
+    """How late this process's event loop runs a 10 ms timer (the generator's lag)."""
+    while not stop.is_set():
+        due = time.perf_counter() + LAG_TICK_S
+        await asyncio.sleep(LAG_TICK_S)
+        samples.append(max(0.0, time.perf_counter() - due))
+
+
+async def drive(port: int, phase: Phase, args: argparse.Namespace, run_id: str,
+                until: float | None = None) -> None:
+    """``phase.concurrency`` sessions at a time until ``args.sessions`` ran (or, with
+    ``until``, until that time)."""
+    rng = random.Random(f"{run_id}-{phase.target}-{phase.concurrency}")
+    next_number = 0
+    media_s = args.media_ms / 1000
+
+    def more() -> bool:
+        if until is not None:
+            return time.perf_counter() < until
+        return next_number < args.sessions
+
+    async def worker(index: int) -> None:
+        nonlocal next_number
+        await asyncio.sleep(media_s * index / phase.concurrency)  # spread the first calls
+        while more():
+            number, next_number = next_number, next_number + 1
+            unique_id = f"{run_id}.{phase.target[0]}{phase.concurrency}.{number}"
+            caller = Caller(list(args.plan), media_s, random.Random(rng.random()))
+            phase.unique_ids.append(unique_id)
+            phase.results.append(await run_session(port, unique_id, caller))
+
+    stop = asyncio.Event()
+    lag = asyncio.create_task(measure_lag(phase.lag, stop))
+    began = time.perf_counter()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker(i) for i in range(phase.concurrency)))
+    phase.wall_s = time.perf_counter() - began
+    phase.client_cpu_s = time.process_time() - cpu0
+    phase.sessions = len(phase.results)
+    stop.set()
+    await lag
+
+
+# ---- the processes under test -------------------------------------------------------------
+
+
+class Target:
+    """A server process (the service or the minimal responder) and its control pipe."""
+
+    def __init__(self, kind: str, work: Path, env: dict[str, str], extra: Sequence[str] = ()):
+        self.kind = kind
+        self.work = work
+        self.env = env
+        self.extra = list(extra)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.log_path = work / f"{kind}.log"
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).resolve()), "--serve", self.kind,
+                *self.extra, cwd=str(ROOT), env=self.env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=out, start_new_session=True,
+            )  # fmt: skip
+        reply = await self.ask(None, STARTUP_TIMEOUT_S)
+        if not reply.startswith("ready "):
+            raise RuntimeError(f"{self.kind} did not start: {reply!r}\n" + self.tail())
+        self.port = int(reply.split()[1])
+
+    async def ask(self, command: str | None, timeout_s: float) -> str:
+        """Send a control line (or none) and read the process's one-line answer."""
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        if command is not None:
+            self.proc.stdin.write(f"{command}\n".encode())
+            await self.proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        except TimeoutError:
+            return "timeout"
+        return line.decode().strip() or f"exited ({self.proc.returncode})"
+
+    def rss_mb(self) -> float | None:
+        """Peak resident memory of the process so far (VmHWM)."""
+        assert self.proc is not None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.proc.pid) if self.proc else 0.0
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-3000:]
+        return ""
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.ask("stop", 60)
+        await stop_service(self.proc, grace_s=30)
+
+
+class Database:
+    """The PostgreSQL the service writes to: DATABASE_URL's server or a private
+    embedded one, with a database of the bench's own."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.pg: Any = None
+        self.server_dsn = ""
+        self.name = f"agi_load_{uuid.uuid4().hex[:8]}"
+        self.dsn = ""
+
+    async def start(self) -> None:
+        self.server_dsn = os.environ.get("DATABASE_URL") or await asyncio.to_thread(
+            self._start_embedded)
+        admin = await asyncpg.connect(self.server_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            await admin.close()
+        base, _, query = self.server_dsn.partition("?")
+        self.dsn = base.rsplit("/", 1)[0] + "/" + self.name + (f"?{query}" if query else "")
+
+    def _start_embedded(self) -> str:
+        warnings.filterwarnings("ignore", module="platformdirs")  # no XDG_RUNTIME_DIR: harmless
+        import pgserver
+
+        folder = self.work / "pg"
+        folder.mkdir()
+        self.work.chmod(0o755)
+        folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+        self.pg = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        return str(self.pg.get_uri())
+
+    def postmaster_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+        return None
+
+    def crash(self) -> None:
+        """Stop PostgreSQL as a crash would (no shutdown checkpoint)."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-m", "immediate", "-w", "stop"], pgdata=self.pg.pgdata,
+               user=self.pg.system_user)
+
+    def restart(self) -> None:
+        with self.pg._lock:
+            self.pg.ensure_postgres_running()
+
+    async def rows_lost(self, phase: Phase) -> int:
+        """Sessions whose call row is missing or incomplete."""
+        routed = [call_id_for_channel(u) for u, r in zip(phase.unique_ids, phase.results,
+                                                          strict=True) if r.routed]
+        others = [call_id_for_channel(u) for u, r in zip(phase.unique_ids, phase.results,
+                                                          strict=True) if not r.routed]
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            complete = await conn.fetchval(
+                "SELECT count(*) FROM calls WHERE id = ANY($1::text[]) AND stage = 'queue'"
+                " AND queue IS NOT NULL AND priority IS NOT NULL", routed)
+            present = await conn.fetchval(
+                "SELECT count(*) FROM calls WHERE id = ANY($1::text[])", others)
+        finally:
+            await conn.close()
+        return len(routed) - int(complete) + len(others) - int(present)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            admin = await asyncpg.connect(self.server_dsn)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        if self.pg is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.pg.cleanup)
+
+
+# ---- the bench ----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.db = Database(work)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.targets: list[Target] = []
+
+    def service_env(self, level: int) -> dict[str, str]:
+        env = {**os.environ, "DATABASE_URL": self.db.dsn,
+               "CALLCENTER_DATA_DIR": str(self.work / f"data-{level}"),
+               "CALLCENTER_AGI_HOST": "127.0.0.1", "CALLCENTER_AGI_PORT": str(free_port()),
+               "CALLCENTER_LOG_JSON": "true"}
+        if not self.args.speech:
+            env["CALLCENTER_IVR_SPEECH"] = "false"
+        env.pop("CALLCENTER_CONFIG_FILE", None)
+        return env
+
+    async def level(self, concurrency: int) -> tuple[Phase, Phase]:
+        service = await self.start(Target("service", self.work, self.service_env(concurrency)))
+        first = await run_session(service.port, f"{self.run_id}.first{concurrency}",
+                                  Caller(list(self.args.plan), 0.0, random.Random(1)),
+                                  record=True)
+        if first.error or not first.lines:
+            raise RuntimeError(f"the first session failed: {first.error}\n" + service.tail())
+        served = await self.measure(service, concurrency, self.args.outage)
+        await service.stop()
+        commands = self.work / f"commands-{concurrency}.json"
+        commands.write_text(json.dumps([line.decode() for line in first.lines]))
+        minimal = await self.start(Target("minimal", self.work, dict(os.environ),
+                                          ["--commands", str(commands)]))
+        baseline = await self.measure(minimal, concurrency, 0)
+        await minimal.stop()
+        return served, baseline
+
+    async def start(self, target: Target) -> Target:
+        self.targets.append(target)
+        await target.start()
+        return target
+
+    async def measure(self, target: Target, concurrency: int, outage_s: float) -> Phase:
+        phase = Phase(target.kind, concurrency)
+        log(f"{target.kind}: {concurrency} concurrent sessions")
+        server0, pg0 = target.cpu_s(), self.pg_cpu()
+        until = None
+        outage = None
+        if outage_s:
+            expected_s = self.expected_run_s(concurrency)
+            run_s = max(expected_s, outage_s + 20.0)
+            until = time.perf_counter() + run_s
+            outage = asyncio.create_task(self.outage(phase, run_s / 4, outage_s))
+        await drive(target.port, phase, self.args, self.run_id, until)
+        if outage is not None:
+            await outage
+        phase.server_cpu_s = target.cpu_s() - server0
+        phase.pg_cpu_s = self.pg_cpu() - pg0
+        if target.kind == "service":
+            began = time.perf_counter()
+            phase.writer = await target.ask("flush", FLUSH_TIMEOUT_S)
+            log(f"writer flushed in {time.perf_counter() - began:.1f} s: {phase.writer}")
+            phase.rows_lost = await self.db.rows_lost(phase)
+        phase.rss_mb = target.rss_mb()
+        return phase
+
+    def expected_run_s(self, concurrency: int) -> float:
+        """A session's length is about its input commands' media time."""
+        per_session_s = max(self.args.media_ms / 1000, 0.01) * 2
+        return self.args.sessions / concurrency * per_session_s
+
+    async def outage(self, phase: Phase, after_s: float, outage_s: float) -> None:
+        await asyncio.sleep(after_s)
+        log(f"database outage: stopping PostgreSQL for {outage_s:g} s")
+        began = time.perf_counter()
+        await asyncio.to_thread(self.db.crash)
+        await asyncio.sleep(outage_s)
+        await asyncio.to_thread(self.db.restart)
+        log("database outage: PostgreSQL running again")
+        phase.outage = (f"PostgreSQL stopped (immediate) for {time.perf_counter() - began:.0f} s"
+                        f" after {after_s:.0f} s")
+
+    def pg_cpu(self) -> float:
+        pid = self.db.postmaster_pid()
+        return tree_cpu_s(pid) if pid else 0.0
+
+    async def close(self) -> None:
+        for target in self.targets:
+            await target.stop()
+        await self.db.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- report -------------------------------------------------------------------------------
+
+COLUMNS = ("sessions", "sess/s", "ratio", "cmd p50", "cmd p99", "ANSWER p50", "ANSWER p99",
+           "failed", "peak RSS", "rows lost")
+
+
+def _row(label: str, cells: Sequence[str]) -> str:
+    return f"  {label:22}" + "".join(f" {c:>10}" for c in cells)
+
+
+def report(levels: list[tuple[Phase, Phase]]) -> str:
+    lines = [_row("", COLUMNS), _row("", ("", "", "", "ms", "ms", "ms", "ms", "", "MB", ""))]
+    for served, baseline in levels:
+        for phase in (served, baseline):
+            ratio = served.rate / baseline.rate if phase is served and baseline.rate else None
+            failed = sum(1 for r in phase.results if r.error or r.fallback)
+            lines.append(_row(
+                f"{phase.concurrency:>5} {phase.target}",
+                (str(phase.sessions), f"{phase.rate:.1f}", f"{ratio:.2f}x" if ratio else "",
+                 ms(pct(phase.latencies, 0.5)), ms(pct(phase.latencies, 0.99)),
+                 ms(pct(phase.answers, 0.5)), ms(pct(phase.answers, 0.99)), str(failed),
+                 f"{phase.rss_mb:.0f}" if phase.rss_mb else "-",
+                 "-" if phase.rows_lost is None else str(phase.rows_lost))))
+    lines.append("")
+    for served, baseline in levels:
+        for phase in (served, baseline):
+            per = phase.sessions or 1
+            lines.append(
+                f"  {phase.concurrency:>5} {phase.target:8} CPU per session: server "
+                f"{phase.server_cpu_s / per * 1000:.2f} ms, PostgreSQL "
+                f"{phase.pg_cpu_s / per * 1000:.2f} ms, load generator "
+                f"{phase.client_cpu_s / per * 1000:.2f} ms; generator loop lag p99 "
+                f"{ms(pct(phase.lag, 0.99))} ms; routed {phase.count('routed')}, "
+                f"fallback {phase.count('fallback')}, errors "
+                f"{sum(1 for r in phase.results if r.error)}")
+        if served.writer:
+            lines.append(f"        writer: {served.writer}")
+        if served.outage:
+            lines.append(f"        outage: {served.outage}")
+        unknown = sorted({u for r in served.results for u in r.unknown})
+        if unknown:
+            lines.append(f"        commands the simulated Asterisk did not know: {unknown}")
+    return "\n".join(lines)
+
+
+def verdict(levels: list[tuple[Phase, Phase]]) -> str:
+    top_served, top_baseline = max(levels, key=lambda pair: pair[0].concurrency)
+    p99 = pct(top_served.latencies, 0.99)
+    ratio = top_served.rate / top_baseline.rate if top_baseline.rate else 0.0
+    rss = max(s.rss_mb or 0.0 for s, _ in levels)
+    lost = sum(s.rows_lost or 0 for s, _ in levels)
+    checks = [
+        (f"p99 per command at {top_served.concurrency}: {ms(p99)} ms (goal <= "
+         f"{GOAL_P99_S * 1000:.0f} ms; minimal {ms(pct(top_baseline.latencies, 0.99))} ms)",
+         p99 is not None and p99 <= GOAL_P99_S),
+        (f"sessions/s {ratio:.2f}x the minimal responder's (goal >= {GOAL_RATIO}x)",
+         ratio >= GOAL_RATIO),
+        (f"peak RSS {rss:.0f} MB (goal <= {GOAL_RSS_MB} MB)", rss <= GOAL_RSS_MB),
+        (f"call rows lost {lost} (goal 0)", lost == 0),
+    ]
+    return "verdict: " + "; ".join(f"{text} {'ok' if good else 'MISSED'}"
+                                   for text, good in checks)
+
+
+# ---- the server processes (run by the bench as subprocesses) ------------------------------
+
+
+async def control_lines() -> asyncio.StreamReader:
+    """This process's stdin as a stream: the bench's control lines."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def serve_service() -> int:
+    """The FastAGI server as ``callcenter serve`` builds it, without ARI and the web
+    listener; answers ``flush`` and ``stop`` on stdin."""
+    from aiohttp import web
+
+    from callcenter import logs
+    from callcenter.keys import WRITER
+    from callcenter.service import agi_context
+    from callcenter.settings import Settings
+    from callcenter.startup import prepare_process
+    from callcenter.web.app import create_app
+
+    settings = Settings()
+    logs.configure(settings.log_level, json_lines=settings.log_json)
+    prepare_process(settings)
+    app = create_app(settings, telephony=False, workers=0)
+    app.cleanup_ctx.insert(1, agi_context)  # right after the database, as with telephony
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    commands = await control_lines()
+    say(f"ready {settings.agi_port}")
+    writer = app[WRITER]
+    try:
+        while line := (await commands.readline()).decode().strip():
+            if line == "flush":
+                flushed = await writer.flush(FLUSH_TIMEOUT_S)
+                say(f"flushed={flushed} pending={writer.pending()} written={writer.written} "
+                    f"retries={writer.retries} dropped={writer.dropped}")
+            elif line == "stop":
+                break
+    finally:
+        await runner.cleanup()
+    say("stopped")
+    return 0
+
+
+async def serve_minimal(commands_file: Path) -> int:
+    """The baseline: the recorded command lines, one response line read after each."""
+    commands = [line.encode() for line in json.loads(commands_file.read_text())]
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (await reader.readline()).strip():
+                pass  # the agi_* environment, up to the blank line
+            for line in commands:
+                writer.write(line)
+                await writer.drain()
+                if not await reader.readline():
+                    break
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0, backlog=1024)
+    control = await control_lines()
+    say(f"ready {server.sockets[0].getsockname()[1]}")
+    while (await control.readline()).decode().strip() not in ("stop", ""):
+        say("flushed (no writer)")
+    server.close()
+    say("stopped")
+    return 0
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def raise_file_limit(needed: int) -> None:
+    """Each session is a socket on both sides: the soft limit of open files must hold them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", default="100,1000",
+                        help="concurrent sessions, comma-separated levels (100,1000)")
+    parser.add_argument("--sessions", type=int, default=None,
+                        help="sessions per level (default: 3 x the concurrency, at least 300)")
+    parser.add_argument("--plan", default="3",
+                        help="the keys each caller presses, one per input command (3)")
+    parser.add_argument("--media-ms", type=float, default=1000.0,
+                        help="how long an input command (a prompt, a wait for a key) takes "
+                             "before Asterisk answers, +-50 %% (1000); 0: at once")
+    parser.add_argument("--outage", type=float, default=0.0, metavar="S",
+                        help="stop the database for S seconds in the middle of each level")
+    parser.add_argument("--speech", action=argparse.BooleanOptionalAction, default=True,
+                        help="the service's spoken choices as configured (default) or keys only")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: 20 concurrent, 60 sessions, 100 ms media")
+    parser.add_argument("--serve", choices=("service", "minimal"), help=argparse.SUPPRESS)
+    parser.add_argument("--commands", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.concurrency, args.sessions, args.media_ms = "20", args.sessions or 60, 100.0
+    try:
+        args.levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        parser.error("--concurrency: comma-separated numbers")
+    if any(level < 1 for level in args.levels) or args.media_ms < 0 or args.outage < 0:
+        parser.error("levels must be positive, --media-ms and --outage not negative")
+    if args.outage and os.environ.get("DATABASE_URL"):
+        parser.error("--outage stops the embedded PostgreSQL; unset DATABASE_URL")
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    raise_file_limit(4 * max(args.levels) + 256)
+    work = Path(tempfile.mkdtemp(prefix="cc-agi-load-"))
+    bench = Bench(args, work)
+    began = time.monotonic()
+    try:
+        await bench.db.start()
+        levels = []
+        for concurrency in args.levels:
+            sessions = args.sessions or max(300, 3 * concurrency)
+            level_args = argparse.Namespace(**{**vars(args), "sessions": sessions})
+            bench.args = level_args
+            levels.append(await bench.level(concurrency))
+        print(f"FastAGI load: plan {args.plan!r}, input commands {args.media_ms:g} ms "
+              f"(+-50 %), speech {'as configured' if args.speech else 'off'}, "
+              f"{os.cpu_count()} CPUs; latency = response sent -> next command received")
+        print(report(levels))
+        print(verdict(levels))
+        print(f"measured in {time.monotonic() - began:.0f} s")
+        return 0
+    finally:
+        await bench.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve == "service":
+        raise_file_limit(8192)
+        return asyncio.run(serve_service())
+    if args.serve == "minimal":
+        raise_file_limit(8192)
+        return asyncio.run(serve_minimal(args.commands))
+    return run_interruptible(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

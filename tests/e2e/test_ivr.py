@@ -1,0 +1,227 @@
+"""The IVR through the real sandboxed Asterisk and the real service: callers as
+Local channels (the simulator: DTMF by SendDTMF, speech by Playback) and as real
+SIP calls (SIPp: RFC 4733 DTMF, G.711 RTP speech).
+
+Nobody is logged in as an agent: what is checked is where the IVR sent each
+call (the call row the IVR writes: queue, priority, keys, choice, node, end
+reason) and what it recorded per node, not the conversation after it. Calls
+run side by side so the whole module costs about as long as its slowest call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from callcenter import residents
+from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
+from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call
+from callcenter.sandbox.sipp import SippLab
+from callcenter.settings import Settings
+from callcenter.web.app import POOL
+from tests.e2e.conftest import eventually, free_port, running_service
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asr]
+
+SAFETY, VIP = 2, 1
+HOTLINE_NUMBER = "4008001234"
+
+
+@pytest.fixture
+def settings(
+    asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
+) -> Settings:
+    return Settings(
+        database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
+        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0,
+    )
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[web.Application]:
+    async with running_service(settings, workers=0) as app:
+        yield app
+
+
+async def _call(number: str, caller: str, *, digits: str = "", speech: Path | None = None,
+                shared_dir: Path, wait_s: float = 1.0) -> str:
+    """A Local-channel caller; returns the PBX-side channel id (the call row's)."""
+    sim = await place_call(AriParams(), number=number, caller_phone=caller, caller_audio=None,
+                           digits=digits, agent_audio=None, menu_wait_s=wait_s,
+                           shared_dir=shared_dir, speech=speech)
+    return pbx_channel_id(sim)
+
+
+async def _row(pool: asyncpg.Pool, channel: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT * FROM calls WHERE channel_id = $1", channel)
+
+
+async def _routed(pool: asyncpg.Pool, channel: str, within_s: float = 60) -> asyncpg.Record:
+    async def queued() -> asyncpg.Record | None:
+        row = await _row(pool, channel)
+        return row if row and row["queue"] and row["priority"] is not None else None
+
+    return await eventually(queued, within_s, f"the IVR to route {channel}")
+
+
+async def _ended(pool: asyncpg.Pool, channel: str, within_s: float = 90) -> asyncpg.Record:
+    async def ended() -> asyncpg.Record | None:
+        row = await _row(pool, channel)
+        return row if row and row["status"] != "active" else None
+
+    return await eventually(ended, within_s, f"{channel} to end")
+
+
+async def _node_events(pool: asyncpg.Pool, call_id: str) -> list[tuple[str, str, str, str]]:
+    rows = await pool.fetch(
+        "SELECT node, kind, via, choice FROM ivr_events WHERE call_id = $1 ORDER BY id", call_id)
+    return [(r["node"], r["kind"], r["via"], r["choice"]) for r in rows]
+
+
+async def _hang_up(pbx_channel: str) -> None:
+    sim = pbx_channel.removesuffix("-pbx")
+    auth = {"Authorization": aiohttp.encode_basic_auth("callcenter", "callcenter")}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.delete(f"http://127.0.0.1:8088/ari/channels/{sim}") as resp:
+            assert resp.status in (204, 404)
+
+
+def _clips(shared_dir: Path) -> dict[str, Path]:
+    """The first clip of each intent (labels.tsv: id and intent columns only)."""
+    folder = shared_dir / "scenarios" / "ivr"
+    first: dict[str, Path] = {}
+    with open(folder / "labels.tsv", encoding="utf-8") as fh:
+        for row in csv.reader(fh, delimiter="\t"):
+            if len(row) >= 3 and row[0].startswith("ivr"):
+                first.setdefault(row[2], folder / f"{row[0]}.wav")
+    return first
+
+
+async def test_each_main_menu_key_reaches_its_queue_with_its_priority(
+    service: web.Application, shared_dir: Path
+) -> None:
+    pool = service[POOL]
+    cases = {  # keys (w = 0.5 s) -> queue, priority, keys stored, choice
+        "3": ("consultation", 0, "3", "consultation"),
+        "0": ("general", 0, "0", "agent"),
+        "2ww#": ("complaint", 0, "2", "complaint"),
+        "1ww1": ("repair", SAFETY, "11", "emergency"),
+        "1ww2ww#": ("repair", 0, "12", "repair"),
+        "7ww7ww7": ("general", 0, "", "agent"),  # invalid keys: apologies, then a person
+    }
+    channels = {keys: await _call("12345", f"1380000000{i}", digits=keys, shared_dir=shared_dir)
+                for i, keys in enumerate(cases)}
+    for keys, expected in cases.items():
+        row = await _routed(pool, channels[keys])
+        assert (row["queue"], row["priority"], row["ivr_digits"], row["ivr_intent"]) == expected
+    invalid = await _node_events(pool, (await _routed(pool, channels["7ww7ww7"]))["id"])
+    assert [k for _, k, _, _ in invalid].count("invalid") == 3
+    assert invalid[-1] == ("main", "transfer", "", "agent")
+
+
+async def test_a_known_vip_number_is_raised(
+    service: web.Application, shared_dir: Path
+) -> None:
+    pool = service[POOL]
+    rows, problems = residents.parse_csv("phone,name,vip\n13912340000,王奶奶,独居老人\n")
+    assert not problems
+    await residents.upsert(pool, rows, by="test")
+    vip = await _call("12345", "13912340000", digits="3", shared_dir=shared_dir)
+    other = await _call("12345", "13912340001", digits="3", shared_dir=shared_dir)
+    assert (await _routed(pool, vip))["priority"] == VIP
+    assert (await _routed(pool, other))["priority"] == 0
+
+
+async def test_spoken_choices_reach_their_queue(
+    service: web.Application, shared_dir: Path
+) -> None:
+    pool = service[POOL]
+    clips = _clips(shared_dir)
+    cases = {"consultation": "consultation", "agent": "general", "complaint": "complaint"}
+    channels = {intent: await _call("12345", f"1370000000{i}", speech=clips[intent],
+                                    shared_dir=shared_dir)
+                for i, intent in enumerate(cases)}
+    for intent, queue in cases.items():
+        row = await _routed(pool, channels[intent], within_s=90)
+        assert (row["queue"], row["ivr_intent"], row["ivr_digits"]) == (queue, intent, "")
+        events = await _node_events(pool, row["id"])
+        assert ("main", "choice", "speech", intent) in events
+
+
+async def test_a_silent_caller_hears_the_script_and_is_hung_up(
+    service: web.Application, shared_dir: Path
+) -> None:
+    pool = service[POOL]
+    channel = await _call("12345", "13600000000", shared_dir=shared_dir)
+    row = await _ended(pool, channel, within_s=120)
+    assert (row["end_reason"], row["ivr_node"], row["outcome"], row["queue"]) == (
+        "silent_line", "silent", "ivr", None)
+    events = await _node_events(pool, row["id"])
+    assert [(n, k) for n, k, _, _ in events] == [
+        ("main", "entry"), ("main", "timeout"), ("silent", "entry"), ("silent", "timeout"),
+        ("silent", "timeout"), ("silent", "timeout")]
+
+
+@pytest.mark.parametrize(("keys", "node"), [
+    ("", "main"), ("1", "repair"), ("1ww2", "describe")])
+async def test_a_hang_up_is_recorded_with_its_node(
+    service: web.Application, shared_dir: Path, keys: str, node: str
+) -> None:
+    pool = service[POOL]
+    channel = await _call("12345", "13500000000", digits=keys, shared_dir=shared_dir)
+
+    async def at_node() -> bool:
+        row = await _row(pool, channel)
+        return bool(row and row["ivr_node"] == node and row["stage"] == "menu")
+
+    await eventually(at_node, 60, f"the caller to reach {node}")
+    await _hang_up(channel)
+    row = await _ended(pool, channel)
+    assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
+    assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
+
+
+def _seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+async def test_real_sip_callers_key_and_speak_their_choice(
+    service: web.Application, asterisk_sandbox: AsteriskSandbox, shared_dir: Path
+) -> None:
+    """SIPp on the loopback trunk: RFC 4733 keys for an emergency, and a spoken
+    choice in the caller's G.711 audio once the menu prompt has ended."""
+    pool = service[POOL]
+    sounds = asterisk_sandbox.root / IN_ROOT_SOUNDS
+    menu_ends = _seconds(sounds / "welcome.wav") + _seconds(sounds / "main.wav")
+    clip = _clips(shared_dir)["consultation"]
+    async with SippLab(asterisk_sandbox) as lab:
+        keyed = await lab.call(HOTLINE_NUMBER, caller="13300000001", digits="11",
+                               digits_at_s=2.0, hold_s=40, name="ivr-keys")
+        spoken = await lab.call(HOTLINE_NUMBER, caller="13300000002", audio=clip,
+                                digits_at_s=menu_ends + 1.0, hold_s=60, name="ivr-speech")
+        rows = await asyncio.gather(_routed_by_caller(pool, "13300000001"),
+                                    _routed_by_caller(pool, "13300000002", within_s=90))
+        for run in (keyed, spoken):
+            await run.stop()
+    assert (rows[0]["queue"], rows[0]["priority"], rows[0]["ivr_digits"]) == (
+        "repair", SAFETY, "11")
+    assert (rows[1]["queue"], rows[1]["ivr_intent"], rows[1]["ivr_digits"]) == (
+        "consultation", "consultation", "")
+
+
+async def _routed_by_caller(pool: asyncpg.Pool, caller: str, within_s: float = 60) -> Any:
+    async def queued() -> asyncpg.Record | None:
+        return await pool.fetchrow(
+            "SELECT * FROM calls WHERE caller_number = $1 AND queue IS NOT NULL", caller)
+
+    return await eventually(queued, within_s, f"the IVR to route {caller}")

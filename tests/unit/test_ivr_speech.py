@@ -1,0 +1,375 @@
+"""Spoken menu choices: grammar files, text -> choice mapping (pure, no model), and
+recognition of real clips through MenuRecognizer and ``callcenter ivr recognize``
+(marked ``asr``: they load the Vosk model)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callcenter.asr.model import ModelNotFound
+from callcenter.audio import AudioError, read_mono, resample, write_wav
+from callcenter.ivr.grammar_build import build_all
+from callcenter.ivr.grammars import (
+    NO_CHOICE,
+    GrammarError,
+    MenuGrammar,
+    check_against_menu,
+    declared_choices,
+    expand_template,
+    family_phrases,
+    grammar_from_dict,
+    load_families,
+    load_grammar,
+    load_menu_grammars,
+    match_choice,
+    segment,
+)
+from callcenter.ivr.menu import EMERGENCY, default_menu
+from callcenter.ivr.speech import MenuRecognizer, Recognition, model_vocabulary
+from callcenter.settings import PROJECT_ROOT, SHARED_DIR
+from callcenter.text import normalise
+
+OWN_UTTERANCES = PROJECT_ROOT / "tests" / "data" / "ivr" / "own_utterances.tsv"
+CLIPS = SHARED_DIR / "scenarios" / "ivr"
+EMERGENCIES = ("fire", "gas_leak", "flooding", "lift_trapped")
+
+
+def own_utterances() -> list[tuple[str, str, str]]:
+    with OWN_UTTERANCES.open(encoding="utf-8", newline="") as fh:
+        rows = csv.reader((line for line in fh if not line.startswith("#")), delimiter="\t")
+        return [(menu, choice, text) for menu, choice, text in rows]
+
+
+# -- the shipped grammars ----------------------------------------------------------------
+
+
+def test_shipped_grammars_declare_exactly_the_menu_choices() -> None:
+    grammars = load_menu_grammars()
+    assert set(grammars) == {"main", "repair"}
+    assert set(grammars["main"].choices) == {
+        "repair", "complaint", "consultation", "agent", "repeat", "back", *EMERGENCIES}
+    assert set(grammars["repair"].choices) == {
+        EMERGENCY, "repair", "agent", "repeat", "back", *EMERGENCIES}
+
+
+def test_emergencies_take_precedence_in_both_grammars() -> None:
+    for grammar in load_menu_grammars().values():
+        assert list(grammar.choices)[:4] == list(EMERGENCIES)
+
+
+def test_grammar_files_are_built_from_the_families() -> None:
+    """The JSON files are generated: same phrases (spaces aside) as the family file."""
+    families = load_families()
+    for name, grammar in load_menu_grammars().items():
+        built = family_phrases(families, name)
+        assert list(built) == list(grammar.choices)
+        for choice, phrases in grammar.choices.items():
+            assert [normalise(p) for p in phrases] == built[choice], (name, choice)
+
+
+@pytest.mark.parametrize(("menu", "choice", "text"), own_utterances())
+def test_own_utterances_map_to_their_choice(menu: str, choice: str, text: str) -> None:
+    assert match_choice(text, menu) == choice
+
+
+def test_vosk_grammar_ends_with_unk() -> None:
+    grammar = load_grammar("main")
+    phrases = json.loads(grammar.vosk_grammar())
+    assert phrases[-1] == "[unk]"
+    assert phrases[:-1] == grammar.phrases()
+    assert "我 要 报修" in phrases
+
+
+# -- mapping text to a choice ----------------------------------------------------------
+
+TOY = MenuGrammar("toy", {
+    "fire": ("着火", "着火 了"),
+    "repair": ("报修", "我 要 报修", "水管 漏水"),
+    "complaint": ("投诉", "我 要 投诉"),
+    "flooding": ("漏水 很大",),
+})
+
+
+@pytest.mark.parametrize(("text", "choice"), [
+    ("我 要 报修", "repair"),  # exact
+    ("我要报修。", "repair"),  # spaces and punctuation do not count
+    ("[unk] 投诉 [unk]", "complaint"),
+    ("喂 我 想 报修 谢谢", "repair"),  # contained
+    ("我 要 投诉 报修 的 师傅", "complaint"),  # the longest phrase wins
+    ("水管 漏水 很大", "repair"),  # two phrases equally long: the first choice listed
+    ("", NO_CHOICE),
+    ("[unk]", NO_CHOICE),
+    ("[unk] [unk]", NO_CHOICE),
+    ("喂 喂", NO_CHOICE),
+])
+def test_match(text: str, choice: str) -> None:
+    assert TOY.match(text) == choice
+
+
+def test_ties_go_to_the_choice_listed_first() -> None:
+    leak_first = MenuGrammar("t", {"flooding": ("漏水 很大",), "repair": ("水管 漏水",)})
+    assert leak_first.match("水管 漏水 很大") == "flooding"
+    assert TOY.match("水管 漏水 很大") == "repair"
+
+
+def test_emergency_word_in_a_longer_ordinary_phrase_is_still_safe() -> None:
+    # shipped grammar: "not urgent" is an ordinary repair, "urgent" an emergency
+    assert match_choice("不 是 很 急", "repair") == "repair"
+    assert match_choice("很 急", "repair") == EMERGENCY
+    assert match_choice("水管 爆 了", "main") == "flooding"
+
+
+# -- checking grammar files -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (["报修", "[unk]"], "expected an object"),
+    ({"phrases": {}}, "expected an object"),
+    ({"choices": {"repair": []}}, "non-empty list"),
+    ({"choices": {"repair": ["报修", 3]}}, "unusable phrases"),
+    ({"choices": {"repair": ["报修", "[unk]"]}}, "unusable phrases"),
+    ({"choices": {"repair": ["报 修"], "agent": ["报修"]}}, "in both 'repair' and 'agent'"),
+])
+def test_malformed_grammar_is_refused(data: Any, problem: str) -> None:
+    with pytest.raises(GrammarError, match=problem):
+        grammar_from_dict("main", data)
+
+
+def test_grammar_must_match_the_menu_file() -> None:
+    menu = default_menu()
+    assert set(declared_choices("repair", menu)) >= {EMERGENCY, "back", *EMERGENCIES}
+    partial = {c: ("报修",) if c == "repair" else (f"{c} x",) for c in ("repair", "agent")}
+    with pytest.raises(GrammarError, match=r"no phrases for \[.*'complaint'"):
+        check_against_menu(MenuGrammar("main", partial), menu)
+    extra = {c: (c,) for c in declared_choices("main", menu)} | {"survey": ("评价",)}
+    with pytest.raises(GrammarError, match=r"does not declare: \['survey'\]"):
+        check_against_menu(MenuGrammar("main", extra), menu)
+    with pytest.raises(GrammarError, match="no menu of the menu file uses"):
+        declared_choices("nope", menu)
+
+
+def test_grammar_file_errors_are_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "main.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(GrammarError, match="cannot read"):
+        load_grammar("main", tmp_path)
+    with pytest.raises(GrammarError, match="no file"):
+        load_grammar("repair", tmp_path)
+    with pytest.raises(GrammarError, match="not a grammar name"):
+        load_grammar("../etc/passwd", tmp_path)
+
+
+# -- phrase families ------------------------------------------------------------------
+
+
+def test_expand_template() -> None:
+    slots = {"lead": ["", "我要"], "tail": ["", "一下"]}
+    assert expand_template("{lead} (报修|维修) {tail}", slots) == [
+        "报修", "报修一下", "维修", "维修一下",
+        "我要报修", "我要报修一下", "我要维修", "我要维修一下"]
+    assert expand_template("着火 (了|)", {}) == ["着火了", "着火"]
+    with pytest.raises(GrammarError, match="unknown slot"):
+        expand_template("{who} 报修", slots)
+    with pytest.raises(GrammarError, match="cannot read"):
+        expand_template("(报修|维修 一下", slots)
+
+
+def test_a_phrase_stays_with_the_choice_of_higher_precedence() -> None:
+    families = {"choices": {"a": ["(紧急|报修)"], "b": ["报修"]},
+                "menus": {"m": {"choices": ["a", "b"], "extra": {"b": ["维修"]}}}}
+    assert family_phrases(families, "m") == {"a": ["紧急", "报修"], "b": ["维修"]}
+
+
+def test_segment_uses_the_fewest_words() -> None:
+    vocabulary = {"我", "要", "我要", "报", "修", "报修", "一下"}
+    assert segment("我要报修一下", vocabulary) == ["我要", "报修", "一下"]
+    with pytest.raises(GrammarError, match="cannot be spelt"):
+        segment("我要报修吧", vocabulary)
+
+
+# -- audio input errors (before any model is needed) ----------------------------------
+
+
+def test_corrupt_or_unusable_wav_gives_a_clear_error(tmp_path: Path) -> None:
+    recognizer = MenuRecognizer(allow_network=False)  # the model loads on first decode
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all", encoding="utf-8")
+    low = tmp_path / "low.wav"
+    write_wav(low, np.zeros(4000, dtype=np.int16), 4000)
+    with recognizer:
+        with pytest.raises(AudioError, match=r"truncated\.wav: corrupt WAV header"):
+            recognizer.recognize_file(truncated, "main")
+        with pytest.raises(AudioError, match="not a WAV file"):
+            recognizer.recognize_file(text, "main")
+        with pytest.raises(AudioError, match="4000 Hz is too low"):
+            recognizer.recognize_file(low, "main")
+        with pytest.raises(KeyError, match="unknown grammar 'nope'"):
+            recognizer.recognize_file(truncated, "nope")
+
+
+# -- with the Vosk model ----------------------------------------------------------------
+
+
+def clip_labels() -> dict[str, str]:
+    """id -> intent of the shared clips (the text column is not read)."""
+    labels = CLIPS / "labels.tsv"
+    if not labels.is_file():
+        pytest.skip(f"shared IVR clips missing: {CLIPS}")
+    with labels.open(encoding="utf-8", newline="") as fh:
+        return {row[0]: row[2] for row in csv.reader(fh, delimiter="\t") if len(row) >= 3}
+
+
+def some_clips(per_intent: int = 1) -> list[tuple[Path, str]]:
+    """The first clip of each labelled intent."""
+    seen: dict[str, int] = {}
+    picked = []
+    for clip, intent in clip_labels().items():
+        if seen.get(intent, 0) < per_intent:
+            seen[intent] = seen.get(intent, 0) + 1
+            picked.append((CLIPS / f"{clip}.wav", intent))
+    return picked
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Any:
+    recognizer = MenuRecognizer(allow_network=False)
+    try:
+        recognizer.model_path  # noqa: B018 (loads it)
+    except ModelNotFound as exc:
+        pytest.skip(f"no Vosk model: {exc}")
+    yield recognizer
+    recognizer.close()
+
+
+@pytest.mark.asr
+def test_every_grammar_word_is_in_the_model_and_files_are_current(
+    recognizer: MenuRecognizer,
+) -> None:
+    vocabulary = model_vocabulary(recognizer.model_path)
+    assert len(vocabulary) > 50_000 and "报修" in vocabulary
+    for grammar in recognizer.grammars.values():
+        assert sorted(grammar.words() - vocabulary) == []
+    built = build_all(default_menu(), vocabulary)
+    for name, text in built.items():
+        assert (PROJECT_ROOT / "grammars" / f"{name}.json").read_text(encoding="utf-8") == text
+
+
+@pytest.mark.asr
+def test_clips_recognised_end_to_end(recognizer: MenuRecognizer) -> None:
+    clips = some_clips()
+    assert len(clips) >= 5
+    results = [recognizer.recognize_file(path, "main") for path, _ in clips]
+    choices = {*recognizer.grammars["main"].choices, NO_CHOICE}
+    for (_, intent), heard in zip(clips, results, strict=True):
+        assert isinstance(heard, Recognition)
+        assert heard.choice in choices
+        assert 0.0 <= heard.confidence <= 1.0
+        assert heard.decode_ms > 0 and heard.audio_ms > 1000
+        if intent != NO_CHOICE:
+            assert heard.text and heard.confidence >= recognizer.min_confidence
+    right = sum(heard.choice == intent for (_, intent), heard in zip(clips, results, strict=True))
+    assert right >= len(clips) - 1  # the benchmark measures accuracy; here the path works
+
+
+@pytest.mark.asr
+def test_16k_and_other_rates_are_resampled(recognizer: MenuRecognizer, tmp_path: Path) -> None:
+    path, _ = some_clips()[0]
+    samples, rate = read_mono(path)
+    at_8k = recognizer.recognize_file(path, "main")
+    for other in (16000, 11025):
+        resampled = tmp_path / f"{other}.wav"
+        write_wav(resampled, resample(samples, rate, other), other)
+        heard = recognizer.recognize_file(resampled, "main")
+        assert heard.choice == at_8k.choice
+        assert abs(heard.audio_ms - at_8k.audio_ms) < 5
+
+
+@pytest.mark.asr
+def test_silence_and_noise_are_none(recognizer: MenuRecognizer) -> None:
+    rng = np.random.default_rng(3)
+    for samples in (np.zeros(16000, dtype=np.int16), rng.normal(0, 30, 16000).astype(np.int16)):
+        heard = recognizer.recognize_samples(samples, 8000, "repair")
+        assert heard.choice == NO_CHOICE
+
+
+@pytest.mark.asr
+async def test_decodes_do_not_block_the_event_loop(
+    recognizer: MenuRecognizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each decode, once done, waits for the event loop to tick: were a decode run
+    on the loop, the loop could never tick and the wait would fail."""
+    loop_ran = threading.Event()
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+    decode = recognizer.recognize_file
+
+    def gated(path: Path, grammar: str) -> Recognition:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        try:
+            heard = decode(path, grammar)
+            assert loop_ran.wait(120), "the event loop did not run during a decode"
+            return heard
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(recognizer, "recognize_file", gated)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            if ticks == 20:
+                loop_ran.set()
+            await asyncio.sleep(0.001)
+
+    clock = asyncio.create_task(ticker())
+    paths = [path for path, _ in some_clips()][:4]
+    results = await asyncio.gather(*(recognizer.recognize_choice("main", p) for p in paths))
+    done.set()
+    await clock
+    assert len(results) == 4 and ticks >= 20
+    assert running[1] <= 2  # the pool's bound (default workers)
+
+
+@pytest.mark.asr
+def test_cli_prints_one_json_object_per_file(tmp_path: Path) -> None:
+    clips = [path for path, _ in some_clips()][:2]
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(clips[0].read_bytes()[:30])
+    env = {**os.environ, "CALLCENTER_DATA_DIR": str(tmp_path), "CALLCENTER_LOG_LEVEL": "WARNING"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "callcenter", "ivr", "recognize", "--menu", "main",
+         clips[0], corrupt, clips[1]],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    entries = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["file"] for e in entries] == [str(clips[0]), str(corrupt), str(clips[1])]
+    assert "corrupt WAV header" in entries[1]["error"]
+    for entry in (entries[0], entries[2]):
+        assert set(entry) == {"file", "choice", "confidence", "text", "decode_ms", "audio_ms"}
+        assert entry["choice"] in {*load_grammar("main").choices, NO_CHOICE}
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "callcenter", "ivr", "recognize", "--menu", "nope", clips[0]],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert unknown.returncode == 2
+    assert "unknown menu 'nope'" in unknown.stderr
