@@ -68,6 +68,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import gc
 import json
 import os
 import random
@@ -222,6 +224,7 @@ class SessionResult:
     error: str = ""
     answer_s: float | None = None
     latencies: list[float] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)  # per latency: "previous -> next" command
     lines: list[bytes] = field(default_factory=list)  # the first session's, for the replay
     unknown: list[str] = field(default_factory=list)
 
@@ -252,13 +255,16 @@ async def run_session(port: int, unique_id: str, caller: Caller, *, record: bool
     try:
         writer.write(environment(unique_id, caller_number_for(unique_id)))
         sent_at: float | None = None
+        previous = ""
         while line := await reader.readline():
             arrived = time.perf_counter()
-            if sent_at is not None:
-                result.latencies.append(arrived - sent_at)
             if record:
                 result.lines.append(line)
             name, args = verb_of(split_args(line.decode("utf-8", "replace").rstrip("\r\n")))
+            if sent_at is not None:
+                result.latencies.append(arrived - sent_at)
+                result.steps.append(f"{previous} -> {name}")
+            previous = f"{name} {args[0]}" if name == "SET VARIABLE" and args else name
             if name == "ANSWER" and result.answer_s is None:
                 result.answer_s = arrived - began
             note_outcome(result, name, args)
@@ -306,6 +312,7 @@ class Phase:
     rss_mb: float | None = None
     rows_lost: int | None = None
     writer: str = ""
+    drain_s: float = 0.0  # from the last session's end until the writer was flushed
     outage: str = ""
 
     @property
@@ -531,12 +538,17 @@ class Bench:
         return env
 
     async def level(self, concurrency: int) -> tuple[Phase, Phase]:
-        service = await self.start(Target("service", self.work, self.service_env(concurrency)))
+        profile = (["--profile", f"{self.args.profile}.{concurrency}"] if self.args.profile
+                   else [])
+        service = await self.start(Target("service", self.work, self.service_env(concurrency),
+                                          profile))
         first = await run_session(service.port, f"{self.run_id}.first{concurrency}",
                                   Caller(list(self.args.plan), 0.0, random.Random(1)),
                                   record=True)
         if first.error or not first.lines:
             raise RuntimeError(f"the first session failed: {first.error}\n" + service.tail())
+        if self.args.profile:
+            await service.ask("profile", 10)
         served = await self.measure(service, concurrency, self.args.outage)
         await service.stop()
         commands = self.work / f"commands-{concurrency}.json"
@@ -566,12 +578,15 @@ class Bench:
         await drive(target.port, phase, self.args, self.run_id, until)
         if outage is not None:
             await outage
-        phase.server_cpu_s = target.cpu_s() - server0
-        phase.pg_cpu_s = self.pg_cpu() - pg0
         if target.kind == "service":
             began = time.perf_counter()
             phase.writer = await target.ask("flush", FLUSH_TIMEOUT_S)
-            log(f"writer flushed in {time.perf_counter() - began:.1f} s: {phase.writer}")
+            phase.drain_s = time.perf_counter() - began
+            log(f"writer flushed {phase.drain_s:.1f} s after the last session: {phase.writer}")
+        # The writes' CPU counts too, also when they land after the last session.
+        phase.server_cpu_s = target.cpu_s() - server0
+        phase.pg_cpu_s = self.pg_cpu() - pg0
+        if target.kind == "service":
             phase.rows_lost = await self.db.rows_lost(phase)
         phase.rss_mb = target.rss_mb()
         return phase
@@ -643,14 +658,27 @@ def report(levels: list[tuple[Phase, Phase]]) -> str:
                 f"{ms(pct(phase.lag, 0.99))} ms; routed {phase.count('routed')}, "
                 f"fallback {phase.count('fallback')}, errors "
                 f"{sum(1 for r in phase.results if r.error)}")
+        lines.append(f"        slowest steps (p99, response sent -> next command): "
+                     f"{slowest_steps(served)}")
         if served.writer:
-            lines.append(f"        writer: {served.writer}")
+            lines.append(f"        writer flushed {served.drain_s:.1f} s after the last "
+                         f"session: {served.writer}")
         if served.outage:
             lines.append(f"        outage: {served.outage}")
         unknown = sorted({u for r in served.results for u in r.unknown})
         if unknown:
             lines.append(f"        commands the simulated Asterisk did not know: {unknown}")
     return "\n".join(lines)
+
+
+def slowest_steps(phase: Phase, count: int = 3) -> str:
+    """The command transitions whose latency p99 is highest: where the caller waits."""
+    by_step: dict[str, list[float]] = {}
+    for result in phase.results:
+        for step, latency in zip(result.steps, result.latencies, strict=True):
+            by_step.setdefault(step, []).append(latency)
+    ranked = sorted(((pct(v, 0.99) or 0.0, k, len(v)) for k, v in by_step.items()), reverse=True)
+    return "; ".join(f"{k} {ms(p)} ms (n={n})" for p, k, n in ranked[:count])
 
 
 def verdict(levels: list[tuple[Phase, Phase]]) -> str:
@@ -675,6 +703,30 @@ def verdict(levels: list[tuple[Phase, Phase]]) -> str:
 # ---- the server processes (run by the bench as subprocesses) ------------------------------
 
 
+class GcPauses:
+    """The garbage collector's pauses in this process (they stop the event loop)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._began = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._began))
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def __str__(self) -> str:
+        full = [s for g, s in self.pauses if g == 2]
+        return (f"GC {len(self.pauses)} collections ({len(full)} full), "
+                f"{sum(s for _, s in self.pauses) * 1000:.0f} ms, longest "
+                f"{ms(max((s for _, s in self.pauses), default=0.0))} ms")
+
+
 async def control_lines() -> asyncio.StreamReader:
     """This process's stdin as a stream: the bench's control lines."""
     reader = asyncio.StreamReader()
@@ -687,9 +739,10 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def serve_service() -> int:
+async def serve_service(profile_to: Path | None) -> int:
     """The FastAGI server as ``callcenter serve`` builds it, without ARI and the web
-    listener; answers ``flush`` and ``stop`` on stdin."""
+    listener; answers ``flush`` and ``stop`` on stdin (and ``profile``: cProfile from
+    then on, written to ``profile_to`` at the stop)."""
     from aiohttp import web
 
     from callcenter import logs
@@ -709,15 +762,32 @@ async def serve_service() -> int:
     commands = await control_lines()
     say(f"ready {settings.agi_port}")
     writer = app[WRITER]
+    # CPU time, not wall time: on a shared machine a preempted send() would look costly.
+    profile = cProfile.Profile(time.process_time) if profile_to else None
+    pauses = GcPauses()
+    lag: list[float] = []
+    stop_lag = asyncio.Event()
+    lag_task = asyncio.create_task(measure_lag(lag, stop_lag))
     try:
         while line := (await commands.readline()).decode().strip():
-            if line == "flush":
+            if line == "profile" and profile is not None:
+                profile.enable()
+                say("profiling")
+            elif line == "flush":
                 flushed = await writer.flush(FLUSH_TIMEOUT_S)
                 say(f"flushed={flushed} pending={writer.pending()} written={writer.written} "
-                    f"retries={writer.retries} dropped={writer.dropped}")
+                    f"in {writer.batches} batches, retries={writer.retries} "
+                    f"dropped={writer.dropped}; server loop lag p99 {ms(pct(lag, 0.99))} ms "
+                    f"max {ms(max(lag, default=0.0))} ms; {pauses}")
             elif line == "stop":
                 break
     finally:
+        stop_lag.set()
+        await lag_task
+        pauses.close()
+        if profile is not None and profile_to is not None:
+            profile.disable()
+            profile.dump_stats(profile_to)
         await runner.cleanup()
     say("stopped")
     return 0
@@ -781,6 +851,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the service's spoken choices as configured (default) or keys only")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 20 concurrent, 60 sessions, 100 ms media")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="cProfile the service during the measured sessions (slows it "
+                             "down) and write the statistics to FILE.<level>")
     parser.add_argument("--serve", choices=("service", "minimal"), help=argparse.SUPPRESS)
     parser.add_argument("--commands", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -826,7 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve == "service":
         raise_file_limit(8192)
-        return asyncio.run(serve_service())
+        return asyncio.run(serve_service(args.profile))
     if args.serve == "minimal":
         raise_file_limit(8192)
         return asyncio.run(serve_minimal(args.commands))

@@ -600,6 +600,7 @@ AGENT_ACTIONS = {
     "ready": "end an agent's wrap-up now",
     "join": "put an agent back into one queue they have the skill for",
     "leave": "take an agent out of one queue (they keep serving the others)",
+    "survey": "send the caller on the agent's call to the satisfaction survey",
 }
 
 

@@ -11,6 +11,7 @@ CONTEXT_HOTLINE = "hotline"
 CONTEXT_SAFE_FALLBACK = "hotline-fallback"  # where any AGI error sends the caller
 CONTEXT_TEST_CALLERS = "sim-callers"
 CONTEXT_TEST_AGENTS = "sim-agents"
+CONTEXT_SURVEY = "hotline-survey"  # the satisfaction survey after a call (AGI script survey)
 CONTEXT_AGENT_PHONES = "agent-phones"  # what a SIP agent phone may dial (echo test only)
 
 # Channel variables set by the IVR (AGI) and read by routing (ARI).
@@ -31,6 +32,7 @@ VAR_CALLER_CHANNEL = "CC_CALLER_CHANNEL"  # on an agent channel: the caller's ch
 VAR_SIM_CALLER_AUDIO = "SIM_CALLER_AUDIO"
 VAR_SIM_CALLER_DIGITS = "SIM_CALLER_DIGITS"
 VAR_SIM_CALLER_SPEECH = "SIM_CALLER_SPEECH"  # a spoken menu choice, said once the IVR listens
+VAR_SIM_SURVEY_KEY = "SIM_SURVEY_KEY"  # the rating keyed when the survey asks
 VAR_SIM_AGENT_AUDIO = "SIM_AGENT_AUDIO"
 VAR_SIM_MENU_WAIT = "SIM_MENU_WAIT"  # seconds before the simulated caller keys the digit
 

@@ -88,6 +88,9 @@ class CallFacts:
     # how loud the caller's speech is, and how far it stands above the line noise.
     caller_speech_dbfs: float | None = None
     caller_snr_db: float | None = None
+    # The caller identified by number in the residents directory (name, building,
+    # unit, room, vip), or None: fills what the call leaves open, raises a VIP.
+    resident: dict[str, str] | None = None
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
+from callcenter import residents
 from callcenter.core import Segment
 from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore, is_transient
@@ -83,6 +84,7 @@ async def process_call(
             size_bytes=leg.size_bytes, speech_dbfs=leg.speech_dbfs, snr_db=leg.snr_db,
         )
     facts = with_acoustics(facts, legs)
+    facts.resident = await residents.find(store.pool, facts.caller_number)
     prior = await store.prior_tickets(facts.caller_number, before_call=call_id)
     # In a thread: the judgements and QA are CPU work, and this process may also be
     # serving calls (serve runs a worker).

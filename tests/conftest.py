@@ -98,7 +98,7 @@ async def db_pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 async def drop_connections(pool: asyncpg.Pool, server_dsn: str) -> None:
     """What a database restart does to clients: the server kills every connection
     to the pool's database (ours excepted)."""
-    database = await pool.fetchval("SELECT current_database()")
+    database = await _current_database(pool)
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(
@@ -106,3 +106,16 @@ async def drop_connections(pool: asyncpg.Pool, server_dsn: str) -> None:
             " WHERE datname = $1 AND pid <> pg_backend_pid()", database)
     finally:
         await admin.close()
+
+
+async def _current_database(pool: asyncpg.Pool) -> str:
+    """The pool's database. A pooled connection whose backend an earlier drop killed
+    while it sat idle may fail its next use before asyncpg saw it close: the pool
+    drops it, and the next one is fresh."""
+    for _ in range(10):
+        try:
+            return str(await pool.fetchval("SELECT current_database()"))
+        except (asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError):
+            continue
+    return str(await pool.fetchval("SELECT current_database()"))

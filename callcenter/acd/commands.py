@@ -78,6 +78,15 @@ class Hangup:
 
 
 @dataclass(frozen=True, slots=True)
+class ContinueInDialplan:
+    """The channel leaves the app for a dialplan context (the survey after a call)."""
+
+    lane: str
+    channel_id: str
+    context: str
+
+
+@dataclass(frozen=True, slots=True)
 class Bridge:
     """Create the call's mixing bridge and put the channels in it."""
 
@@ -130,6 +139,6 @@ class Changed:
 
 AriCommand = (
     Answer | StartMoh | StopMoh | StartRinging | Play | StopPlayback | Originate | Hangup
-    | Bridge | DestroyBridge | SetVar
+    | ContinueInDialplan | Bridge | DestroyBridge | SetVar
 )
 Command = AriCommand | Write | StartTimer | CancelTimer | Changed

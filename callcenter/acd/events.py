@@ -92,12 +92,17 @@ class AgentsLoaded:
     adopt_state: bool = False
 
 
+# What a person may ask for an agent (AgentRequest.action).
+AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready", "join", "leave", "survey")
+
+
 @dataclass(frozen=True, slots=True)
 class AgentRequest:
     """A person (or their phone) asks to change an agent's state.
 
     action: login | logout | pause | unpause | ready (end wrap-up now) | join | leave
-    (one queue, named by ``reason``)."""
+    (one queue, named by ``reason``) | survey (the caller on the agent's call goes
+    to the satisfaction survey, the agent to wrap-up)."""
 
     at: datetime
     agent_id: str

@@ -176,6 +176,8 @@ class Executor:
             )
         elif isinstance(c, cmd.Hangup):
             await client.hangup(c.channel_id, c.reason)
+        elif isinstance(c, cmd.ContinueInDialplan):
+            await client.continue_in_dialplan(c.channel_id, c.context)
         elif isinstance(c, cmd.Bridge):
             try:
                 await client.create_bridge("mixing", bridge_id=c.bridge_id)

@@ -25,7 +25,7 @@ from callcenter.acd import commands as cmd
 from callcenter.acd import events as ev
 from callcenter.acd.queues import GENERAL_QUEUE, QueueConfig, Rule
 from callcenter.acd.strategies import Candidate, choose, skill_level
-from callcenter.constants import VAR_BRIDGED, VAR_CALL_ID, VAR_CALLER_CHANNEL
+from callcenter.constants import CONTEXT_SURVEY, VAR_BRIDGED, VAR_CALL_ID, VAR_CALLER_CHANNEL
 from callcenter.core import call_id_for_channel
 from callcenter.sip.accounts import web_endpoint
 
@@ -112,6 +112,7 @@ class Call:
     outcome: str | None = None
     ended_at: datetime | None = None
     closing: set[str] = field(default_factory=set)  # channels whose end we wait for
+    to_survey: bool = False  # the caller was sent on to the satisfaction survey
 
 
 class Machine:
@@ -361,6 +362,9 @@ class Machine:
         if role == "offer":
             reason = "unreachable" if e.cause in UNREACHABLE_CAUSES else "no_answer"
             self._offer_failed(call, e.channel_id, reason, e.at)
+        elif role == "caller" and call.to_survey:
+            # Left for the survey: the caller's channel lives on in the dialplan.
+            self._end(call, e.at, hangup_by=None, gone={e.channel_id})
         elif role == "caller":
             self._end(call, e.at, hangup_by="caller", gone={e.channel_id} if e.destroyed else set())
         elif role == "agent":
@@ -497,6 +501,8 @@ class Machine:
                 self._withdraw(agent, call, target, reason, e.at)
             else:  # on a call or in wrap-up: after it
                 agent.pending = (e.action, reason)
+        elif e.action == "survey":
+            self._to_survey(agent)
         elif e.action == "ready" and agent.state == "wrap_up":
             self._emit(cmd.CancelTimer(("wrap_up", agent.id)))
             self._become_free(agent, e.at)
@@ -509,6 +515,17 @@ class Machine:
                                      {"queues": sorted(agent.queues_off)}),
                            cmd.Changed("agents"))
                 self._dispatch(e.at)
+
+    def _to_survey(self, agent: Agent) -> None:
+        """The agent ends the conversation by sending the caller to the survey: the
+        caller's channel continues in the dialplan (its StasisEnd ends the call,
+        without hanging the caller up)."""
+        call = self.calls.get(agent.call_id or "")
+        if call is None or call.state != CallState.CONNECTED or call.to_survey:
+            log.warning("survey: agent %s has no call in conversation", agent.id)
+            return
+        call.to_survey = True
+        self._emit(cmd.ContinueInDialplan(call.call_id, call.channel_id, CONTEXT_SURVEY))
 
     def _withdraw(self, agent: Agent, call: Call | None, target: str, reason: str | None,
                   at: datetime) -> None:

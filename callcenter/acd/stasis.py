@@ -34,7 +34,7 @@ ARG_AGENT = "agent"
 # others, which spares it and us the JSON of every dialplan step and variable.
 EVENT_TYPES = ("StasisStart", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
                "PlaybackFinished")
-ACTIONS = ("login", "logout", "pause", "unpause", "ready", "join", "leave")
+ACTIONS = ev.AGENT_ACTIONS
 
 
 class AcdStore(Protocol):

@@ -296,6 +296,12 @@ class AriClient:
             return False
         return True
 
+    async def continue_in_dialplan(self, channel_id: str, context: str,
+                                   extension: str = "s", priority: int = 1) -> None:
+        """The channel leaves the app for the dialplan (its StasisEnd follows)."""
+        await self.post(f"/channels/{_seg(channel_id)}/continue", context=context,
+                        extension=extension, priority=str(priority))
+
     async def answer(self, channel_id: str) -> None:
         await self.post(f"/channels/{_seg(channel_id)}/answer")
 

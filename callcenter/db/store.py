@@ -8,10 +8,12 @@ the next step, so a restart of the service resumes from the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 import json
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -137,6 +139,26 @@ def retrying(
     return wrap
 
 
+class _InTransaction:
+    """One connection with a transaction open, seen as a pool: what a store method
+    acquires is that connection, and the method's own transaction joins the open
+    one (no savepoint: a batch is all or nothing, see ``PgStore.write_batch``)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:  # fetch, fetchrow, execute, executemany...
+        return getattr(self._conn, name)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[_InTransaction]:
+        yield self
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+
 class PgStore:
     """``policy``: the ticket lifecycle's (the hotline's zone); ``now``: the clock
     tickets are opened by (tests drive it)."""
@@ -146,6 +168,32 @@ class PgStore:
         self.pool = pool
         self.policy = policy or default_policy()
         self.now = now or _now
+
+    async def write_batch(self, writes: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]
+                          ) -> None:
+        """Several writes, ``(method, args, kwargs)``, in ONE transaction on one
+        connection: the write-behind's fast path (one commit and one pool round for
+        them all). The writes must be of different calls (the writer sends one per
+        key), so their order does not matter: those made of independent statements
+        (``open_call``, ``update_call``, ``record_ivr_events``) go to the server
+        together, one ``executemany`` per statement text, the others one by one.
+        All or nothing: on any error nothing is committed, and the caller writes
+        them one by one. The methods run without their ``retrying`` wrappers: a
+        retry inside a lost transaction cannot help."""
+        statements: dict[str, list[tuple[Any, ...]]] = {}  # sent together: executemany
+        others = []
+        for method, args, kwargs in writes:
+            rows = _statement_rows(method, args, kwargs)
+            if rows is None:
+                others.append((method, args, kwargs))
+            for sql, *values in rows or ():
+                statements.setdefault(sql, []).append(tuple(values))
+        async with self.pool.acquire() as conn, conn.transaction():
+            for sql, rows in statements.items():
+                await conn.executemany(sql, rows)
+            inside = PgStore(_InTransaction(conn), policy=self.policy, now=self.now)
+            for method, args, kwargs in others:
+                await inspect.unwrap(getattr(PgStore, method))(inside, *args, **kwargs)
 
     # ---- calls (IVR sink and routing store) ---------------------------------------------
 
@@ -161,38 +209,15 @@ class PgStore:
     ) -> None:
         """Insert the call once (a second open changes nothing). ``started_at``:
         when the call started, for a write that lands late (default: now)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            opened = await conn.fetchval(
-                "INSERT INTO calls (id, caller_number, channel_id, source, started_at)"
-                " VALUES ($1, $2, $3, $4, COALESCE($5, now()))"
-                " ON CONFLICT (id) DO NOTHING RETURNING id",
-                call_id,
-                caller_number,
-                channel_id,
-                source,
-                started_at,
-            )
-            if opened:  # opening twice (IVR, then routing) is allowed and changes nothing
-                await _event(conn, call_id, "opened", {"caller_number": caller_number})
+        await self.pool.execute(*_open_call(call_id, caller_number=caller_number,
+                                            channel_id=channel_id, source=source,
+                                            started_at=started_at))
 
     @retrying()
     async def update_call(self, call_id: str, **fields: Any) -> None:
-        unknown = set(fields) - _CALL_FIELDS
-        if unknown:
-            raise ValueError(f"update_call: unknown fields {sorted(unknown)}")
-        if not fields:
-            return
-        if fields.get("stage") == "ringing" and "ringing_at" not in fields:
-            fields["ringing_at"] = _now()  # each new offer restarts the ring count
-        names = list(fields)
-        assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"UPDATE calls SET {assignments} WHERE id = $1",
-                call_id,
-                *[fields[n] for n in names],
-            )
-            await _event(conn, call_id, "updated", _jsonable(fields))
+        statement = _update_call(call_id, fields)
+        if statement is not None:
+            await self.pool.execute(*statement)
 
     @retrying()
     async def record_ivr_events(
@@ -201,12 +226,7 @@ class PgStore:
         """Rows for the per-node IVR statistics (node, kind, via, choice), in order."""
         if not events:
             return
-        await self.pool.executemany(
-            "INSERT INTO ivr_events (call_id, node, kind, via, choice, at)"
-            " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))",
-            [(call_id, e["node"], e["kind"], e.get("via", ""), e.get("choice", ""), at)
-             for e in events],
-        )
+        await self.pool.executemany(_IVR_EVENT, _ivr_event_rows(call_id, events, at))
 
     @retrying()
     async def save_survey(self, call_id: str, score: int, at: datetime | None = None) -> None:
@@ -561,6 +581,73 @@ async def _request_agent(
 async def _notify_agent(conn: asyncpg.Connection, agent_id: str) -> None:
     payload = json.dumps({"agent_id": agent_id, "change": "account"})
     await conn.execute("SELECT pg_notify($1, $2)", AGENTS_CHANNEL, payload)
+
+
+# A call's audit event, unless the call's last event is this very one (see _event), as
+# the tail of a statement whose $1 is the call id; {data}: the number of the event's
+# parameter, {only_if}: a FROM clause that must yield a row for the event to be added.
+_EVENT_TAIL = (
+    " INSERT INTO call_events (call_id, kind, data) SELECT $1, '{kind}', ${data}::jsonb"
+    "{only_if} WHERE NOT EXISTS (SELECT 1 FROM (SELECT kind, data FROM call_events"
+    " WHERE call_id = $1 ORDER BY id DESC LIMIT 1) last"
+    " WHERE last.kind = '{kind}' AND last.data = ${data}::jsonb)"
+)
+# The call row and its "opened" event in one statement (one round trip, atomic).
+_OPEN_CALL = (
+    "WITH opened AS (INSERT INTO calls (id, caller_number, channel_id, source, started_at)"
+    " VALUES ($1, $2, $3, $4, COALESCE($5, now())) ON CONFLICT (id) DO NOTHING RETURNING id)"
+    + _EVENT_TAIL.format(kind="opened", data=6, only_if=" FROM opened")
+)
+
+
+def _open_call(call_id: str, *, caller_number: str, channel_id: str, source: str = "asterisk",
+               started_at: datetime | None = None) -> tuple[Any, ...]:
+    """``open_call`` as one statement and its arguments. Opening twice (IVR, then
+    routing) is allowed and changes nothing: the event follows only a new row."""
+    return (_OPEN_CALL, call_id, caller_number, channel_id, source, started_at,
+            {"caller_number": caller_number})
+
+
+def _update_call(call_id: str, fields: dict[str, Any]) -> tuple[Any, ...] | None:
+    """``update_call`` as one statement (the row and its "updated" event) and its
+    arguments; None when there is nothing to set."""
+    unknown = set(fields) - _CALL_FIELDS
+    if unknown:
+        raise ValueError(f"update_call: unknown fields {sorted(unknown)}")
+    if not fields:
+        return None
+    if fields.get("stage") == "ringing" and "ringing_at" not in fields:
+        fields = {**fields, "ringing_at": _now()}  # each new offer restarts the ring count
+    names = list(fields)
+    assignments = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+    sql = (f"WITH updated AS (UPDATE calls SET {assignments} WHERE id = $1)"
+           + _EVENT_TAIL.format(kind="updated", data=len(names) + 2, only_if=""))
+    return (sql, call_id, *[fields[n] for n in names], _jsonable(fields))
+
+
+_IVR_EVENT = ("INSERT INTO ivr_events (call_id, node, kind, via, choice, at)"
+              " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))")
+
+
+def _ivr_event_rows(call_id: str, events: list[dict[str, str]], at: datetime | None = None
+                    ) -> list[tuple[Any, ...]]:
+    return [(call_id, e["node"], e["kind"], e.get("via", ""), e.get("choice", ""), at)
+            for e in events]
+
+
+def _statement_rows(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+                    ) -> list[tuple[Any, ...]] | None:
+    """A write made of independent statements, as ``(sql, *arguments)`` rows (none:
+    nothing to do); None for a write that is more than that (it runs as itself)."""
+    if method == "open_call":
+        return [_open_call(*args, **kwargs)]
+    if method == "update_call":
+        (call_id,) = args
+        statement = _update_call(call_id, kwargs)
+        return [statement] if statement else []
+    if method == "record_ivr_events":
+        return [(_IVR_EVENT, *row) for row in _ivr_event_rows(*args, **kwargs)]
+    return None
 
 
 async def _event(conn: asyncpg.Connection, call_id: str, kind: str, data: dict[str, Any]) -> None:

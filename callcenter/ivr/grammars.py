@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from callcenter.ivr.menu import NAVIGATION_CHOICES, Menu, default_menu
+from callcenter.ivr.menu import EMERGENCY, NAVIGATION_CHOICES, Menu, default_menu
 from callcenter.settings import PROJECT_ROOT
 from callcenter.text import normalise
 
@@ -34,6 +34,9 @@ GRAMMARS_DIR = PROJECT_ROOT / "grammars"
 FAMILIES_PATH = GRAMMARS_DIR / "families.yaml"
 NO_CHOICE = "none"
 UNKNOWN_WORD = "[unk]"  # Vosk's word for speech outside the grammar
+# Choices that win wherever they are named in an utterance (the menu file's
+# emergencies and the generic one).
+SAFETY_CHOICES = frozenset((*default_menu().emergencies, EMERGENCY))
 
 
 class GrammarError(ValueError):
@@ -48,6 +51,7 @@ class MenuGrammar:
     choices: Mapping[str, tuple[str, ...]]
     _exact: dict[str, str] = field(init=False, repr=False, compare=False)
     _by_length: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    _safety: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     _transitions: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,18 +66,49 @@ class MenuGrammar:
         transitions = {pair for p in self.phrases() for pair in _word_pairs(p.split())}
         object.__setattr__(self, "_exact", exact)
         object.__setattr__(self, "_by_length", tuple(ordered))
+        object.__setattr__(self, "_safety", tuple(
+            (phrase, choice) for phrase, choice in ordered if choice in SAFETY_CHOICES))
         object.__setattr__(self, "_transitions", frozenset(transitions))
 
     def match(self, text: str) -> str:
-        """The choice ``text`` names: exact phrase, else the longest phrase inside it."""
+        """The choice ``text`` names: exact phrase; else a safety emergency named
+        anywhere in it ("厨房着火了我要报修" is a fire before it is a repair: a missed
+        P1 costs more than a P1 a person turns down); else the longest phrase inside."""
         clean = normalise(text)
         if not clean:
             return NO_CHOICE
         exact = self._exact.get(clean)
+        if exact is not None and exact in SAFETY_CHOICES:
+            return exact
+        safety = self._named_emergency(clean)
+        if safety is not None:
+            return safety
         if exact is not None:
             return exact
         return next((choice for phrase, choice in self._by_length if phrase in clean),
                     NO_CHOICE)
+
+    def _named_emergency(self, clean: str) -> str | None:
+        """An emergency phrase in ``clean`` that no longer ordinary phrase covers
+        there ("不是很急" is an ordinary phrase around "很急": a negation)."""
+        for phrase, choice in self._safety:
+            start = clean.find(phrase)
+            while start >= 0:
+                if not self._covered(clean, start, start + len(phrase)):
+                    return choice
+                start = clean.find(phrase, start + 1)
+        return None
+
+    def _covered(self, clean: str, start: int, end: int) -> bool:
+        for phrase, choice in self._by_length:
+            if len(phrase) <= end - start:
+                return False  # ordered by length: no longer phrase is left
+            if choice in SAFETY_CHOICES:
+                continue
+            at = clean.find(phrase, max(0, end - len(phrase)))
+            if 0 <= at <= start and at + len(phrase) >= end:
+                return True
+        return False
 
     def unseen_transitions(self, text: str) -> tuple[int, int]:
         """(word-to-word steps of ``text`` that no phrase takes, all its steps), the

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import structlog
 
 from callcenter.agi.channel import AgiChannel
-from callcenter.constants import VAR_CALL_ID, VAR_SURVEY_SCORE
+from callcenter.constants import VAR_CALL_ID, VAR_IVR_LISTENING, VAR_SURVEY_SCORE
 from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.handler import SOUNDS, CallSink, IvrHandler
 
@@ -35,6 +35,7 @@ def make_survey_handler(sink: CallSink, *, writer: OrderedWriter | None = None) 
 
     async def handle_survey(channel: AgiChannel) -> None:
         call_id = await channel.get_variable(VAR_CALL_ID) or ""
+        await channel.set_variable(VAR_IVR_LISTENING, "survey")
         score = await _ask(channel)
         if score is not None and call_id:
             writes.submit(call_id, "save_survey", call_id, score, at=datetime.now(UTC))

@@ -29,6 +29,7 @@ from callcenter.constants import (
     VAR_SIM_CALLER_DIGITS,
     VAR_SIM_CALLER_SPEECH,
     VAR_SIM_MENU_WAIT,
+    VAR_SIM_SURVEY_KEY,
 )
 
 SHARED_MOUNT_POINT = "/srv/shared"
@@ -115,8 +116,10 @@ def caller_variables(
     menu_wait_s: float,
     shared_dir: Path,
     speech: Path | None = None,
+    survey_key: str = "",
 ) -> dict[str, str]:
     return {
+        VAR_SIM_SURVEY_KEY: survey_key,
         VAR_SIM_CALLER_AUDIO: in_root_sound(caller_audio, shared_dir),
         VAR_SIM_CALLER_DIGITS: digits,
         VAR_SIM_CALLER_SPEECH: in_root_sound(speech, shared_dir),
@@ -138,12 +141,13 @@ async def place_call(
     context: str = CONTEXT_HOTLINE,
     ari_url: str = AriParams.url,
     speech: Path | None = None,
+    survey_key: str = "",
 ) -> str:
     """Originate a simulated caller; return its (``;1``) channel id.
 
     ``digits`` are keyed ``menu_wait_s`` after the answer (``w`` = a 0.5 s pause,
     as SendDTMF reads it); ``speech`` (a WAV under the shared folder) is said
-    once the IVR listens.
+    once the IVR listens; ``survey_key`` is keyed when the survey asks.
 
     ``ari`` is either the ARI address and user, or an aiohttp session (no
     ``base_url``) that sends the ARI basic-auth header, with ``ari_url`` the
@@ -162,6 +166,7 @@ async def place_call(
             menu_wait_s=menu_wait_s,
             shared_dir=shared_dir,
             speech=speech,
+            survey_key=survey_key,
         )
     }
     if isinstance(ari, aiohttp.ClientSession):

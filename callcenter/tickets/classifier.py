@@ -243,13 +243,23 @@ def classify(
     caller = reading.caller_text
     category = judgement.category
     complaint = category == "complaint"
+    known = facts.resident or {}
     vip = _vip(caller, terms)
+    if vip == "none" and known.get("vip", "none") != "none":
+        vip = known["vip"]  # the directory knows what the caller did not say
     urgency = sla_mod.raise_for_vip(judgement.urgency, vip, terms.sla)
     repeat = _repeat(caller, category, facts, now, prior_tickets, terms)
     severity = _severity(judgement, repeat) if complaint else None
     name = extract_caller_name(timeline, terms.names)
     phone = extract_phone(timeline, facts.caller_number)
     building, unit, room = extract_address_from_timeline(timeline, terms.address)
+    if known and not (building or room):  # what was said wins; the directory fills gaps
+        building, unit, room = (known.get("building", ""), known.get("unit", ""),
+                                known.get("room", ""))
+        if building or room:
+            judgement.evidence.setdefault("address", []).append(
+                "residents directory (by the caller's number)")
+    name = name or known.get("name", "")
     description = _description(timeline, category, terms, name, (building, unit, room))
     incomplete = [
         f

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from callcenter.acd.events import AGENT_ACTIONS
 from callcenter.auth.http import audit_request, principal
 from callcenter.auth.model import may_change_agent, may_hear, own_agent
 from callcenter.db.store import is_transient
@@ -34,7 +35,6 @@ from callcenter.web import queries
 
 log = logging.getLogger("callcenter.web")
 
-AGENT_ACTIONS = ("login", "logout", "pause", "unpause", "ready", "join", "leave")
 
 
 def limit_of(request: web.Request) -> int:

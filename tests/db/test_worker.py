@@ -10,8 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 from pgqueuer.types import QueueExecutionMode
 
+from callcenter.asr.model import resolve_model
+from callcenter.audio import read_mono, write_wav
 from callcenter.db.connect import connect
 from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
@@ -75,6 +78,37 @@ async def test_corrupt_recordings_still_give_a_callback_ticket_and_a_reason(
     ticket = await db_pool.fetchrow("SELECT * FROM tickets WHERE call_id = 'bad'")
     assert ticket is not None and ticket["callback_required"]
     assert ticket["phone"] == "13900000000"
+
+
+@pytest.mark.asr
+async def test_a_caller_who_hangs_up_in_the_queue_gets_a_ticket_from_their_description(
+    db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path, shared_dir: Path
+) -> None:
+    """Repair, a problem description after the tone, then a hang-up while queued: the
+    description is transcribed and the ticket (a call-back) is opened from it."""
+    store = PgStore(db_pool)
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path,
+                        shared_dir=shared_dir)
+    samples, rate = read_mono(shared_dir / "scenarios" / "dev" / "d007" / "caller.wav")
+    described = tmp_path / "ivr" / "q1" / "description.wav"
+    described.parent.mkdir(parents=True)
+    write_wav(described, samples[: rate * 20], rate)  # the first 20 s, as after a tone
+    await store.open_call("q1", caller_number="13900000001", channel_id="q")
+    await store.update_call("q1", stage="queue", queue="repair", ivr_digits="12",
+                            ivr_intent="repair", ivr_description="ivr/q1/description.wav")
+    assert await store.finish_call("q1", stage="queue", hangup_by="caller")
+    conn = await connect(db_dsn)
+    try:
+        qm = build_queue_manager(conn, store, settings, Transcribing(resolve_model(settings)))
+        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
+    finally:
+        await conn.close()
+    call = await store.call_row("q1")
+    assert call is not None and call["status"] == "processed"
+    assert len(call["ivr_description_text"] or "") > 10
+    ticket = await db_pool.fetchrow("SELECT * FROM tickets WHERE call_id = 'q1'")
+    assert ticket is not None and ticket["callback_required"]
+    assert ticket["category"] == "engineering"
 
 
 async def test_the_worker_recovers_when_the_database_drops_its_connection(

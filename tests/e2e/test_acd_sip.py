@@ -14,8 +14,8 @@ The scenario, in order (W = waiting, t = when all agents are busy):
                 within the ring timeout -> S paused (no_answer), C1 goes to A.
   C2 (general)  to B. Both answering agents are now busy.
   Q  (general)  hangs up after ~9 s in the queue: abandoned.
-  X  (repair)   only S serves repair: waits past max_wait_s -> call-back ticket.
   W1, W2        (general, normal priority), then V (general, VIP: priority 1).
+  X  (repair)   only S serves repair: waits past max_wait_s -> call-back ticket.
   A frees up (C1 ends, then wrap-up): V first although it came last; then B
   (C2 ends): W1; then A again (V ends): W2 - FIFO within a level, and nobody is
   offered a call during wrap-up although callers are waiting.
@@ -403,17 +403,18 @@ async def _scenario(
     assert c2["agent_id"] == b_id, dict(c2)
     assert [machine.agents[i].state for i in ids] == ["paused", "on_call", "on_call"]
 
-    # ---- callers wait: Q (gives up), X (repair), W1, W2, V (VIP) ---------------------
+    # ---- callers wait: Q (gives up), W1, W2, V (VIP), X (repair) ---------------------
     await scene.place("q", "0", hold_s=ABANDON_HOLD_S)
     await scene.until_acd_state("q", "queued", 20)
-    await scene.place("x", menu_keys("1"))
-    await scene.until_acd_state("x", "queued", 20)
-    x_queued = machine.calls[await scene.call_id("x")].queued_at
     for name in ("w1", "w2"):
         await scene.place(name, "0")
         await scene.until_acd_state(name, "queued", 20)
     await scene.place("v", "0", number=vip_number)
     await scene.until_acd_state("v", "queued", 20)
+    # X last: its maximum wait runs from here, not from behind the others' menus.
+    await scene.place("x", menu_keys("1"))
+    await scene.until_acd_state("x", "queued", 20)
+    x_queued = machine.calls[await scene.call_id("x")].queued_at
     ids_of = {name: await scene.call_id(name) for name in scene.callers}
     calls = machine.calls
     assert [calls[ids_of[n]].priority for n in ("w1", "w2", "v")] == [0, 0, 1]
@@ -426,7 +427,8 @@ async def _scenario(
     assert snapshot["repair"]["waiting"] == 1 and snapshot["general"]["waiting"] in (3, 4)
     assert snapshot["general"]["agents_available"] == 0
     # Nobody is offered anything while every answering agent is busy.
-    assert all(calls[ids_of[n]].state == "queued" for n in ("x", "w1", "w2", "v"))
+    assert all(calls[ids_of[n]].state == "queued" for n in ("x", "w1", "w2", "v")), {
+        n: calls[ids_of[n]].state for n in ("x", "w1", "w2", "v")}
 
     # Q gives up (SIP BYE from its phone) before any agent frees up.
     q = await scene.until_ended("q", ABANDON_HOLD_S + 15)

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from callcenter import residents
+from callcenter.db.store import PgStore
 from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call
 from callcenter.sandbox.sipp import SippLab
@@ -188,6 +189,35 @@ async def test_a_hang_up_is_recorded_with_its_node(
     row = await _ended(pool, channel)
     assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
     assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
+
+
+async def test_the_agent_sends_the_caller_to_the_survey_and_the_rating_is_stored(
+    service: web.Application, shared_dir: Path
+) -> None:
+    pool = service[POOL]
+    store = PgStore(pool)
+    await store.upsert_agent("agent1001", name="agent 1001",
+                             endpoint="Local/1001@sim-agents/n", skills=["consultation"])
+    await store.request_agent("agent1001", "login")
+    sim = await place_call(AriParams(), number="12345", caller_phone="13400000000",
+                           caller_audio=None, digits="3", agent_audio=None, menu_wait_s=1.0,
+                           shared_dir=shared_dir, survey_key="4")
+    channel = pbx_channel_id(sim)
+
+    async def talking() -> bool:
+        row = await _row(pool, channel)
+        return bool(row and row["answered_at"])
+
+    await eventually(talking, 60, "the agent to answer")
+    await store.request_agent("agent1001", "survey")
+
+    async def rated() -> asyncpg.Record | None:
+        row = await _row(pool, channel)
+        return row if row and row["survey_score"] else None
+
+    row = await eventually(rated, 60, "the caller's rating")
+    assert (row["survey_score"], row["outcome"]) == (4, "answered")
+    assert row["hangup_by"] is None  # the agent ended it by the transfer, not a hang-up
 
 
 def _seconds(path: Path) -> float:

@@ -146,6 +146,28 @@ def test_caller_hangs_up_in_conversation_wrap_up_then_available() -> None:
     assert h.state("a1") == ("available", None)
 
 
+def test_survey_sends_the_caller_on_and_ends_the_call_without_hanging_them_up() -> None:
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    agent_ch = of(cmd.Originate, h.arrive("c1"))[0].channel_id
+    h.answer(agent_ch, "c1", t=3)
+    out = h.feed(ev.AgentRequest(h.now, "a1", "survey"))
+    assert of(cmd.ContinueInDialplan, out) == [
+        cmd.ContinueInDialplan("c1", "ch-c1", "hotline-survey")]
+    assert not of(cmd.ContinueInDialplan, h.feed(ev.AgentRequest(h.now, "a1", "survey")))
+    out = h.feed(ev.ChannelGone(h.now, "ch-c1", None, destroyed=False))  # StasisEnd
+    assert [c.channel_id for c in of(cmd.Hangup, out)] == [agent_ch]  # never the caller
+    assert h.state("a1") == ("wrap_up", None)
+    finish = writes(h.gone(agent_ch), "finish_call")[0]
+    assert (finish.kwargs["hangup_by"], finish.kwargs["outcome"]) == (None, "answered")
+
+
+def test_survey_without_a_conversation_does_nothing() -> None:
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    assert not of(cmd.ContinueInDialplan, h.feed(ev.AgentRequest(h.now, "a1", "survey")))
+
+
 def test_agent_on_call_is_never_offered_another_call() -> None:
     h = Harness()
     h.agents(("a1", REPAIR))

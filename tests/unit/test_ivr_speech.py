@@ -107,7 +107,7 @@ TOY = MenuGrammar("toy", {
     ("[unk] 投诉 [unk]", "complaint"),
     ("喂 我 想 报修 谢谢", "repair"),  # contained
     ("我 要 投诉 报修 的 师傅", "complaint"),  # the longest phrase wins
-    ("水管 漏水 很大", "repair"),  # two phrases equally long: the first choice listed
+    ("水管 漏水 很大", "flooding"),  # an emergency named anywhere wins
     ("", NO_CHOICE),
     ("[unk]", NO_CHOICE),
     ("[unk] [unk]", NO_CHOICE),
@@ -117,10 +117,38 @@ def test_match(text: str, choice: str) -> None:
     assert TOY.match(text) == choice
 
 
-def test_ties_go_to_the_choice_listed_first() -> None:
-    leak_first = MenuGrammar("t", {"flooding": ("漏水 很大",), "repair": ("水管 漏水",)})
-    assert leak_first.match("水管 漏水 很大") == "flooding"
-    assert TOY.match("水管 漏水 很大") == "repair"
+def test_an_emergency_loses_only_to_a_longer_phrase_around_it() -> None:
+    grammar = MenuGrammar("t", {"repair": ("水管 漏水", "不是 很急"),
+                                "emergency": ("很急",), "flooding": ("漏水 很大",)})
+    assert grammar.match("水管 漏水 很大") == "flooding"  # overlaps, not covered
+    assert grammar.match("不是 很急 的 报修") == "repair"  # a negation around it
+    assert grammar.match("很急 不是 开玩笑") == "emergency"
+
+
+def test_unseen_transitions_count_steps_no_phrase_takes() -> None:
+    assert TOY.unseen_transitions("我 要 报修") == (0, 4)
+    assert TOY.unseen_transitions("[unk] 我 要 报修 [unk]") == (0, 4)
+    assert TOY.unseen_transitions("我 要 报修 了") == (1, 5)  # 报修 -> 了 (着火 了 ends in 了)
+    assert TOY.unseen_transitions("了 投诉 水管 着火") == (4, 5)  # only 着火 -> end is seen
+    assert TOY.unseen_transitions("") == (1, 1)
+
+
+def test_strung_together_words_are_not_understood() -> None:
+    recognizer = MenuRecognizer(allow_network=False)  # no model needed to judge words
+    grammar = recognizer.grammars["main"]
+
+    def judged(text: str, conf: float = 0.9) -> str:
+        words = [{"word": w, "conf": conf} for w in text.split()]
+        return recognizer._judge(grammar, words, 1.0, 1000.0).choice
+
+    with recognizer:
+        assert judged("我 要 报修") == "repair"
+        assert judged("喂 再说 一遍") == "repeat"  # a word before a phrase
+        assert judged("想 听 个 起 问问 的 想") == NO_CHOICE  # back-off salad
+        assert judged("我 要 报修", conf=0.3) == NO_CHOICE  # below min_confidence
+        assert judged("[unk]") == NO_CHOICE
+        recognizer.max_unseen_share = None
+        assert judged("想 听 个 起 问问 的 想") == "consultation"
 
 
 def test_emergency_word_in_a_longer_ordinary_phrase_is_still_safe() -> None:
@@ -373,3 +401,11 @@ def test_cli_prints_one_json_object_per_file(tmp_path: Path) -> None:
     )
     assert unknown.returncode == 2
     assert "unknown menu 'nope'" in unknown.stderr
+
+
+def test_a_safety_emergency_named_anywhere_wins_over_a_longer_phrase() -> None:
+    from callcenter.ivr.grammars import match_choice
+
+    assert match_choice("厨房 着火 了 我 要 报修") == "fire"
+    assert match_choice("厨房着火了我要报修", "repair") == "fire"
+    assert match_choice("我 要 报修") == "repair"

@@ -366,3 +366,15 @@ def test_dev_calls_text_mode_accuracy() -> None:
 def test_dev_dir_is_outside_the_repo() -> None:
     repo = Path(__file__).resolve().parents[2]
     assert repo not in DEV_DIR.resolve().parents
+
+
+def test_the_residents_directory_fills_what_the_call_leaves_open_and_raises_a_vip() -> None:
+    known = facts()
+    known.resident = {"name": "王奶奶", "building": "3", "unit": "2", "room": "501",
+                      "vip": "elderly"}
+    quiet = classify(call("我家厨房的水龙头坏了，一直在滴水"), known, now=NOW)
+    assert (quiet.building, quiet.unit, quiet.room, quiet.caller_name, quiet.vip) == (
+        "3", "2", "501", "王奶奶", "elderly")
+    assert "residents directory" in " ".join(quiet.evidence["address"])
+    said = classify(call("我是七栋一单元1702的，厨房水龙头坏了"), known, now=NOW)
+    assert (said.building, said.room) == ("7", "1702")  # what was said wins
