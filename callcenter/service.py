@@ -27,6 +27,7 @@ from callcenter.db.writer import OrderedWriter
 from callcenter.ivr.handler import Speech, make_ivr_handler
 from callcenter.ivr.hours import is_open, parse_hours
 from callcenter.ivr.menu import Menu, load_menu
+from callcenter.ivr.oncall import make_oncall_ended_handler
 from callcenter.ivr.speech import MenuRecognizer
 from callcenter.ivr.stats import NodeCounts
 from callcenter.ivr.survey import make_survey_handler
@@ -52,8 +53,9 @@ async def agi_context(app: web.Application) -> AsyncIterator[None]:
         oncall_dial=settings.oncall_dial, counts=app[LIVE].setdefault("ivr", NodeCounts()),
     )
     survey = make_survey_handler(app[STORE], writer=app[WRITER])
+    oncall_ended = make_oncall_ended_handler(app[STORE], writer=app[WRITER])
     server = FastAgiServer(settings.agi_host, settings.agi_port,
-                           {"ivr": handler, "survey": survey})
+                           {"ivr": handler, "survey": survey, "oncall-ended": oncall_ended})
     await server.start()
     yield
     await server.stop()

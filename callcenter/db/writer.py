@@ -255,6 +255,7 @@ class OrderedWriter:
         self._ready: deque[str] = deque()  # keys whose head write may be sent, oldest first
         self._waiting: set[str] = set()  # the keys in _ready
         self._in_flight = 0  # store calls under way
+        self._dispatch_due = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._holding = False  # the database is away: one probe at a time
         self._open_seqs: list[int] = []  # heap of submitted seqs, done ones removed lazily
@@ -294,7 +295,9 @@ class OrderedWriter:
         if len(queue) == 1:
             self._make_ready(key)
         self._changed(+1)
-        self._dispatch()
+        if not self._dispatch_due:  # once per loop iteration: what comes meanwhile batches
+            self._dispatch_due = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     async def start(self) -> None:
         """Replay (submit again, in order) the writes a previous run journaled or
@@ -366,6 +369,7 @@ class OrderedWriter:
 
     def _dispatch(self) -> None:
         """Start store calls for ready keys while slots are free (none while holding)."""
+        self._dispatch_due = False
         while (self._ready and self._in_flight < self.concurrency and not self._holding
                and not self._closed):
             batch = self._next_batch()

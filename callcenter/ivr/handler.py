@@ -225,6 +225,7 @@ class IvrCall:
             asterisk_dir=speech.asterisk_dir, timing=menu.timing, call_id=self.call_id,
         ) if speech is not None else None
         self.stage = "greeting"
+        self.node = ""  # the node of the action under way (the silent script's own)
         self._reported: tuple[str, str] | None = None  # (stage, node) last written
         self.log = log.bind(
             call_id=self.call_id, uniqueid=channel.unique_id, caller=channel.caller_number
@@ -269,7 +270,7 @@ class IvrCall:
                 raise TypeError(f"unknown IVR action {action!r}")
 
     def _hung_up(self, exc: AgiHangup) -> None:
-        node = self.engine.node
+        node = self.node or self.engine.node
         self.log.info("ivr.caller_hung_up", stage=self.stage, node=node, reason=exc.reason)
         self._flush_events()
         self._write_events([NodeEvent(node=node, kind="hangup")])
@@ -298,7 +299,7 @@ class IvrCall:
             await self.channel.set_variable(VAR_VIP, event.vip)
 
     def _set_stage(self, stage: str, node: str) -> None:
-        self.stage = stage
+        self.stage, self.node = stage, node
         if (stage, node) != self._reported:
             self._reported = (stage, node)
             self._write("update_call", stage=stage, ivr_node=node)

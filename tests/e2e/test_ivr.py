@@ -20,10 +20,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import yaml
 from aiohttp import web
 
 from callcenter import residents
 from callcenter.db.store import PgStore
+from callcenter.ivr.menu import MENU_PATH
 from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call
 from callcenter.sandbox.sipp import SippLab
@@ -173,7 +175,7 @@ async def test_a_silent_caller_hears_the_script_and_is_hung_up(
 
 
 @pytest.mark.parametrize(("keys", "node"), [
-    ("", "main"), ("1", "repair"), ("1ww2", "describe")])
+    ("", "main"), ("1", "repair"), ("1ww2", "describe"), ("", "silent")])
 async def test_a_hang_up_is_recorded_with_its_node(
     service: web.Application, shared_dir: Path, keys: str, node: str
 ) -> None:
@@ -220,6 +222,46 @@ async def test_the_agent_sends_the_caller_to_the_survey_and_the_rating_is_stored
     assert row["hangup_by"] is None  # the agent ended it by the transfer, not a hang-up
 
 
+async def test_an_emergency_while_repair_is_closed_reaches_the_on_call_engineer(
+    settings: Settings, shared_dir: Path, tmp_path: Path
+) -> None:
+    """Repair closed (a menu file whose repair hours are empty): keys 1-1 are dialled to
+    the on-call engineer (a simulated phone that answers), recorded from the answer,
+    and the end of the call is recorded when the caller hangs up."""
+    menu = yaml.safe_load(MENU_PATH.read_text(encoding="utf-8"))
+    menu["hours"]["repair"] = {"workday": [], "restday": []}
+    menu_file = tmp_path / "menu.yaml"
+    menu_file.write_text(yaml.safe_dump(menu, allow_unicode=True), encoding="utf-8")
+    closed = settings.model_copy(update={"ivr_menu_file": menu_file,
+                                         "oncall_dial": "Local/7001@sim-agents/n"})
+    async with running_service(closed, workers=0) as app:
+        pool = app[POOL]
+        channel = await _call("12345", "13200000000", digits="1ww1", shared_dir=shared_dir)
+
+        async def oncall_answered() -> bool:
+            return any(c["name"].startswith("Local/7001@sim-agents") and c["state"] == "Up"
+                       for c in await _ari_channels())
+
+        await eventually(oncall_answered, 60, "the on-call engineer to answer")
+        row = await _row(pool, channel)
+        assert row is not None and (row["queue"], row["priority"]) == ("repair", SAFETY)
+        await _hang_up(channel)
+        row = await _ended(pool, channel)
+        assert (row["stage"], row["outcome"], row["ivr_intent"]) == (
+            "conversation", "answered", "emergency")
+        legs = await pool.fetch("SELECT path FROM recordings WHERE call_id = $1", row["id"])
+        assert sorted(r["path"] for r in legs) == [f"{row['id']}/agent.wav",
+                                                   f"{row['id']}/caller.wav"]
+        assert (settings.recordings / row["id"] / "caller.wav").is_file()
+
+
+async def _ari_channels() -> list[dict[str, Any]]:
+    auth = {"Authorization": aiohttp.encode_basic_auth("callcenter", "callcenter")}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.get("http://127.0.0.1:8088/ari/channels") as resp:
+            return list(await resp.json())
+
+
 def _seconds(path: Path) -> float:
     with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
@@ -234,18 +276,23 @@ async def test_real_sip_callers_key_and_speak_their_choice(
     sounds = asterisk_sandbox.root / IN_ROOT_SOUNDS
     menu_ends = _seconds(sounds / "welcome.wav") + _seconds(sounds / "main.wav")
     clip = _clips(shared_dir)["consultation"]
+    keyed = {  # RFC 4733 keys, 0.5 s apart -> queue, priority, keys stored
+        "11": ("repair", SAFETY, "11"), "12#": ("repair", 0, "12"),
+        "2#": ("complaint", 0, "2"), "3": ("consultation", 0, "3"), "0": ("general", 0, "0")}
     async with SippLab(asterisk_sandbox) as lab:
-        keyed = await lab.call(HOTLINE_NUMBER, caller="13300000001", digits="11",
-                               digits_at_s=2.0, hold_s=40, name="ivr-keys")
-        spoken = await lab.call(HOTLINE_NUMBER, caller="13300000002", audio=clip,
-                                digits_at_s=menu_ends + 1.0, hold_s=60, name="ivr-speech")
-        rows = await asyncio.gather(_routed_by_caller(pool, "13300000001"),
-                                    _routed_by_caller(pool, "13300000002", within_s=90))
-        for run in (keyed, spoken):
+        runs = [await lab.call(HOTLINE_NUMBER, caller=f"1330000001{i}", digits=keys,
+                               digits_at_s=2.0, hold_s=40, name=f"ivr-keys-{i}")
+                for i, keys in enumerate(keyed)]
+        runs.append(await lab.call(HOTLINE_NUMBER, caller="13300000002", audio=clip,
+                                   digits_at_s=menu_ends + 1.0, hold_s=60, name="ivr-speech"))
+        rows = await asyncio.gather(
+            *(_routed_by_caller(pool, f"1330000001{i}") for i in range(len(keyed))),
+            _routed_by_caller(pool, "13300000002", within_s=90))
+        for run in runs:
             await run.stop()
-    assert (rows[0]["queue"], rows[0]["priority"], rows[0]["ivr_digits"]) == (
-        "repair", SAFETY, "11")
-    assert (rows[1]["queue"], rows[1]["ivr_intent"], rows[1]["ivr_digits"]) == (
+    for row, expected in zip(rows, keyed.values(), strict=False):
+        assert (row["queue"], row["priority"], row["ivr_digits"]) == expected
+    assert (rows[-1]["queue"], rows[-1]["ivr_intent"], rows[-1]["ivr_digits"]) == (
         "consultation", "consultation", "")
 
 
