@@ -218,3 +218,130 @@ async def test_programming_errors_are_refused_at_submit() -> None:
     with pytest.raises(TypeError):
         writer.submit("c", "put", "c", object())
     assert writer.pending() == 0
+
+
+# ---- batches, outages, the write-ahead log ---------------------------------------------
+
+
+class BatchingStore(FakeStore):
+    """A store that takes several writes in one call, all or nothing (a transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Any]] = []
+
+    async def write_batch(self, writes: list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+                          ) -> None:
+        self.batches.append([args[1] for _, args, _ in writes])
+        done_before = len(self.done)
+        try:
+            for method, args, kwargs in writes:
+                await getattr(self, method)(*args, **kwargs)
+        except BaseException:
+            del self.done[done_before:]  # rolled back
+            raise
+
+
+async def test_a_batch_holds_the_head_write_of_each_key_and_keeps_each_key_in_order() -> None:
+    store = BatchingStore()
+    writer = fast(store, concurrency=1, batch_size=10)
+    for i in range(3):
+        for key in ("a", "b", "c"):
+            writer.submit(key, "put", key, f"{key}{i}")
+    assert await writer.flush(5)
+    assert store.batches == [["a0", "b0", "c0"], ["a1", "b1", "c1"], ["a2", "b2", "c2"]]
+    assert [store.of(k) for k in ("a", "b", "c")] == [
+        ["a0", "a1", "a2"], ["b0", "b1", "b2"], ["c0", "c1", "c2"]]
+    assert writer.written == 9 and writer.batches == 3
+
+
+async def test_a_batch_with_a_real_error_is_written_one_by_one_and_drops_only_that_write(
+) -> None:
+    store = BatchingStore()
+    store.failures["b0"] = [asyncpg.UniqueViolationError("duplicate key")] * 2
+    writer = fast(store, concurrency=1)
+    for key in ("a", "b", "c"):
+        writer.submit(key, "put", key, f"{key}0")
+    writer.submit("b", "put", "b", "b1")
+    assert await writer.flush(5)
+    assert store.of("a") == ["a0"] and store.of("c") == ["c0"]
+    assert store.of("b") == ["b1"]  # b0 dropped, the key went on
+    assert writer.dropped == 1 and writer.written == 3
+
+
+async def test_while_the_database_is_away_one_attempt_probes_and_the_rest_wait() -> None:
+    store = FakeStore()
+    store.failures["a0"] = [AWAY] * 3
+    writer = fast(store, concurrency=4)
+    writer.submit("a", "put", "a", "a0")
+    await store.until(lambda: len(store.attempts) == 1)  # a0 in flight: it will fail
+    for key in ("b", "c", "d"):
+        writer.submit(key, "put", key, f"{key}0")
+    assert await writer.flush(5)
+    # b0, c0, d0 started beside a0 (it had not failed yet); none was tried twice,
+    # and a0 alone was retried until the database answered.
+    values = [v for _, v in store.attempts]
+    assert values.count("a0") == 4 and all(values.count(v) == 1 for v in ("b0", "c0", "d0"))
+    assert writer.retries == 3 and writer.dropped == 0
+
+
+async def test_writes_held_in_an_outage_are_not_tried_until_the_probe_succeeds() -> None:
+    store = FakeStore()
+    store.failures["a0"] = [AWAY] * 5
+    writer = fast(store, concurrency=4)
+    writer.submit("a", "put", "a", "a0")
+    await store.until(lambda: len(store.attempts) >= 2)  # a0 failed: the writer holds
+    for key in ("b", "c", "d"):
+        writer.submit(key, "put", key, f"{key}0")
+    assert await writer.flush(5)
+    values = [v for _, v in store.attempts]
+    assert values[:6] == ["a0"] * 6  # nothing else while the database was away
+    assert sorted(values[6:]) == ["b0", "c0", "d0"]
+
+
+async def test_a_killed_run_leaves_its_unfinished_writes_in_the_log_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "writes.jsonl"
+    down = FakeStore()
+    down.failures["c1"] = [AWAY] * 10_000  # the database never comes back this run
+    writer = fast(down, journal=journal)
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    writer.submit("c", "put", "c", "c1", at=at)
+    writer.submit("c", "put", "c", "c2")
+    writer.submit("d", "put", "d", "d1")
+    await down.until(lambda: down.of("d") == ["d1"] and len(down.attempts) > 2)
+    await asyncio.sleep(0)  # the log is written out on the loop's next iteration
+    # Killed here: no close(), no journal; only the write-ahead log is on disk.
+    assert not journal.exists()
+
+    up = FakeStore()
+    again = fast(up, journal=journal)
+    await again.start()
+    assert await again.flush(5)
+    assert up.of("c") == [("c1", at), "c2"] and up.of("d") == []  # d1 was done
+    await again.close()
+    assert not journal.exists() and list(tmp_path.iterdir()) == []
+
+
+async def test_the_log_is_rewritten_once_large_and_keeps_only_what_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from callcenter.db import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_LOG_ROTATE_BYTES", 2000)
+    journal = tmp_path / "writes.jsonl"
+    store = FakeStore()
+    store.gates["stuck"] = asyncio.Event()
+    writer = fast(store, journal=journal)
+    writer.submit("s", "put", "s", "stuck")
+    for i in range(100):
+        writer.submit(f"k{i}", "put", f"k{i}", i)
+    await store.until(lambda: len(store.done) == 100)
+    await asyncio.sleep(0)
+    log_file = tmp_path / "writes.jsonl.wal"
+    assert len(log_file.read_bytes()) < 2000  # rewritten: done writes are gone
+    assert [e["args"] for e in writer_module._unfinished(log_file)] == [["s", "stuck"]]
+    store.gates["stuck"].set()
+    assert await writer.flush(5)
+    await writer.close()
