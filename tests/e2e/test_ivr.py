@@ -109,11 +109,16 @@ def _clips(shared_dir: Path) -> dict[str, Path]:
     return first
 
 
-async def test_each_main_menu_key_reaches_its_queue_with_its_priority(
+async def test_callers_key_speak_or_stay_silent_and_each_reaches_the_right_place(
     service: web.Application, shared_dir: Path
 ) -> None:
+    """Every main-menu path by keys, invalid keys, spoken choices, a known VIP and a
+    silent caller, all at once (the silent line takes longest: about 40 s)."""
     pool = service[POOL]
-    cases = {  # keys (w = 0.5 s) -> queue, priority, keys stored, choice
+    rows, problems = residents.parse_csv("phone,name,vip\n13912340000,王奶奶,独居老人\n")
+    assert not problems
+    await residents.upsert(pool, rows, by="test")
+    keyed = {  # keys (w = 0.5 s) -> queue, priority, keys stored, choice
         "3": ("consultation", 0, "3", "consultation"),
         "0": ("general", 0, "0", "agent"),
         "2ww#": ("complaint", 0, "2", "complaint"),
@@ -121,76 +126,56 @@ async def test_each_main_menu_key_reaches_its_queue_with_its_priority(
         "1ww2ww#": ("repair", 0, "12", "repair"),
         "7ww7ww7": ("general", 0, "", "agent"),  # invalid keys: apologies, then a person
     }
-    channels = {keys: await _call("12345", f"1380000000{i}", digits=keys, shared_dir=shared_dir)
-                for i, keys in enumerate(cases)}
-    for keys, expected in cases.items():
-        row = await _routed(pool, channels[keys])
+    clips = _clips(shared_dir)
+    spoken = {"consultation": "consultation", "agent": "general", "complaint": "complaint"}
+    silent = await _call("12345", "13600000000", shared_dir=shared_dir)
+    by_keys = {keys: await _call("12345", f"1380000000{i}", digits=keys, shared_dir=shared_dir)
+               for i, keys in enumerate(keyed)}
+    by_voice = {intent: await _call("12345", f"1370000000{i}", speech=clips[intent],
+                                    shared_dir=shared_dir)
+                for i, intent in enumerate(spoken)}
+    vip = await _call("12345", "13912340000", digits="3", shared_dir=shared_dir)
+
+    for keys, expected in keyed.items():
+        row = await _routed(pool, by_keys[keys])
         assert (row["queue"], row["priority"], row["ivr_digits"], row["ivr_intent"]) == expected
-    invalid = await _node_events(pool, (await _routed(pool, channels["7ww7ww7"]))["id"])
+    invalid = await _node_events(pool, (await _routed(pool, by_keys["7ww7ww7"]))["id"])
     assert [k for _, k, _, _ in invalid].count("invalid") == 3
     assert invalid[-1] == ("main", "transfer", "", "agent")
-
-
-async def test_a_known_vip_number_is_raised(
-    service: web.Application, shared_dir: Path
-) -> None:
-    pool = service[POOL]
-    rows, problems = residents.parse_csv("phone,name,vip\n13912340000,王奶奶,独居老人\n")
-    assert not problems
-    await residents.upsert(pool, rows, by="test")
-    vip = await _call("12345", "13912340000", digits="3", shared_dir=shared_dir)
-    other = await _call("12345", "13912340001", digits="3", shared_dir=shared_dir)
     assert (await _routed(pool, vip))["priority"] == VIP
-    assert (await _routed(pool, other))["priority"] == 0
-
-
-async def test_spoken_choices_reach_their_queue(
-    service: web.Application, shared_dir: Path
-) -> None:
-    pool = service[POOL]
-    clips = _clips(shared_dir)
-    cases = {"consultation": "consultation", "agent": "general", "complaint": "complaint"}
-    channels = {intent: await _call("12345", f"1370000000{i}", speech=clips[intent],
-                                    shared_dir=shared_dir)
-                for i, intent in enumerate(cases)}
-    for intent, queue in cases.items():
-        row = await _routed(pool, channels[intent], within_s=90)
+    for intent, queue in spoken.items():
+        row = await _routed(pool, by_voice[intent], within_s=90)
         assert (row["queue"], row["ivr_intent"], row["ivr_digits"]) == (queue, intent, "")
-        events = await _node_events(pool, row["id"])
-        assert ("main", "choice", "speech", intent) in events
+        assert ("main", "choice", "speech", intent) in await _node_events(pool, row["id"])
 
-
-async def test_a_silent_caller_hears_the_script_and_is_hung_up(
-    service: web.Application, shared_dir: Path
-) -> None:
-    pool = service[POOL]
-    channel = await _call("12345", "13600000000", shared_dir=shared_dir)
-    row = await _ended(pool, channel, within_s=120)
+    row = await _ended(pool, silent, within_s=120)
     assert (row["end_reason"], row["ivr_node"], row["outcome"], row["queue"]) == (
         "silent_line", "silent", "ivr", None)
-    events = await _node_events(pool, row["id"])
-    assert [(n, k) for n, k, _, _ in events] == [
+    assert [(n, k) for n, k, _, _ in await _node_events(pool, row["id"])] == [
         ("main", "entry"), ("main", "timeout"), ("silent", "entry"), ("silent", "timeout"),
         ("silent", "timeout"), ("silent", "timeout")]
 
 
-@pytest.mark.parametrize(("keys", "node"), [
-    ("", "main"), ("1", "repair"), ("1ww2", "describe"), ("", "silent")])
 async def test_a_hang_up_is_recorded_with_its_node(
-    service: web.Application, shared_dir: Path, keys: str, node: str
+    service: web.Application, shared_dir: Path
 ) -> None:
     pool = service[POOL]
-    channel = await _call("12345", "13500000000", digits=keys, shared_dir=shared_dir)
+    cases = [("", "main"), ("1", "repair"), ("1ww2", "describe"), ("", "silent")]
 
-    async def at_node() -> bool:
-        row = await _row(pool, channel)
-        return bool(row and row["ivr_node"] == node and row["stage"] == "menu")
+    async def hang_up_at(i: int, keys: str, node: str) -> None:
+        channel = await _call("12345", f"1350000000{i}", digits=keys, shared_dir=shared_dir)
 
-    await eventually(at_node, 60, f"the caller to reach {node}")
-    await _hang_up(channel)
-    row = await _ended(pool, channel)
-    assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
-    assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
+        async def at_node() -> bool:
+            row = await _row(pool, channel)
+            return bool(row and row["ivr_node"] == node and row["stage"] == "menu")
+
+        await eventually(at_node, 60, f"the caller to reach {node}")
+        await _hang_up(channel)
+        row = await _ended(pool, channel)
+        assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
+        assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
+
+    await asyncio.gather(*(hang_up_at(i, keys, node) for i, (keys, node) in enumerate(cases)))
 
 
 async def test_the_agent_sends_the_caller_to_the_survey_and_the_rating_is_stored(
