@@ -91,7 +91,8 @@ async def _database(settings: Settings) -> AsyncIterator[PgStore]:
     from callcenter.db.connect import create_pool
     from callcenter.db.migrate import prepare_database
 
-    pool = await create_pool(await prepare_database(settings), max_size=2)
+    pool = await create_pool(await prepare_database(settings), max_size=2,
+                             attempts=settings.database_connect_attempts)
     try:
         yield PgStore(pool, policy=make_policy(settings.timezone))
     finally:

@@ -357,6 +357,7 @@ def test_unreachable_database_is_one_line_not_a_traceback(
 
     monkeypatch.setattr(db_connect, "connect", connect_once)
     monkeypatch.setenv("DATABASE_URL", CLOSED_DSN)
+    monkeypatch.setenv("CALLCENTER_DATABASE_CONNECT_ATTEMPTS", "1")
     monkeypatch.setenv("CALLCENTER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CALLCENTER_LOG_LEVEL", "ERROR")
     rc = cli.main(["analyze", "--timeline", str(scenario / "meta.json")])
