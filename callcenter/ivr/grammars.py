@@ -1,7 +1,8 @@
 """Spoken menu choices as data: the phrase grammars of ``grammars/<menu>.json``.
 
 Pure (no recogniser here; reading files only): loading and checking a menu's
-grammar, mapping recognised text to one of its choices, and expanding the
+grammar, mapping recognised text to one of its choices (and measuring how much
+of the phrase that named it another transcript holds), and expanding the
 phrase families of ``grammars/families.yaml`` that the JSON files are built from
 (``callcenter/ivr/grammar_build.py``). ``callcenter/ivr/speech.py`` feeds the
 phrases to Vosk and maps what it hears with :meth:`MenuGrammar.match`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,14 @@ class GrammarError(ValueError):
     """A grammar or family file is malformed or disagrees with the menu file."""
 
 
+@dataclass(frozen=True, slots=True)
+class PhraseMatch:
+    """The choice a text names and the phrase (normalised) that named it."""
+
+    choice: str
+    phrase: str
+
+
 @dataclass(frozen=True)
 class MenuGrammar:
     """One menu's spoken choices: choice id -> phrases (words separated by spaces)."""
@@ -53,6 +63,7 @@ class MenuGrammar:
     _by_length: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     _safety: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
     _transitions: frozenset[tuple[str, str]] = field(init=False, repr=False, compare=False)
+    _weights: dict[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: dict[str, str] = {}
@@ -69,33 +80,40 @@ class MenuGrammar:
         object.__setattr__(self, "_safety", tuple(
             (phrase, choice) for phrase, choice in ordered if choice in SAFETY_CHOICES))
         object.__setattr__(self, "_transitions", frozenset(transitions))
+        object.__setattr__(self, "_weights", _character_weights(self.choices))
 
     def match(self, text: str) -> str:
-        """The choice ``text`` names: exact phrase; else a safety emergency named
-        anywhere in it ("厨房着火了我要报修" is a fire before it is a repair: a missed
-        P1 costs more than a P1 a person turns down); else the longest phrase inside."""
+        """The choice ``text`` names (see :meth:`find`), or ``none``."""
+        found = self.find(text)
+        return found.choice if found is not None else NO_CHOICE
+
+    def find(self, text: str) -> PhraseMatch | None:
+        """The choice ``text`` names and the phrase that names it: exact phrase; else
+        a safety emergency named anywhere in it ("厨房着火了我要报修" is a fire before
+        it is a repair: a missed P1 costs more than a P1 a person turns down); else
+        the longest phrase inside. None when no phrase is in it."""
         clean = normalise(text)
         if not clean:
-            return NO_CHOICE
+            return None
         exact = self._exact.get(clean)
         if exact is not None and exact in SAFETY_CHOICES:
-            return exact
+            return PhraseMatch(exact, clean)
         safety = self._named_emergency(clean)
         if safety is not None:
             return safety
         if exact is not None:
-            return exact
-        return next((choice for phrase, choice in self._by_length if phrase in clean),
-                    NO_CHOICE)
+            return PhraseMatch(exact, clean)
+        return next((PhraseMatch(choice, phrase) for phrase, choice in self._by_length
+                     if phrase in clean), None)
 
-    def _named_emergency(self, clean: str) -> str | None:
+    def _named_emergency(self, clean: str) -> PhraseMatch | None:
         """An emergency phrase in ``clean`` that no longer ordinary phrase covers
         there ("不是很急" is an ordinary phrase around "很急": a negation)."""
         for phrase, choice in self._safety:
             start = clean.find(phrase)
             while start >= 0:
                 if not self._covered(clean, start, start + len(phrase)):
-                    return choice
+                    return PhraseMatch(choice, phrase)
                 start = clean.find(phrase, start + 1)
         return None
 
@@ -109,6 +127,26 @@ class MenuGrammar:
             if 0 <= at <= start and at + len(phrase) >= end:
                 return True
         return False
+
+    def is_phrase(self, text: str) -> bool:
+        """Whether ``text`` is one whole phrase of the grammar, nothing around it."""
+        return normalise(text) in self._exact
+
+    def support(self, phrase: str, other: str) -> float:
+        """How much of ``phrase`` another transcript ``other`` contains (0..1): the
+        weighted share of the phrase's characters that occur in ``other``.
+
+        A character weighs log(choices / choices whose phrases hold it): 我, 要, 一下
+        come with most choices and prove little (a character of every choice weighs
+        0), 投诉 or 煤气 name one. Characters, not words, because the two decodes
+        split words differently and a homophone such as 保修 for 报修 still shares
+        修. A phrase of weightless characters only is supported by anything (1.0)."""
+        present = set(normalise(other))
+        weighted = [(ch, self._weights.get(ch, 0.0)) for ch in normalise(phrase)]
+        total = sum(weight for _, weight in weighted)
+        if total <= 0:
+            return 1.0
+        return sum(weight for ch, weight in weighted if ch in present) / total
 
     def unseen_transitions(self, text: str) -> tuple[int, int]:
         """(word-to-word steps of ``text`` that no phrase takes, all its steps), the
@@ -132,6 +170,16 @@ class MenuGrammar:
 
     def words(self) -> set[str]:
         return {w for p in self.phrases() for w in p.split()}
+
+
+def _character_weights(choices: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Character -> log(number of choices / number of choices using it): an inverse
+    document frequency over the choices, 0 for a character every choice uses."""
+    users: dict[str, int] = {}
+    for phrases in choices.values():
+        for ch in set("".join(normalise(p) for p in phrases)):
+            users[ch] = users.get(ch, 0) + 1
+    return {ch: math.log(len(choices) / n) for ch, n in users.items()}
 
 
 def _word_pairs(words: Sequence[str]) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from callcenter.ivr.grammars import (
     NO_CHOICE,
     GrammarError,
     MenuGrammar,
+    PhraseMatch,
     check_against_menu,
     declared_choices,
     expand_template,
@@ -36,17 +38,27 @@ from callcenter.ivr.grammars import (
     segment,
 )
 from callcenter.ivr.menu import EMERGENCY, default_menu
-from callcenter.ivr.speech import MenuRecognizer, Recognition, model_vocabulary
-from callcenter.settings import PROJECT_ROOT, SHARED_DIR
+from callcenter.ivr.speech import (
+    Heard,
+    MenuRecognizer,
+    Recognition,
+    SecondOpinion,
+    model_vocabulary,
+)
+from callcenter.prompts import EspeakEngine
+from callcenter.sandbox.asterisk import AsteriskSandbox
+from callcenter.settings import PROJECT_ROOT, SHARED_DIR, get_settings
 from callcenter.text import normalise
 
-OWN_UTTERANCES = PROJECT_ROOT / "tests" / "data" / "ivr" / "own_utterances.tsv"
+OWN_DATA = PROJECT_ROOT / "tests" / "data" / "ivr"
+OWN_UTTERANCES = OWN_DATA / "own_utterances.tsv"
 CLIPS = SHARED_DIR / "scenarios" / "ivr"
+REAL_SPEECH = SHARED_DIR / "realspeech" / "wav8k"
 EMERGENCIES = ("fire", "gas_leak", "flooding", "lift_trapped")
 
 
-def own_utterances() -> list[tuple[str, str, str]]:
-    with OWN_UTTERANCES.open(encoding="utf-8", newline="") as fh:
+def own_utterances(name: str = "own_utterances.tsv") -> list[tuple[str, str, str]]:
+    with (OWN_DATA / name).open(encoding="utf-8", newline="") as fh:
         rows = csv.reader((line for line in fh if not line.startswith("#")), delimiter="\t")
         return [(menu, choice, text) for menu, choice, text in rows]
 
@@ -78,7 +90,9 @@ def test_grammar_files_are_built_from_the_families() -> None:
             assert [normalise(p) for p in phrases] == built[choice], (name, choice)
 
 
-@pytest.mark.parametrize(("menu", "choice", "text"), own_utterances())
+@pytest.mark.parametrize(("menu", "choice", "text"), [
+    *own_utterances(), *own_utterances("own_long_choices.tsv"),
+    *own_utterances("own_non_choices.tsv")])
 def test_own_utterances_map_to_their_choice(menu: str, choice: str, text: str) -> None:
     assert match_choice(text, menu) == choice
 
@@ -138,8 +152,7 @@ def test_strung_together_words_are_not_understood() -> None:
     grammar = recognizer.grammars["main"]
 
     def judged(text: str, conf: float = 0.9) -> str:
-        words = [{"word": w, "conf": conf} for w in text.split()]
-        return recognizer._judge(grammar, words, 1.0, 1000.0).choice
+        return recognizer._first_opinion(grammar, Heard.of(text, conf))
 
     with recognizer:
         assert judged("我 要 报修") == "repair"
@@ -149,6 +162,86 @@ def test_strung_together_words_are_not_understood() -> None:
         assert judged("[unk]") == NO_CHOICE
         recognizer.max_unseen_share = None
         assert judged("想 听 个 起 问问 的 想") == "consultation"
+
+
+def test_find_names_the_phrase_that_decided() -> None:
+    assert TOY.find("喂 我 要 报修 谢谢") == PhraseMatch("repair", "我要报修")
+    assert TOY.find("水管 漏水 很大") == PhraseMatch("flooding", "漏水很大")
+    assert TOY.find("喂 喂") is None
+    assert TOY.is_phrase("我 要 报修") and not TOY.is_phrase("喂 我 要 报修")
+
+
+def test_support_counts_the_characters_that_name_a_choice() -> None:
+    grammar = load_grammar("main")
+    assert grammar.support("我要投诉", "我 要 投诉") == 1.0
+    # 我 and 要 come with most choices: they weigh little
+    assert grammar.support("我要投诉", "我 要 走 了") < RULE.min_support
+    homophone = grammar.support("我要报修", "我 要 保修")  # the free decode's spelling
+    assert RULE.min_support <= homophone < 1.0
+    assert grammar.support("问问", "想听 歌曲 稳稳 的 幸福") == 0.0
+
+
+# -- the second opinion: the free decode confirms the grammar decode (pure) -------------
+
+MAIN = load_grammar("main")
+RULE = SecondOpinion()
+
+
+def second_opinion(heard: str, free: str, free_conf: float = 0.95, heard_conf: float = 0.9
+                   ) -> str:
+    recognizer_verdict = MAIN.match(heard)  # what the grammar decode's checks let through
+    return RULE.decide(MAIN, recognizer_verdict, Heard.of(heard, heard_conf),
+                       Heard.of(free, free_conf))
+
+
+def test_a_free_transcript_that_names_the_same_choice_confirms() -> None:
+    assert second_opinion("喂 我 要 投诉 你们", "喂 我 要 投诉 你们 物业") == "complaint"
+
+
+def test_a_free_transcript_that_shares_the_phrase_confirms() -> None:
+    # the free decode spells it 保修 (no phrase), but 修 is the phrase's own character
+    assert second_opinion("喂 我 要 报修 了", "喂 我 要 保修 了") == "repair"
+
+
+def test_a_confident_free_transcript_of_other_words_overrules() -> None:
+    # out-of-grammar speech strung from grammar words by the back-off
+    assert second_opinion("想 听 个 问问 的", "想听 歌曲 稳稳 的 幸福") == NO_CHOICE
+    assert second_opinion("跟 想 返回 来", "我 刚 下班 回来") == "back"  # shares 回: kept
+
+
+def test_an_unsure_free_transcript_cannot_overrule() -> None:
+    assert second_opinion("想 听 个 问问 的", "想听 歌曲 稳稳 的 幸福", free_conf=0.5) == (
+        "consultation")
+
+
+def test_a_whole_phrase_heard_clearly_needs_no_second_opinion() -> None:
+    heard = Heard.of("我 要 投诉", 0.9)
+    assert RULE.settled(MAIN, "complaint", heard)
+    assert RULE.decide(MAIN, "complaint", heard, Heard.of("我 要 走 了")) == "complaint"
+    assert not RULE.settled(MAIN, "complaint", Heard.of("我 要 投诉", 0.5))  # unsure words
+    assert not RULE.settled(MAIN, "complaint", Heard(("我", "要", "投诉", "[unk]"),
+                                                     (0.9, 0.9, 0.9, 0.9)))
+
+
+def test_an_emergency_is_never_overruled() -> None:
+    assert RULE.settled(MAIN, "fire", Heard.of("好 的 冒烟 了 吧"))
+    assert second_opinion("好 的 冒烟 了 吧", "好 的 谢谢 你 啊") == "fire"
+
+
+def test_nothing_heard_is_settled_as_none() -> None:
+    unknown = Heard(("[unk]",), (1.0,))
+    assert RULE.settled(MAIN, NO_CHOICE, unknown)
+    assert RULE.decide(MAIN, NO_CHOICE, unknown, Heard.of("我 要 投诉")) == NO_CHOICE
+
+
+def test_a_choice_the_grammar_decode_strung_among_other_words_is_rescued() -> None:
+    # the back-off check turned the grammar decode down; the free decode names the
+    # choice, and the grammar decode did hear its phrase
+    salad = Heard.of("你 好 我 要 投诉 刚才 我 起 太 出 一级 楼")
+    free = Heard.of("你好 我 要 投诉 楼上 一大早 就 在 打 电钻")
+    assert RULE.decide(MAIN, NO_CHOICE, salad, free) == "complaint"
+    unrelated = Heard.of("你 好 我 要 派 个 师傅")
+    assert RULE.decide(MAIN, NO_CHOICE, unrelated, free) == NO_CHOICE
 
 
 def test_emergency_word_in_a_longer_ordinary_phrase_is_still_safe() -> None:
@@ -341,21 +434,21 @@ async def test_decodes_do_not_block_the_event_loop(
     loop_ran = threading.Event()
     lock = threading.Lock()
     running = [0, 0]  # now, most at once
-    decode = recognizer.recognize_file
+    decode = recognizer._decode
 
-    def gated(path: Path, grammar: str) -> Recognition:
+    def gated(key: str | None, audio: Any, stop: threading.Event | None) -> Heard | None:
         with lock:
             running[0] += 1
             running[1] = max(running[1], running[0])
         try:
-            heard = decode(path, grammar)
+            heard = decode(key, audio, stop)
             assert loop_ran.wait(120), "the event loop did not run during a decode"
             return heard
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(recognizer, "recognize_file", gated)
+    monkeypatch.setattr(recognizer, "_decode", gated)
     ticks = 0
     done = asyncio.Event()
 
@@ -392,7 +485,8 @@ def test_cli_prints_one_json_object_per_file(tmp_path: Path) -> None:
     assert [e["file"] for e in entries] == [str(clips[0]), str(corrupt), str(clips[1])]
     assert "corrupt WAV header" in entries[1]["error"]
     for entry in (entries[0], entries[2]):
-        assert set(entry) == {"file", "choice", "confidence", "text", "decode_ms", "audio_ms"}
+        assert set(entry) == {"file", "choice", "confidence", "text", "free_text", "decode_ms",
+                              "audio_ms"}
         assert entry["choice"] in {*load_grammar("main").choices, NO_CHOICE}
 
     unknown = subprocess.run(
@@ -409,3 +503,52 @@ def test_a_safety_emergency_named_anywhere_wins_over_a_longer_phrase() -> None:
     assert match_choice("厨房 着火 了 我 要 报修") == "fire"
     assert match_choice("厨房着火了我要报修", "repair") == "fire"
     assert match_choice("我 要 报修") == "repair"
+
+
+# -- the second opinion on real audio --------------------------------------------------
+
+
+def espeak_or_skip() -> EspeakEngine:
+    """espeak-ng on PATH, else in a built sandbox root (chroot needs root)."""
+    if shutil.which("espeak-ng"):
+        return EspeakEngine()
+    root = AsteriskSandbox(cache_dir=get_settings().cache_dir).root
+    if (root / "usr/bin/espeak-ng").is_file() and os.geteuid() == 0:
+        return EspeakEngine(sandbox_root=root)
+    pytest.skip("espeak-ng: not on PATH, and no sandbox root to chroot into")
+
+
+def real_speech_piece(clip: str, start_s: float, length_s: float) -> tuple[np.ndarray, int]:
+    path = REAL_SPEECH / f"{clip}.wav"
+    if not path.is_file():
+        pytest.skip(f"shared real speech missing: {path}")
+    samples, rate = read_mono(path)
+    return samples[int(start_s * rate): int((start_s + length_s) * rate)], rate
+
+
+@pytest.mark.asr
+def test_out_of_grammar_speech_the_grammar_decode_takes_for_a_choice_is_rejected(
+    recognizer: MenuRecognizer,
+) -> None:
+    # a news reader (在局部地区小范围...): with the grammar alone it comes out as a
+    # string of grammar words ending in a phrase of the menu
+    samples, rate = real_speech_piece("BAC009S0150W0201", 0.8, 2.0)
+    grammar_only = MenuRecognizer(allow_network=False, second_opinion=None,
+                                  model_path=recognizer.model_path, workers=1)
+    with grammar_only:
+        assert grammar_only.recognize_samples(samples, rate, "main").choice != NO_CHOICE
+    heard = recognizer.recognize_samples(samples, rate, "main")
+    assert heard.choice == NO_CHOICE
+    assert heard.free_text and "局部" in normalise(heard.free_text)
+
+
+@pytest.mark.asr
+def test_a_menu_choice_with_words_around_it_is_confirmed_and_accepted(
+    recognizer: MenuRecognizer, tmp_path: Path
+) -> None:
+    engine = espeak_or_skip()
+    wav = tmp_path / "choice.wav"
+    engine.render("需要师傅上门修理", wav)  # not one whole phrase: the free decode runs
+    heard = recognizer.recognize_file(wav, "main")
+    assert heard.choice == "repair"
+    assert heard.free_text is not None
