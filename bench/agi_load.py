@@ -40,23 +40,35 @@ How:
 - measured per session and command, as the caller would feel it: per-command
   latency = from the simulated Asterisk sending a response to it receiving the
   next command (the server's processing), time to ANSWER = from connect to the
-  ANSWER command; sessions/s = sessions / (last end - first start). The
-  client's own event-loop lag (p99) is printed: a load generator that lagged
-  would inflate both sides' latencies alike;
+  ANSWER command; sessions/s = sessions / (last end - first start). Where the
+  caller waits is printed too: the command transitions with the highest p99
+  (after ``SET VARIABLE CC_CALL_ID`` the IVR looks the caller up), and the
+  server process's own event-loop lag and garbage-collector pauses. One
+  process drives all sessions (a thousand take it about a third of a core);
+  its event-loop lag (p99) is printed beside the figures: a load generator that
+  lagged would inflate both sides' latencies alike;
 - rows: after the run the bench asks the server process to flush its writer
   (it answers once the writes submitted so far are done: a condition, not a
   sleep), then counts the sessions whose ``calls`` row is missing or incomplete
-  (a routed caller: stage ``queue``, ``queue`` and ``priority`` set; any other:
-  the row exists);
+  (a routed caller: stage ``queue``, ``queue`` and ``priority`` set; any other
+  the IVR answered: the row exists);
 - ``--outage S``: at a quarter of the run's expected length the bench stops the
   embedded PostgreSQL (``pg_ctl stop -m immediate``: a crash, without a
   shutdown checkpoint, in-flight transactions lost) and starts it again S
   seconds later; the sessions go on throughout (the run lasts until at least
-  S + 20 s of sessions). With ``DATABASE_URL`` the bench cannot stop the server:
-  refused.
+  S + 20 s of sessions). A stopped server rather than a cut proxy: connections
+  break the way they do in production and no proxy sits on the measured path.
+  With ``DATABASE_URL`` the bench cannot stop the server: refused.
+  ``--kill-in-outage`` also SIGKILLs the service half-way through the outage
+  and starts it again once the database is back (it needs the database to
+  start): what it had not written comes from its write-ahead log;
+- ``--what-if``: experiments beside the service's wiring, for changes this bench
+  cannot make in the service (labelled as such in the output); ``--profile``:
+  cProfile (CPU time) of the service during the measured sessions.
 
     flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py --quick
     flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py   # 100,1000
+    flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py --media-ms 0 --sessions 3000
     flock /tmp/cc-e2e.lock .venv/bin/python bench/agi_load.py --concurrency 1000 --outage 60
 
 Ctrl-C or SIGTERM stop the processes and the database; the temporary folder
@@ -219,9 +231,11 @@ class Caller:
 
 @dataclass
 class SessionResult:
+    unique_id: str
     routed: bool = False
     fallback: bool = False
     error: str = ""
+    refused: bool = False  # could not connect: no call reached the server
     answer_s: float | None = None
     latencies: list[float] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)  # per latency: "previous -> next" command
@@ -245,12 +259,12 @@ def environment(unique_id: str, caller_number: str) -> bytes:
 async def run_session(port: int, unique_id: str, caller: Caller, *, record: bool = False
                       ) -> SessionResult:
     """One call from connect to the server's hang-up, answering as Asterisk does."""
-    result = SessionResult()
+    result = SessionResult(unique_id)
     began = time.perf_counter()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as exc:
-        result.error = f"connect: {exc}"
+        result.error, result.refused = f"connect: {exc}", True
         return result
     try:
         writer.write(environment(unique_id, caller_number_for(unique_id)))
@@ -303,7 +317,6 @@ class Phase:
     concurrency: int
     sessions: int = 0
     results: list[SessionResult] = field(default_factory=list)
-    unique_ids: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     lag: list[float] = field(default_factory=list)
     client_cpu_s: float = 0.0
@@ -360,8 +373,10 @@ async def drive(port: int, phase: Phase, args: argparse.Namespace, run_id: str,
             number, next_number = next_number, next_number + 1
             unique_id = f"{run_id}.{phase.target[0]}{phase.concurrency}.{number}"
             caller = Caller(list(args.plan), media_s, random.Random(rng.random()))
-            phase.unique_ids.append(unique_id)
-            phase.results.append(await run_session(port, unique_id, caller))
+            result = await run_session(port, unique_id, caller)
+            phase.results.append(result)
+            if result.refused:  # nobody listens (the service restarts): the next call later
+                await asyncio.sleep(max(media_s, 0.1))
 
     stop = asyncio.Event()
     lag = asyncio.create_task(measure_lag(phase.lag, stop))
@@ -389,6 +404,16 @@ class Target:
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
         self.log_path = work / f"{kind}.log"
+        self.killed_cpu_s = 0.0  # of processes killed before this one
+        self.killed_rss_mb = 0.0
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean-up at all."""
+        assert self.proc is not None
+        self.killed_cpu_s += self.cpu_s()
+        self.killed_rss_mb = max(self.killed_rss_mb, self.rss_mb() or 0.0)
+        self.proc.kill()
+        await self.proc.wait()
 
     async def start(self) -> None:
         with self.log_path.open("ab") as out:
@@ -415,16 +440,19 @@ class Target:
         return line.decode().strip() or f"exited ({self.proc.returncode})"
 
     def rss_mb(self) -> float | None:
-        """Peak resident memory of the process so far (VmHWM)."""
+        """Peak resident memory of the process so far (VmHWM; the largest of a killed
+        predecessor's too)."""
         assert self.proc is not None
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
+                    return max(int(line.split()[1]) / 1024, self.killed_rss_mb)
+        return self.killed_rss_mb or None
 
     def cpu_s(self) -> float:
-        return proc_cpu_s(self.proc.pid) if self.proc else 0.0
+        """CPU time of the process (and of those killed before it)."""
+        alive = proc_cpu_s(self.proc.pid) if self.proc and self.proc.returncode is None else 0.0
+        return self.killed_cpu_s + alive
 
     def tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -432,9 +460,12 @@ class Target:
         return ""
 
     async def stop(self) -> None:
+        """Ask the process to stop (it closes its writer and pool), then end it if it
+        does not exit by itself."""
         if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(OSError, RuntimeError):
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                 await self.ask("stop", 60)
+                await asyncio.wait_for(self.proc.wait(), 30)
         await stop_service(self.proc, grace_s=30)
 
 
@@ -488,11 +519,12 @@ class Database:
             self.pg.ensure_postgres_running()
 
     async def rows_lost(self, phase: Phase) -> int:
-        """Sessions whose call row is missing or incomplete."""
-        routed = [call_id_for_channel(u) for u, r in zip(phase.unique_ids, phase.results,
-                                                          strict=True) if r.routed]
-        others = [call_id_for_channel(u) for u, r in zip(phase.unique_ids, phase.results,
-                                                          strict=True) if not r.routed]
+        """Sessions whose call row is missing or incomplete: a routed caller's must say
+        stage ``queue`` with the queue and the priority; an answered one's must exist."""
+        routed = [call_id_for_channel(r.unique_id) for r in phase.results if r.routed]
+        # A call the IVR answered was opened first: its row must exist, routed or not.
+        others = [call_id_for_channel(r.unique_id) for r in phase.results
+                  if not r.routed and r.answer_s is not None]
         conn = await asyncpg.connect(self.dsn)
         try:
             complete = await conn.fetchval(
@@ -503,6 +535,24 @@ class Database:
         finally:
             await conn.close()
         return len(routed) - int(complete) + len(others) - int(present)
+
+    async def missing_examples(self, phase: Phase, limit: int = 5) -> list[str]:
+        """A few sessions whose row is missing or incomplete, for the report."""
+        routed = {call_id_for_channel(r.unique_id): r.unique_id for r in phase.results
+                  if r.routed}
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            good = {r["id"] for r in await conn.fetch(
+                "SELECT id FROM calls WHERE id = ANY($1::text[]) AND stage = 'queue'"
+                " AND queue IS NOT NULL AND priority IS NOT NULL", list(routed))}
+            bad = [c for c in routed if c not in good][:limit]
+            rows = {r["id"]: dict(r) for r in await conn.fetch(
+                "SELECT id, stage, queue, priority, (SELECT array_agg(kind || ':' ||"
+                " data::text ORDER BY e.id) FROM call_events e WHERE e.call_id = calls.id)"
+                " AS events FROM calls WHERE id = ANY($1::text[])", bad)}
+        finally:
+            await conn.close()
+        return [f"{routed[c]} -> {rows.get(c, 'no row')}" for c in bad]
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -575,7 +625,7 @@ class Bench:
             expected_s = self.expected_run_s(concurrency)
             run_s = max(expected_s, outage_s + 20.0)
             until = time.perf_counter() + run_s
-            outage = asyncio.create_task(self.outage(phase, run_s / 4, outage_s))
+            outage = asyncio.create_task(self.outage(phase, target, run_s / 4, outage_s))
         await drive(target.port, phase, self.args, self.run_id, until)
         if outage is not None:
             await outage
@@ -589,6 +639,8 @@ class Bench:
         phase.pg_cpu_s = self.pg_cpu() - pg0
         if target.kind == "service":
             phase.rows_lost = await self.db.rows_lost(phase)
+            if phase.rows_lost:
+                log(f"rows missing or incomplete, e.g. {await self.db.missing_examples(phase)}")
         phase.rss_mb = target.rss_mb()
         return phase
 
@@ -597,16 +649,32 @@ class Bench:
         per_session_s = max(self.args.media_ms / 1000, 0.01) * 2
         return self.args.sessions / concurrency * per_session_s
 
-    async def outage(self, phase: Phase, after_s: float, outage_s: float) -> None:
+    async def outage(self, phase: Phase, target: Target, after_s: float, outage_s: float
+                     ) -> None:
+        """Stop the database for ``outage_s``; with ``--kill-in-outage`` also kill the
+        service half-way through, and start it again once the database is back (it
+        needs the database to start): what it had not written must come from its log."""
         await asyncio.sleep(after_s)
         log(f"database outage: stopping PostgreSQL for {outage_s:g} s")
         began = time.perf_counter()
         await asyncio.to_thread(self.db.crash)
-        await asyncio.sleep(outage_s)
+        killed = ""
+        if self.args.kill_in_outage:
+            await asyncio.sleep(outage_s / 2)
+            await target.kill()
+            log("database outage: the service killed (SIGKILL)")
+            killed = f"; the service killed (SIGKILL) after {outage_s / 2:.0f} s of it"
+            await asyncio.sleep(outage_s / 2)
+        else:
+            await asyncio.sleep(outage_s)
         await asyncio.to_thread(self.db.restart)
         log("database outage: PostgreSQL running again")
-        phase.outage = (f"PostgreSQL stopped (immediate) for {time.perf_counter() - began:.0f} s"
-                        f" after {after_s:.0f} s")
+        if killed:
+            await target.start()
+            log("database outage: the service started again (same data folder, same port)")
+            killed += f", started again {time.perf_counter() - began - outage_s:.0f} s after it"
+        phase.outage = (f"PostgreSQL stopped (immediate) for {outage_s:.0f} s after "
+                        f"{after_s:.0f} s{killed}")
 
     def pg_cpu(self) -> float:
         pid = self.db.postmaster_pid()
@@ -658,7 +726,8 @@ def report(levels: list[tuple[Phase, Phase]]) -> str:
                 f"{phase.client_cpu_s / per * 1000:.2f} ms; generator loop lag p99 "
                 f"{ms(pct(phase.lag, 0.99))} ms; routed {phase.count('routed')}, "
                 f"fallback {phase.count('fallback')}, errors "
-                f"{sum(1 for r in phase.results if r.error)}")
+                f"{sum(1 for r in phase.results if r.error)} (of them refused "
+                f"{phase.count('refused')})")
         lines.append(f"        slowest steps (p99, response sent -> next command): "
                      f"{slowest_steps(served)}")
         if served.writer:
@@ -885,6 +954,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "before Asterisk answers, +-50 %% (1000); 0: at once")
     parser.add_argument("--outage", type=float, default=0.0, metavar="S",
                         help="stop the database for S seconds in the middle of each level")
+    parser.add_argument("--kill-in-outage", action="store_true",
+                        help="with --outage: SIGKILL the service half-way through the outage "
+                             "and start it again after (its write-ahead log is replayed)")
     parser.add_argument("--speech", action=argparse.BooleanOptionalAction, default=True,
                         help="the service's spoken choices as configured (default) or keys only")
     parser.add_argument("--quick", action="store_true",
@@ -895,6 +967,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--what-if", default="", metavar="NAMES",
                         help="experiments beside the service's wiring, comma-separated: "
                              + "; ".join(f"{k}: {v}" for k, v in WHAT_IF.items()))
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep the temporary folder (logs; the database is dropped)")
     parser.add_argument("--serve", choices=("service", "minimal"), help=argparse.SUPPRESS)
     parser.add_argument("--commands", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -909,6 +983,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--concurrency: comma-separated numbers")
     if any(level < 1 for level in args.levels) or args.media_ms < 0 or args.outage < 0:
         parser.error("levels must be positive, --media-ms and --outage not negative")
+    if args.kill_in_outage and not args.outage:
+        parser.error("--kill-in-outage needs --outage")
     if args.outage and os.environ.get("DATABASE_URL"):
         parser.error("--outage stops the embedded PostgreSQL; unset DATABASE_URL")
     return args
@@ -938,7 +1014,10 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         await bench.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep_work:
+            print(f"kept: {work} (the processes' logs, the writer's files)", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,11 @@ AgiHandler = Callable[[AgiChannel], Awaitable[None]]
 
 # Bytes one line may hold before the connection counts as garbage.
 STREAM_LIMIT = 64 * 1024
+# Connections the kernel queues before we accept them. asyncio's default (100)
+# overflows when many calls start at once: a dropped SYN is retried only after a
+# second, so the caller hears a second of silence (the kernel caps this at
+# net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 FALLBACK_TIMEOUT_S = 3.0
 
 
@@ -106,7 +111,7 @@ class FastAgiServer:
         if self._server is not None:
             return
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self._port, limit=STREAM_LIMIT
+            self._on_connect, self.host, self._port, limit=STREAM_LIMIT, backlog=LISTEN_BACKLOG
         )
         log.info("agi.listening", host=self.host, port=self.port)
 

@@ -26,27 +26,34 @@ in the background the writer calls ``getattr(store, method)(*args, **kwargs)``:
 - any other error is a real one: it is logged with the key and method, that
   write is dropped and the key goes on;
 - with a ``journal``, every write is logged when submitted (JSON lines in
-  ``<journal>.wal``, written out on the next loop iteration, flushed to disk by a
+  ``<journal>.wal``, written before ``submit`` returns, flushed to disk by a
   background thread) and marked done when written or dropped: a run that is
   killed, even while the database is away, leaves its unfinished writes there,
   and ``start()`` of the next run replays them in order. ``close()`` waits a
   while, then appends what is still pending to the journal itself (datetimes
   tagged) and removes the log. A write cut off in flight is replayed too: store
   writes are idempotent, so one that did commit is harmless to repeat.
+
+A pending write is kept as its encoded line (the log's), decoded when it is
+sent: the database gets exactly what a replay would give it, and a backlog of
+hundreds of thousands of writes (a minute's outage at a thousand calls) is plain
+bytes in tuples, which the garbage collector stops tracking. Held as objects
+(and in a deque per call), the backlog made every full collection walk it:
+half-second pauses of the event loop the calls run on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import heapq
 import json
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,43 +71,29 @@ _LOG_ROTATE_MAX_PENDING = 5000
 _LINE_BYTES = 512  # about what one write takes in the log
 
 
-@dataclass(slots=True)
-class _Write:
-    seq: int
-    key: str
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    alone: bool = False  # run it by itself: its batch failed with a real error
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "method": self.method,
-            "args": [_encode(a) for a in self.args],
-            "kwargs": {k: _encode(v) for k, v in self.kwargs.items()},
-        }
-
-    def line(self) -> bytes:
-        """The log's line: ``to_json`` with the seq, encoded by the C encoder in one
-        pass (datetimes through ``default``): it runs on every submit."""
-        entry = {"seq": self.seq, "key": self.key, "method": self.method, "args": self.args,
-                 "kwargs": self.kwargs}
-        return (json.dumps(entry, ensure_ascii=False, default=_tag) + "\n").encode()
+# A pending write: its seq and its log line. A plain tuple of atomic values (see the
+# module doc); the key is the queue's.
+_Pending = tuple[int, bytes]
+# A write on its way to the store: key, seq, line.
+_Sent = tuple[str, int, bytes]
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {_DATETIME_TAG: value.isoformat()}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
+def _line(seq: int, key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+          ) -> bytes:
+    """A write as the log, the journal and the store see it: one JSON line, encoded
+    by the C encoder in one pass (datetimes tagged through ``default``)."""
+    entry = {"seq": seq, "key": key, "method": method, "args": args, "kwargs": kwargs}
+    return (json.dumps(entry, ensure_ascii=False, default=_tag) + "\n").encode()
+
+
+def _call_of(line: bytes) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+    """``(key, method, args, kwargs)`` of an encoded write."""
+    entry = json.loads(line)
+    return entry["key"], entry["method"], tuple(_decode(entry["args"])), _decode(entry["kwargs"])
 
 
 def _tag(value: Any) -> Any:
-    """``json.dumps``'s ``default``: a datetime as ``_encode`` writes it."""
+    """``json.dumps``'s ``default``: a datetime as ``{"$datetime": ISO 8601}``."""
     if isinstance(value, datetime):
         return {_DATETIME_TAG: value.isoformat()}
     raise TypeError(f"{type(value).__name__} cannot be journaled")
@@ -118,50 +111,52 @@ def _decode(value: Any) -> Any:
 
 class _WriteLog:
     """The live record of submitted writes: a line per write when submitted, a
-    ``{"done": [seq, ...]}`` line when written or dropped. Appends are buffered
-    for one loop iteration and written with one ``os.write`` (the page cache: a
-    killed process loses nothing); a thread then ``fsync``\\ s, one at a time, so
-    the event loop never waits on the disk."""
+    ``{"done": [seq, ...]}`` line when written or dropped. Each append is one
+    ``os.write`` before ``submit`` returns (the page cache: a process killed even
+    right after an ANSWER loses nothing); then a thread syncs it to disk, one sync
+    at a time, so the event loop never waits on the disk. A log that cannot be written
+    (disk full) is reported, and the writes still go to the database."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self._buffer: list[bytes] = []
-        self._size = 0
+        self.size = 0
         self._syncing = False
         self._unsynced = False
-
-    @property
-    def size(self) -> int:
-        return self._size + sum(len(chunk) for chunk in self._buffer)
+        self._failing = False
 
     def append(self, line: bytes) -> None:
-        if not self._buffer:
-            asyncio.get_running_loop().call_soon(self.write_out)
-        self._buffer.append(line)
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            os.write(self._fd, line)
+        except OSError as exc:
+            if not self._failing:
+                log.error("writer: cannot write %s (%r): writes are not journaled", self.path,
+                          exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("writer: %s written again", self.path)
+            self._failing = False
+        self.size += len(line)
+        self._unsynced = True
+        self._sync_soon()
 
     def done(self, seqs: Iterable[int]) -> None:
         self.append((json.dumps({"done": list(seqs)}) + "\n").encode())
 
-    def write_out(self) -> None:
-        if not self._buffer:
-            return
-        data = b"".join(self._buffer)
-        self._buffer.clear()
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        os.write(self._fd, data)
-        self._size += len(data)
-        self._unsynced = True
-        self._sync_soon()
-
     def _sync_soon(self) -> None:
         if self._syncing or not self._unsynced or self._fd is None:
             return
-        self._syncing, self._unsynced = True, False
         fd = os.dup(self._fd)  # the thread's own: the log may be rotated meanwhile
-        future = asyncio.get_running_loop().run_in_executor(None, _sync_and_close, fd)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(None, _sync_and_close, fd)
+        except RuntimeError:  # the loop is shutting down without a close(): no thread
+            _sync_and_close(fd)
+            return
+        self._syncing, self._unsynced = True, False
         future.add_done_callback(self._synced)
 
     def _synced(self, future: asyncio.Future[None]) -> None:
@@ -170,27 +165,25 @@ class _WriteLog:
             log.error("writer: cannot sync %s: %r", self.path, future.exception())
         self._sync_soon()
 
-    def rotate(self, pending: Iterable[_Write]) -> None:
-        """Replace the log by one holding only ``pending`` (the rest is done)."""
-        self._buffer.clear()
+    def rotate(self, pending: Iterable[bytes]) -> None:
+        """Replace the log by one holding only the ``pending`` lines (the rest is done).
+        Synced by the thread like any append: no fsync on the event loop."""
         fresh = self.path.with_name(self.path.name + ".new")
-        data = b"".join(w.line() for w in pending)
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        data = b"".join(pending)
+        fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            os.replace(fresh, self.path)
         except OSError:
             os.close(fd)
             raise
-        os.replace(fresh, self.path)
         if self._fd is not None:
             os.close(self._fd)
-        self._fd, self._size, self._unsynced = fd, len(data), False
-        os.lseek(fd, 0, os.SEEK_END)
+        self._fd, self.size, self._unsynced = fd, len(data), True
+        self._sync_soon()
 
     def remove(self) -> None:
         """Everything it held is done or journaled: drop the log."""
-        self._buffer.clear()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -205,24 +198,49 @@ def _sync_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def _unfinished(path: Path) -> list[dict[str, Any]]:
+def _set_aside(path: Path) -> list[Path]:
+    """``path`` renamed to a free ``<name>.replaying[.N]``, after those a replay cut
+    short left behind: the files to replay, oldest first."""
+    def number(aside: Path) -> int:
+        suffix = aside.name.removeprefix(path.name + ".replaying")
+        return int(suffix[1:]) if suffix[1:].isdigit() else 0
+
+    aside = sorted(path.parent.glob(glob.escape(path.name) + ".replaying*"), key=number)
+    if path.exists():
+        free = max((number(a) for a in aside), default=-1) + 1
+        target = path.with_name(path.name + ".replaying" + (f".{free}" if free else ""))
+        os.replace(path, target)
+        aside.append(target)
+    return aside
+
+
+_DONE_PREFIX = '{"done"'  # how a done line starts (a write's starts with its seq or key)
+
+
+def _unfinished(path: Path) -> Iterator[dict[str, Any]]:
     """The write entries of a journal or log file that no ``done`` line covers, in
-    file order; unreadable lines are reported and skipped."""
-    entries: list[dict[str, Any]] = []
+    file order, read in two passes line by line (a log left by an outage holds
+    hundreds of thousands); unreadable lines are reported and skipped."""
     done: set[int] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            if "done" in entry:
-                done.update(int(s) for s in entry["done"])
-            else:
-                entries.append(entry)
-        except (ValueError, TypeError) as exc:
-            log.error("writer journal %s line %d unusable (%s): %r", path, number, exc,
-                      line[:200])
-    return [e for e in entries if e.get("seq") not in done]
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith(_DONE_PREFIX):
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    done.update(int(s) for s in json.loads(line)["done"])
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.startswith(_DONE_PREFIX):
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:  # a line cut short by a crash, say
+                log.error("writer journal %s line %d unusable (%s): %r", path, number, exc,
+                          line[:200])
+                continue
+            if entry.get("seq") not in done:
+                yield entry
 
 
 class OrderedWriter:
@@ -239,7 +257,7 @@ class OrderedWriter:
         journal: Path | None = None,
         first_delay_s: float = 0.25,
         max_delay_s: float = 5.0,
-        concurrency: int = 4,
+        concurrency: int = 2,
         batch_size: int = 100,
     ) -> None:
         self.store = store
@@ -251,7 +269,9 @@ class OrderedWriter:
         self.batch_size = batch_size if callable(getattr(store, "write_batch", None)) else 1
         self.on_change: Callable[[], None] | None = None
         self._log = _WriteLog(journal.with_name(journal.name + ".wal")) if journal else None
-        self._queues: dict[str, deque[_Write]] = {}  # per key, in submission order
+        # Per key, in submission order. Tuples, not deques: untracked by the garbage
+        # collector like their items (a key holds a few writes; appending copies them).
+        self._queues: dict[str, tuple[_Pending, ...]] = {}
         self._ready: deque[str] = deque()  # keys whose head write may be sent, oldest first
         self._waiting: set[str] = set()  # the keys in _ready
         self._in_flight = 0  # store calls under way
@@ -260,6 +280,7 @@ class OrderedWriter:
         self._holding = False  # the database is away: one probe at a time
         self._open_seqs: list[int] = []  # heap of submitted seqs, done ones removed lazily
         self._done_seqs: set[int] = set()
+        self._alone: set[int] = set()  # seqs to send by themselves: their batch failed
         self._seq = 0
         self._pending = 0
         self._progress = asyncio.Event()
@@ -280,18 +301,17 @@ class OrderedWriter:
         for arguments the journal could not hold (programming errors)."""
         if not callable(getattr(self.store, method, None)):
             raise AttributeError(f"store has no method {method!r}")
-        write = _Write(self._seq + 1, key, method, args, kwargs)
-        line = write.line()  # fails now, not at close, on what cannot be journaled
-        self._seq += 1
+        seq = self._seq + 1
+        line = _line(seq, key, method, args, kwargs)  # what cannot be journaled fails now
+        self._seq = seq
         if self._closed:
             log.error("writer closed: journaling %s %s for %s", method, args, key)
-            self._append_journal([write])
+            self._append_journal([line])
             return
         if self._log is not None:
             self._log.append(line)
-        heapq.heappush(self._open_seqs, write.seq)
-        queue = self._queues.setdefault(key, deque())
-        queue.append(write)
+        heapq.heappush(self._open_seqs, seq)
+        queue = self._queues[key] = (*self._queues.get(key, ()), (seq, line))
         if len(queue) == 1:
             self._make_ready(key)
         self._changed(+1)
@@ -300,27 +320,16 @@ class OrderedWriter:
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     async def start(self) -> None:
-        """Replay (submit again, in order) the writes a previous run journaled or
-        left unfinished in its log."""
+        """Replay (submit again, in order) the writes a previous run journaled at its
+        close or left unfinished in its log (killed); then forget those files."""
         if self.journal is None:
             return
-        files = [self.journal.with_name(self.journal.name + ".replaying"), self.journal,
-                 *([self._log.path.with_name(self._log.path.name + ".replaying"),
-                    self._log.path] if self._log else [])]
-        count = 0
-        for path in files:
-            if not path.exists():
-                continue
-            replaying = path if path.name.endswith(".replaying") else path.with_name(
-                path.name + ".replaying")
-            os.replace(path, replaying)
-            count += self._resubmit(replaying)
-        if self._log is not None:
-            self._log.write_out()  # the replayed writes are in this run's log now
-        for path in files:
-            if path.name.endswith(".replaying"):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        # Moved aside first: this run's own log takes the old log's name.
+        sources = [*_set_aside(self.journal),
+                   *(_set_aside(self._log.path) if self._log is not None else [])]
+        count = sum(self._resubmit(path) for path in sources)
+        for path in sources:  # their writes are in this run's log now
+            path.unlink()
         if count:
             log.info("writer: replaying %d journaled writes", count)
 
@@ -346,7 +355,7 @@ class OrderedWriter:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        left = sorted((w for q in self._queues.values() for w in q), key=lambda w: w.seq)
+        left = self._pending_lines()
         self._queues.clear()
         self._ready.clear()
         self._waiting.clear()
@@ -378,21 +387,23 @@ class OrderedWriter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _next_batch(self) -> list[_Write]:
+    def _next_batch(self) -> list[_Sent]:
         """The head writes of the oldest ready keys; a write that must run alone
         makes a batch of its own."""
-        batch: list[_Write] = []
+        batch: list[_Sent] = []
         while self._ready and len(batch) < self.batch_size:
-            head = self._queues[self._ready[0]][0]
-            if head.alone and batch:
+            key = self._ready[0]
+            seq, line = self._queues[key][0]
+            alone = seq in self._alone
+            if alone and batch:
                 break
             self._waiting.discard(self._ready.popleft())
-            batch.append(head)
-            if head.alone:
+            batch.append((key, seq, line))
+            if alone:
                 break
         return batch
 
-    async def _run(self, batch: list[_Write]) -> None:
+    async def _run(self, batch: list[_Sent]) -> None:
         try:
             try:
                 await self._attempt(batch)
@@ -404,15 +415,17 @@ class OrderedWriter:
             self._in_flight -= 1
             self._dispatch()
 
-    async def _attempt(self, batch: list[_Write]) -> None:
-        if len(batch) == 1:
-            write = batch[0]
-            await getattr(self.store, write.method)(*write.args, **write.kwargs)
+    async def _attempt(self, batch: list[_Sent]) -> None:
+        calls = [_call_of(line) for _, _, line in batch]
+        if len(calls) == 1:
+            _, method, args, kwargs = calls[0]
+            await getattr(self.store, method)(*args, **kwargs)
         else:
             self.batches += 1
-            await self.store.write_batch([(w.method, w.args, w.kwargs) for w in batch])
+            await self.store.write_batch([(method, args, kwargs) for _, method, args, kwargs
+                                          in calls])
 
-    async def _failed(self, batch: list[_Write], error: Exception) -> None:
+    async def _failed(self, batch: list[_Sent], error: Exception) -> None:
         if is_transient(error):
             if self._holding:  # another attempt probes already: wait behind it
                 self._give_back(batch)
@@ -421,17 +434,16 @@ class OrderedWriter:
         elif len(batch) > 1:
             log.warning("writer: a batch of %d writes failed (%r): writing them one by one",
                         len(batch), error)
-            for write in batch:
-                write.alone = True
+            self._alone.update(seq for _, seq, _ in batch)
             self._give_back(batch)
         else:
-            write = batch[0]
+            key, method, _, _ = _call_of(batch[0][2])
             self.dropped += 1
-            log.error("writer: %s for %s failed, write dropped: %r",
-                      write.method, write.key, error, exc_info=error)
+            log.error("writer: %s for %s failed, write dropped: %r", method, key, error,
+                      exc_info=error)
             self._finish(batch, written=False)
 
-    async def _probe(self, batch: list[_Write], error: Exception) -> None:
+    async def _probe(self, batch: list[_Sent], error: Exception) -> None:
         """The database is away: hold every other write and try this batch again with
         capped back-off until it goes through (or fails for real)."""
         self._holding = True
@@ -460,27 +472,28 @@ class OrderedWriter:
         finally:
             self._holding = False
 
-    def _give_back(self, batch: list[_Write]) -> None:
+    def _give_back(self, batch: list[_Sent]) -> None:
         """Writes not done: their keys go back to the front of the line, in order."""
-        for write in reversed(batch):
-            if write.key not in self._waiting:
-                self._waiting.add(write.key)
-                self._ready.appendleft(write.key)
+        for key, _, _ in reversed(batch):
+            if key not in self._waiting:
+                self._waiting.add(key)
+                self._ready.appendleft(key)
 
-    def _finish(self, batch: list[_Write], *, written: bool = True) -> None:
-        for write in batch:
-            queue = self._queues[write.key]
-            queue.popleft()
+    def _finish(self, batch: list[_Sent], *, written: bool = True) -> None:
+        for key, seq, _ in batch:
+            queue = self._queues[key][1:]
             if queue:
-                self._make_ready(write.key)
+                self._queues[key] = queue
+                self._make_ready(key)
             else:
-                del self._queues[write.key]
-            self._done_seqs.add(write.seq)
+                del self._queues[key]
+            self._done_seqs.add(seq)
+            self._alone.discard(seq)
         self._oldest_open()  # drop what is done from the heap: it never grows with uptime
         if written:
             self.written += len(batch)
         if self._log is not None:
-            self._log.done(w.seq for w in batch)
+            self._log.done(seq for _, seq, _ in batch)
             self._maybe_rotate_log()
         self._changed(-len(batch))
         self._progress.set()
@@ -497,11 +510,14 @@ class OrderedWriter:
         if (size < _LOG_ROTATE_BYTES or self._pending > _LOG_ROTATE_MAX_PENDING
                 or size < 4 * _LINE_BYTES * self._pending):
             return
-        pending = sorted((w for q in self._queues.values() for w in q), key=lambda w: w.seq)
         try:
-            self._log.rotate(pending)
+            self._log.rotate(self._pending_lines())
         except OSError as exc:
             log.error("writer: cannot rewrite %s: %r", self._log.path, exc)
+
+    def _pending_lines(self) -> list[bytes]:
+        """Every write not yet done, in submission order."""
+        return [line for _, line in sorted(p for q in self._queues.values() for p in q)]
 
     def _changed(self, by: int) -> None:
         self._pending += by
@@ -525,16 +541,14 @@ class OrderedWriter:
                           str(entry)[:200])
         return count
 
-    def _append_journal(self, writes: list[_Write]) -> None:
+    def _append_journal(self, lines: list[bytes]) -> None:
         if self.journal is None:
-            log.error("writer: no journal, %d writes lost: %s", len(writes),
-                      [(w.key, w.method) for w in writes])
+            log.error("writer: no journal, %d writes lost: %s", len(lines),
+                      [_call_of(line)[:2] for line in lines])
             return
         self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with self.journal.open("a", encoding="utf-8") as out:
-            for write in writes:
-                out.write(json.dumps(write.to_json(), ensure_ascii=False) + "\n")
+        with self.journal.open("ab") as out:
+            out.write(b"".join(lines))
             out.flush()
             os.fsync(out.fileno())
-        log.warning("writer: %d pending writes journaled to %s", len(writes), self.journal)
-
+        log.warning("writer: %d pending writes journaled to %s", len(lines), self.journal)

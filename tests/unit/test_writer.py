@@ -345,3 +345,25 @@ async def test_the_log_is_rewritten_once_large_and_keeps_only_what_is_pending(
     store.gates["stuck"].set()
     assert await writer.flush(5)
     await writer.close()
+
+
+async def test_a_replay_cut_short_is_replayed_first_and_a_torn_line_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal = tmp_path / "writes.jsonl"
+    older = tmp_path / "writes.jsonl.wal.replaying"  # a start that crashed while replaying
+    older.write_text('{"seq": 7, "key": "c", "method": "put", "args": ["c", "c1"], "kwargs": {}}\n')
+    log_file = tmp_path / "writes.jsonl.wal"  # then that run's own log, killed mid-line
+    log_file.write_text(
+        '{"seq": 1, "key": "c", "method": "put", "args": ["c", "c2"], "kwargs": {}}\n'
+        '{"seq": 2, "key": "d", "method": "put", "args": ["d", "d1"], "kwargs": {}}\n'
+        '{"done": [2]}\n{"seq": 3, "key": "c", "method": "put", "args": ["c", "c3"]')
+    store = FakeStore()
+    writer = fast(store, journal=journal)
+    with caplog.at_level(logging.ERROR, logger="callcenter.db.writer"):
+        await writer.start()
+    assert await writer.flush(5)
+    assert store.of("c") == ["c1", "c2"] and store.of("d") == []
+    assert "line 4 unusable" in caplog.text
+    assert not older.exists()
+    await writer.close()
