@@ -588,11 +588,11 @@ class Bench:
         return env
 
     async def level(self, concurrency: int) -> tuple[Phase, Phase]:
-        profile = (["--profile", f"{self.args.profile}.{concurrency}"] if self.args.profile
-                   else [])
-        profile += ["--what-if", ",".join(self.args.what_if)] if self.args.what_if else []
+        extra = (["--profile", f"{self.args.profile}.{concurrency}"] if self.args.profile
+                 else [])
+        extra += ["--what-if", ",".join(self.args.what_if)] if self.args.what_if else []
         service = await self.start(Target("service", self.work, self.service_env(concurrency),
-                                          profile))
+                                          extra))
         first = await run_session(service.port, f"{self.run_id}.first{concurrency}",
                                   Caller(list(self.args.plan), 0.0, random.Random(1)),
                                   record=True)
