@@ -138,7 +138,12 @@ async def test_a_dead_embedded_database_is_started_again_by_the_next_write(
         assert await writer.flush(60), "writes did not land after the database died"
         assert _postmaster(settings).pid != first
         entry = db_connect._embedded[str((settings.data_dir / "pg").resolve())]
-        assert entry.restarts >= 1
+        # The new postmaster accepts connections before pg_ctl, polling, returns to
+        # the thread that restarts it: the count follows the first writes.
+        async def restart_counted() -> bool:
+            return entry.restarts >= 1
+
+        await until("restart counted", restart_counted)
         await store.update_call("before", stage="menu")  # the store's own path works too
         # The worker reconnected and processes the call (call-back ticket, no audio).
         await until("job processed", lambda: processed(store, "down"))
