@@ -239,6 +239,7 @@ class SessionResult:
     answer_s: float | None = None
     latencies: list[float] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)  # per latency: "previous -> next" command
+    at: list[float] = field(default_factory=list)  # per latency: when (perf_counter) it ended
     lines: list[bytes] = field(default_factory=list)  # the first session's, for the replay
     unknown: list[str] = field(default_factory=list)
 
@@ -277,6 +278,7 @@ async def run_session(port: int, unique_id: str, caller: Caller, *, record: bool
             name, args = verb_of(split_args(line.decode("utf-8", "replace").rstrip("\r\n")))
             if sent_at is not None:
                 result.latencies.append(arrived - sent_at)
+                result.at.append(arrived)
                 result.steps.append(f"{previous} -> {name}")
             previous = f"{name} {args[0]}" if name == "SET VARIABLE" and args else name
             if name == "ANSWER" and result.answer_s is None:
@@ -327,6 +329,7 @@ class Phase:
     writer: str = ""
     drain_s: float = 0.0  # from the last session's end until the writer was flushed
     outage: str = ""
+    outage_span: tuple[float, float] | None = None  # perf_counter: stopped, running again
 
     @property
     def latencies(self) -> list[float]:
@@ -668,6 +671,7 @@ class Bench:
         else:
             await asyncio.sleep(outage_s)
         await asyncio.to_thread(self.db.restart)
+        phase.outage_span = (began, time.perf_counter())
         log("database outage: PostgreSQL running again")
         if killed:
             await target.start()
@@ -734,11 +738,33 @@ def report(levels: list[tuple[Phase, Phase]]) -> str:
             lines.append(f"        writer flushed {served.drain_s:.1f} s after the last "
                          f"session: {served.writer}")
         if served.outage:
-            lines.append(f"        outage: {served.outage}")
+            lines.append(f"        outage: {served.outage}; {by_outage_window(served)}")
         unknown = sorted({u for r in served.results for u in r.unknown})
         if unknown:
             lines.append(f"        commands the simulated Asterisk did not know: {unknown}")
     return "\n".join(lines)
+
+
+CATCH_UP_WINDOW_S = 30.0
+
+
+def by_outage_window(phase: Phase) -> str:
+    """p99 per command before, during and after the outage: where the tail comes from
+    (the journal while the database is away, or the catch-up once it is back)."""
+    if phase.outage_span is None:
+        return ""
+    down, up = phase.outage_span
+    windows: dict[str, list[float]] = {
+        "before": [], "during": [], f"first {CATCH_UP_WINDOW_S:.0f} s after": [], "later": []}
+    names = list(windows)
+    for result in phase.results:
+        for at, latency in zip(result.at, result.latencies, strict=True):
+            index = (0 if at < down else 1 if at < up
+                     else 2 if at < up + CATCH_UP_WINDOW_S else 3)
+            windows[names[index]].append(latency)
+    return "p99 per command " + ", ".join(
+        f"{name} {ms(pct(values, 0.99))} ms (n={len(values)})"
+        for name, values in windows.items() if values)
 
 
 def slowest_steps(phase: Phase, count: int = 3) -> str:
@@ -824,8 +850,6 @@ async def serve_service(profile_to: Path | None, what_if: Sequence[str]) -> int:
     settings = Settings()
     logs.configure(settings.log_level, json_lines=settings.log_json)
     prepare_process(settings)
-    if "memory-lookup" in what_if:
-        service.ivr_lookup = memory_lookup  # type: ignore[assignment]
     app = create_app(settings, telephony=False, workers=0)
     app.cleanup_ctx.insert(1, service.agi_context)  # after the database, as with telephony
     runner = web.AppRunner(app, handle_signals=False)
@@ -869,35 +893,11 @@ async def serve_service(profile_to: Path | None, what_if: Sequence[str]) -> int:
 # Experiments beside the service's own wiring (--what-if), to measure changes this
 # bench cannot make in the service: not what `callcenter serve` runs.
 WHAT_IF = {
-    "memory-lookup": "the IVR's caller lookup answered from memory (the residents table "
-                     "loaded at start) instead of one query per call",
     "gc-threshold": "the garbage collector's young generation collected every 50,000 "
                     "allocations instead of 700",
     "uvloop": "the service's event loop is uvloop's",
 }
 WHAT_IF_GC_THRESHOLD = (50_000, 20, 100)
-
-
-def memory_lookup(pool: Any) -> Any:
-    """What a caller directory kept in memory would answer: the residents (phone ->
-    VIP kind) read once, at start, in the background; a dictionary look-up per call."""
-    from callcenter.ivr.engine import CallerIdentified
-    from callcenter.residents import normalise_phone
-
-    directory: dict[str, str] = {}
-
-    async def load() -> None:
-        rows = await pool.fetch("SELECT phone, vip FROM residents")
-        directory.update((r["phone"], r["vip"]) for r in rows)
-
-    loading = asyncio.get_running_loop().create_task(load())
-
-    async def lookup(number: str) -> Any:
-        vip = directory.get(normalise_phone(number))
-        return CallerIdentified(known=vip is not None, vip=vip or "none")
-
-    lookup.loading = loading  # type: ignore[attr-defined]  # kept alive
-    return lookup
 
 
 async def serve_minimal(commands_file: Path) -> int:

@@ -1,7 +1,8 @@
 """The residents directory: a caller's name, address and VIP kind by phone number.
 
 ``parse_csv`` is pure (the import file's rows, or the reasons it is refused);
-the rest is the SQL and the lookup the IVR uses for a VIP caller's priority.
+the rest is the SQL, and the copy in memory the IVR looks a caller up in
+(a VIP caller is offered a person first and raised one priority level).
 """
 
 from __future__ import annotations
@@ -93,12 +94,36 @@ async def find(pool: asyncpg.Pool, phone: str) -> dict[str, Any] | None:
     return asdict(Resident(**dict(row))) if row else None
 
 
-def ivr_lookup(pool: asyncpg.Pool) -> Any:
-    """The IVR's caller lookup: known resident, and their VIP kind."""
+RESIDENTS_CHANNEL = "cc_residents"  # announced by a trigger on every change (0014)
 
-    async def lookup(number: str) -> CallerIdentified:
-        found = await find(pool, number)
-        return CallerIdentified(known=found is not None,
-                                vip=found["vip"] if found else "none")
 
-    return lookup
+class VipDirectory:
+    """The IVR's copy of the directory in memory: number → VIP kind.
+
+    A caller is looked up at every call's start, before the first prompt; a
+    query there put the database on every call's path (p99 per AGI command went
+    from 12 ms to 74-430 ms with 1,000 callers). The copy is loaded at start and
+    again on each ``cc_residents`` notification (and on every LISTEN reconnect,
+    for changes made while it was not listening), so a lookup is a dict read.
+    Until the first load succeeds, every caller is unknown: the IVR goes on.
+    """
+
+    def __init__(self) -> None:
+        self._vip: dict[str, str] = {}
+        self.loaded = False
+
+    async def reload(self, pool: asyncpg.Pool) -> None:
+        rows = await pool.fetch("SELECT phone, vip FROM residents")
+        self._vip = {row["phone"]: row["vip"] for row in rows}  # one swap: never half-read
+        self.loaded = True
+
+    def __len__(self) -> int:
+        return len(self._vip)
+
+    def snapshot(self) -> dict[str, Any]:
+        """For the health page (``/healthz``'s ``live``): loaded, and how many."""
+        return {"connected": self.loaded, "numbers": len(self._vip)}
+
+    async def lookup(self, number: str) -> CallerIdentified:
+        vip = self._vip.get(normalise_phone(number))
+        return CallerIdentified(known=vip is not None, vip=vip or "none")

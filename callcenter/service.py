@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from aiohttp import web
 
 from callcenter.acd.queues import load_queues
@@ -32,7 +33,7 @@ from callcenter.ivr.speech import MenuRecognizer
 from callcenter.ivr.stats import NodeCounts
 from callcenter.ivr.survey import make_survey_handler
 from callcenter.keys import DSN, LIVE, POOL, SETTINGS, STORE, WRITER
-from callcenter.residents import ivr_lookup
+from callcenter.residents import RESIDENTS_CHANNEL, VipDirectory
 from callcenter.settings import Settings
 from callcenter.sip.provision import run_provisioner
 from callcenter.tickets.lifecycle import make_policy
@@ -46,9 +47,12 @@ async def agi_context(app: web.Application) -> AsyncIterator[None]:
     recognizer = await _menu_recognizer(settings, menu)
     speech = Speech(recognizer=recognizer, recordings_dir=settings.recordings,
                     asterisk_dir=settings.asterisk_recordings_dir)
-    # Known residents and VIP callers (elderly, disabled) are looked up by number.
+    # Known residents and VIP callers (elderly, disabled) are looked up by number,
+    # in memory: the directory follows the table through LISTEN.
+    directory, stopping = app[LIVE].setdefault("residents", VipDirectory()), asyncio.Event()
+    following = await follow_directory(app[POOL], app[DSN], directory, stopping)
     handler = make_ivr_handler(
-        app[STORE], writer=app[WRITER], menu=menu, lookup=ivr_lookup(app[POOL]),
+        app[STORE], writer=app[WRITER], menu=menu, lookup=directory.lookup,
         speech=speech, closed_queues=closed_queues_now(menu, ZoneInfo(settings.timezone)),
         oncall_dial=settings.oncall_dial, counts=app[LIVE].setdefault("ivr", NodeCounts()),
     )
@@ -59,8 +63,28 @@ async def agi_context(app: web.Application) -> AsyncIterator[None]:
     await server.start()
     yield
     await server.stop()
+    stopping.set()
+    await asyncio.gather(following, return_exceptions=True)
     if recognizer is not None:
         recognizer.close()
+
+
+async def follow_directory(pool: asyncpg.Pool, dsn: str, directory: VipDirectory,
+                           stopping: asyncio.Event) -> asyncio.Task[None]:
+    """Load the residents' VIP kinds now (callers before the first load would be
+    unknown), then keep them current from the table's notifications."""
+
+    async def reload(_channel: str = "", _payload: str = "") -> None:
+        await directory.reload(pool)
+        log.info("residents directory: %d numbers in memory", len(directory))
+
+    try:
+        await reload()
+    except Exception as exc:  # LISTEN loads it when it connects
+        log.warning("residents directory not loaded yet: %s", exc)
+    return asyncio.create_task(
+        listen(dsn, (RESIDENTS_CHANNEL,), reload, reload, stopping),
+        name="residents-directory")
 
 
 def closed_queues_now(menu: Menu, zone: ZoneInfo) -> Callable[[], frozenset[str]]:

@@ -30,7 +30,7 @@ from callcenter.sandbox.asterisk import IN_ROOT_SOUNDS, AsteriskSandbox
 from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call
 from callcenter.sandbox.sipp import SippLab
 from callcenter.settings import Settings
-from callcenter.web.app import POOL
+from callcenter.web.app import LIVE, POOL
 from tests.e2e.conftest import eventually, free_port, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
@@ -118,6 +118,12 @@ async def test_callers_key_speak_or_stay_silent_and_each_reaches_the_right_place
     rows, problems = residents.parse_csv("phone,name,vip\n13912340000,王奶奶,独居老人\n")
     assert not problems
     await residents.upsert(pool, rows, by="test")
+    directory = service[LIVE]["residents"]  # the IVR's copy follows the table (NOTIFY)
+
+    async def known() -> bool:
+        return (await directory.lookup("13912340000")).vip == "elderly"
+
+    await eventually(known, 10, "the IVR to know the new VIP")
     keyed = {  # keys (w = 0.5 s) -> queue, priority, keys stored, choice
         "3": ("consultation", 0, "3", "consultation"),
         "0": ("general", 0, "0", "agent"),
