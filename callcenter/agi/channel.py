@@ -375,6 +375,21 @@ class AgiChannel:
         )
         return _digit_from_result(response)
 
+    async def record_file(
+        self, path: str, *, escape_digits: str, max_ms: int, silence_s: int,
+        beep: bool = False,
+    ) -> str:
+        """Record ``path``.wav (as Asterisk sees it) until a key, ``silence_s`` of
+        silence or ``max_ms``; the key that ended it, or ``""``."""
+        args: list[object] = [path, "wav", escape_digits, max_ms, 0]
+        if beep:
+            args.append("BEEP")
+        args.append(f"s={silence_s}")
+        response = await self.execute(
+            "RECORD FILE", *args, response_timeout_s=max_ms / 1000 + self.command_timeout_s
+        )
+        return _digit_from_result(response)
+
     async def get_data(
         self, prompt: str, timeout_ms: int = DEFAULT_TIMEOUT_MS, max_digits: int = 1
     ) -> str:

@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
-from callcenter.agi.channel import AgiChannel, AgiResponse
+from callcenter.agi.channel import AgiChannel
 from callcenter.audio import AudioError, frame_rms_db, read_mono, write_wav
 from callcenter.ivr.engine import (
     DescriptionRecorded,
@@ -78,16 +78,6 @@ def ends_voiced(samples: np.ndarray, rate: int) -> bool:
     return speech_seconds(tail, rate) >= TAIL_S / 2
 
 
-def record_result(response: AgiResponse) -> str:
-    """The key that ended a RECORD FILE, or "" (silence, timeout)."""
-    if response.result in ("", "0"):
-        return ""
-    try:
-        return chr(int(response.result))
-    except ValueError:
-        return ""
-
-
 @dataclass
 class Listener:
     """Records and recognises on behalf of one IVR call.
@@ -112,15 +102,9 @@ class Listener:
         beep: bool = False,
     ) -> tuple[str, Path]:
         (self.recordings_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        args: list[object] = [f"{self.asterisk_dir}/{name}", "wav", escape, max_ms, 0]
-        if beep:
-            args.append("BEEP")
-        args.append(f"s={silence_s}")
-        response = await channel.execute(
-            "RECORD FILE", *args,
-            response_timeout_s=max_ms / 1000 + channel.command_timeout_s,
-        )
-        return record_result(response), self.recordings_dir / f"{name}.wav"
+        key = await channel.record_file(f"{self.asterisk_dir}/{name}", escape_digits=escape,
+                                        max_ms=max_ms, silence_s=silence_s, beep=beep)
+        return key, self.recordings_dir / f"{name}.wav"
 
     async def listen(self, channel: AgiChannel, node: str, grammar: str | None,
                      timeout_ms: int) -> DigitPressed | SpeechRecognised | NoInput:

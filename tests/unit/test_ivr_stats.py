@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from callcenter.agi.channel import parse_result_line
 from callcenter.ivr.engine import NodeEvent
-from callcenter.ivr.listen import MIN_SPEECH_S, ends_voiced, record_result, speech_seconds
+from callcenter.ivr.listen import MIN_SPEECH_S, ends_voiced, speech_seconds
 from callcenter.ivr.stats import NodeCounts, node_figures
 
 
@@ -46,8 +45,3 @@ def test_speech_is_told_from_silence_and_clicks() -> None:
     assert speech_seconds(click, rate) < MIN_SPEECH_S
     assert ends_voiced(np.concatenate([silence, loud]), rate)
     assert not ends_voiced(np.concatenate([loud, silence]), rate)
-
-
-def test_record_file_results() -> None:
-    assert record_result(parse_result_line("200 result=51 (dtmf) endpos=800")) == "3"
-    assert record_result(parse_result_line("200 result=0 (timeout) endpos=9600")) == ""
