@@ -28,7 +28,7 @@ the handler drains them with :meth:`MenuEngine.drain_events`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from callcenter.ivr.menu import (
@@ -251,7 +251,7 @@ class MenuEngine:
         self.vip = event.vip if event.known else "none"
         if isinstance(self.pending, RouteToQueue | RouteToOnCall):
             option = self._chosen
-            self.pending = _with_priority(self.pending, self.priority_for(option))
+            self.pending = replace(self.pending, priority=self.priority_for(option))
         return self.pending if self.pending is not None else self.start()
 
     def _digit(self, digit: str) -> Action:
@@ -362,7 +362,7 @@ class MenuEngine:
             self.pending = HangUp(reason="silent_line")
             return self.pending
         if self.silent_step == 1:
-            self._event_at(NODE_SILENT, "entry")
+            self._event("entry", node=NODE_SILENT)
         sentence = "silent_goodbye" if self.silent_step == 3 else "silent_hello"
         self.pending = PlayAndListen(
             prompts=(sentence,), node=NODE_SILENT, timeout_ms=wait, grammar=main.grammar
@@ -396,7 +396,7 @@ class MenuEngine:
     ) -> Action:
         queue = option.queue or self.menu.fallback_queue
         to_person = option.choice == AGENT_CHOICE
-        self._event_at(self.path[-1] if self.path else self.node, "transfer", choice=name)
+        self._event("transfer", choice=name, node=self.path[-1] if self.path else self.node)
         self.pending = RouteToQueue(
             queue=queue, choice=name, digits="".join(self._route_keys),
             priority=self.priority_for(option), reason=reason,
@@ -423,16 +423,11 @@ class MenuEngine:
             grammar=node.grammar, stage=stage,
         )
 
-    def _event(self, kind: NodeKind, via: str = "", choice: str = "") -> None:
-        node = NODE_SILENT if self.silent_step and kind != "entry" else self.node
+    def _event(self, kind: NodeKind, via: str = "", choice: str = "", *,
+               node: str | None = None) -> None:
+        """A node event, at the current node unless ``node`` is given (while the
+        silent-line script runs, its steps count at the silent node)."""
+        if node is None:
+            node = NODE_SILENT if self.silent_step and kind != "entry" else self.node
         self._events.append(NodeEvent(node=node, kind=kind, via=via, choice=choice))
 
-    def _event_at(self, node: str, kind: NodeKind, choice: str = "") -> None:
-        self._events.append(NodeEvent(node=node, kind=kind, choice=choice))
-
-
-def _with_priority(action: RouteToQueue | RouteToOnCall, priority: int) -> Action:
-    if isinstance(action, RouteToQueue):
-        return RouteToQueue(action.queue, action.choice, action.digits, priority, action.reason,
-                            action.announce, action.description)
-    return RouteToOnCall(action.choice, action.digits, priority, action.announce)
