@@ -111,12 +111,18 @@ async def insert_ticket(
 ) -> int | None:
     """Insert a ticket's fixed and automatic values; its lifecycle columns follow
     from the opening's ``Persist``. None when the call already has its automatic
-    ticket (a wrap-up and the analysis raced): the caller updates that one."""
+    ticket (a wrap-up and the analysis raced): the caller updates that one.
+
+    A survey key the caller pressed before the ticket existed comes from the call;
+    the call row is share-locked so that a survey saved meanwhile (which updates
+    the call, then its tickets) either is read here or finds this ticket."""
     return await conn.fetchval(
         "INSERT INTO tickets (number, call_id, auto, channel, created_at, category, urgency,"
         " complaint_severity, repeat_complaint, vip, caller_name, phone, building, unit,"
-        " room, description, escalate_to, incomplete, callback_required, history, judgement)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+        " room, description, escalate_to, incomplete, callback_required, history, judgement,"
+        " satisfaction_ivr)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,"
+        " (SELECT survey_score FROM calls WHERE id = $2 FOR SHARE))"
         " ON CONFLICT (call_id) WHERE auto DO NOTHING RETURNING id",
         number, call_id, auto, ticket.channel, created_at, ticket.category, ticket.urgency,
         ticket.complaint_severity, ticket.repeat_complaint, ticket.vip, ticket.caller_name,

@@ -169,6 +169,19 @@ async def test_a_wrap_up_before_the_analysis_opens_the_row_the_analysis_fills(
     assert await notices(db_pool) == ["receipt"]
 
 
+async def test_a_survey_answered_before_the_analysis_reaches_its_ticket(
+    db_pool: asyncpg.Pool,
+) -> None:
+    store = PgStore(db_pool, now=Clock())
+    await answered_call(store, "c-survey")
+    await store.save_survey("c-survey", 4)  # the caller pressed 4 after the conversation
+    number = await store.save_analysis("c-survey", segments=[], qa=None, qa_source="asr",
+                                       ticket=analysed())
+    assert (await ticket_row(db_pool, number or ""))["satisfaction_ivr"] == 4
+    await store.save_survey("c-survey", 2)  # answered again: the tickets follow
+    assert (await ticket_row(db_pool, number or ""))["satisfaction_ivr"] == 2
+
+
 async def test_several_tickets_per_call_and_walk_ins(db_pool: asyncpg.Pool) -> None:
     clock = Clock()
     store = PgStore(db_pool, now=clock)
