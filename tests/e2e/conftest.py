@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +78,21 @@ async def eventually(
             return value
         await asyncio.sleep(every_s)
     raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+
+
+@pytest.fixture
+def sandbox_settings(asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path,
+                     shared_dir: Path) -> Callable[..., Settings]:
+    """Settings for a service beside the sandboxed Asterisk, on this test's database
+    and folders and a free web port (no wrap-up unless overridden)."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"wrap_up_s": 0, **overrides}
+        return Settings(database_url=db_dsn, data_dir=tmp_path,
+                        recordings_dir=asterisk_sandbox.recordings_dir, shared_dir=shared_dir,
+                        web_port=free_port(), **values)
+
+    return make
 
 
 def free_port() -> int:

@@ -59,7 +59,6 @@ from callcenter.web.app import LIVE, POOL, STORE
 from tests.e2e.conftest import (
     endpoint_state,
     eventually,
-    free_port,
     provisioned,
     running_service,
 )
@@ -90,16 +89,11 @@ QUEUES = {
 
 
 @pytest.fixture
-def settings(
-    asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
-) -> Settings:
+def settings(sandbox_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
     queues_file = tmp_path / "queues.yaml"
     queues_file.write_text(yaml.safe_dump(QUEUES), encoding="utf-8")
-    return Settings(
-        database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=free_port(), queues_file=queues_file,
-        ring_timeout_s=RING_TIMEOUT_S, wrap_up_s=0,  # the queues' wrap-up applies
-    )
+    # No service-wide wrap-up: the queues' own applies.
+    return sandbox_settings(queues_file=queues_file, ring_timeout_s=RING_TIMEOUT_S)
 
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -29,7 +29,7 @@ from callcenter.settings import Settings
 from callcenter.sip.provision import add_agent
 from callcenter.web.app import POOL, STORE
 from tests.e2e.browser import artifacts, chromium
-from tests.e2e.conftest import endpoint_state, eventually, free_port, provisioned, running_service
+from tests.e2e.conftest import endpoint_state, eventually, provisioned, running_service
 from tests.web_support import PASSWORD, add_user
 
 pytestmark = [pytest.mark.e2e]
@@ -40,11 +40,8 @@ SKILLS = ["repair", "complaint", "consultation", "general"]
 
 
 @pytest.fixture
-def settings(asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path,
-             shared_dir: Path) -> Settings:
-    return Settings(database_url=db_dsn, data_dir=tmp_path,
-                    recordings_dir=asterisk_sandbox.recordings_dir, shared_dir=shared_dir,
-                    web_port=free_port(), wrap_up_s=120, ring_timeout_s=15)
+def settings(sandbox_settings: Callable[..., Settings]) -> Settings:
+    return sandbox_settings(wrap_up_s=120, ring_timeout_s=15)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from callcenter.web.app import POOL, STORE
 from tests.e2e.conftest import (
     endpoint_state,
     eventually,
-    free_port,
     provisioned,
     running_service,
 )
@@ -46,13 +45,8 @@ SCENARIO = "d007"  # caller keys 1 (repair)
 
 
 @pytest.fixture
-def settings(
-    asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
-) -> Settings:
-    return Settings(
-        database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0, ring_timeout_s=10,
-    )
+def settings(sandbox_settings: Callable[..., Settings]) -> Settings:
+    return sandbox_settings(ring_timeout_s=10)
 
 
 @pytest.fixture
