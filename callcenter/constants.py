@@ -33,6 +33,7 @@ VAR_SIM_CALLER_AUDIO = "SIM_CALLER_AUDIO"
 VAR_SIM_CALLER_DIGITS = "SIM_CALLER_DIGITS"
 VAR_SIM_CALLER_SPEECH = "SIM_CALLER_SPEECH"  # a spoken menu choice, said once the IVR listens
 VAR_SIM_SURVEY_KEY = "SIM_SURVEY_KEY"  # the rating keyed when the survey asks
+VAR_SIM_SPEAK_AT = "SIM_SPEAK_AT"  # the IVR node at which the simulated caller speaks
 VAR_SIM_AGENT_AUDIO = "SIM_AGENT_AUDIO"
 VAR_SIM_MENU_WAIT = "SIM_MENU_WAIT"  # seconds before the simulated caller keys the digit
 

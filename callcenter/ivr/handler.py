@@ -330,6 +330,7 @@ class IvrCall:
         skipped = await self._play(action.prompts, escape="#")  # "#": nothing to add
         if self.listener is None or skipped:
             return DescriptionRecorded()
+        await self.channel.set_variable(VAR_IVR_LISTENING, action.node)
         return await self.listener.describe(self.channel, action)
 
     async def _route(self, action: RouteToQueue) -> None:

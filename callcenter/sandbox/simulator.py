@@ -29,6 +29,7 @@ from callcenter.constants import (
     VAR_SIM_CALLER_DIGITS,
     VAR_SIM_CALLER_SPEECH,
     VAR_SIM_MENU_WAIT,
+    VAR_SIM_SPEAK_AT,
     VAR_SIM_SURVEY_KEY,
 )
 
@@ -117,9 +118,11 @@ def caller_variables(
     shared_dir: Path,
     speech: Path | None = None,
     survey_key: str = "",
+    speak_at: str = "",
 ) -> dict[str, str]:
     return {
         VAR_SIM_SURVEY_KEY: survey_key,
+        VAR_SIM_SPEAK_AT: speak_at,
         VAR_SIM_CALLER_AUDIO: in_root_sound(caller_audio, shared_dir),
         VAR_SIM_CALLER_DIGITS: digits,
         VAR_SIM_CALLER_SPEECH: in_root_sound(speech, shared_dir),
@@ -142,12 +145,14 @@ async def place_call(
     ari_url: str = AriParams.url,
     speech: Path | None = None,
     survey_key: str = "",
+    speak_at: str = "",
 ) -> str:
     """Originate a simulated caller; return its (``;1``) channel id.
 
     ``digits`` are keyed ``menu_wait_s`` after the answer (``w`` = a 0.5 s pause,
     as SendDTMF reads it); ``speech`` (a WAV under the shared folder) is said
-    once the IVR listens; ``survey_key`` is keyed when the survey asks.
+    once the IVR listens (at the node ``speak_at``, any node by default);
+    ``survey_key`` is keyed when the survey asks.
 
     ``ari`` is either the ARI address and user, or an aiohttp session (no
     ``base_url``) that sends the ARI basic-auth header, with ``ari_url`` the
@@ -167,6 +172,7 @@ async def place_call(
             shared_dir=shared_dir,
             speech=speech,
             survey_key=survey_key,
+            speak_at=speak_at,
         )
     }
     if isinstance(ari, aiohttp.ClientSession):

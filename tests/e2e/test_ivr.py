@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from callcenter.sandbox.simulator import AriParams, pbx_channel_id, place_call
 from callcenter.sandbox.sipp import SippLab
 from callcenter.settings import Settings
 from callcenter.web.app import LIVE, POOL
-from tests.e2e.conftest import eventually, free_port, running_service
+from tests.e2e.conftest import eventually, running_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asr]
 
@@ -40,13 +40,8 @@ HOTLINE_NUMBER = "4008001234"
 
 
 @pytest.fixture
-def settings(
-    asterisk_sandbox: AsteriskSandbox, db_dsn: str, tmp_path: Path, shared_dir: Path
-) -> Settings:
-    return Settings(
-        database_url=db_dsn, data_dir=tmp_path, recordings_dir=asterisk_sandbox.recordings_dir,
-        shared_dir=shared_dir, web_port=free_port(), wrap_up_s=0,
-    )
+def settings(sandbox_settings: Callable[..., Settings]) -> Settings:
+    return sandbox_settings()
 
 
 @pytest.fixture
@@ -56,11 +51,11 @@ async def service(settings: Settings) -> AsyncIterator[web.Application]:
 
 
 async def _call(number: str, caller: str, *, digits: str = "", speech: Path | None = None,
-                shared_dir: Path, wait_s: float = 1.0) -> str:
+                shared_dir: Path, wait_s: float = 1.0, speak_at: str = "") -> str:
     """A Local-channel caller; returns the PBX-side channel id (the call row's)."""
     sim = await place_call(AriParams(), number=number, caller_phone=caller, caller_audio=None,
                            digits=digits, agent_audio=None, menu_wait_s=wait_s,
-                           shared_dir=shared_dir, speech=speech)
+                           shared_dir=shared_dir, speech=speech, speak_at=speak_at)
     return pbx_channel_id(sim)
 
 
@@ -213,21 +208,31 @@ async def test_the_agent_sends_the_caller_to_the_survey_and_the_rating_is_stored
     assert row["hangup_by"] is None  # the agent ended it by the transfer, not a hang-up
 
 
-async def test_an_emergency_while_repair_is_closed_reaches_the_on_call_engineer(
+async def test_after_hours_a_message_is_taken_and_an_emergency_reaches_the_on_call_engineer(
     settings: Settings, shared_dir: Path, tmp_path: Path
 ) -> None:
-    """Repair closed (a menu file whose repair hours are empty): keys 1-1 are dialled to
-    the on-call engineer (a simulated phone that answers), recorded from the answer,
-    and the end of the call is recorded when the caller hangs up."""
+    """Repair and consultation closed (a menu file whose hours for them are empty).
+    Key 3: the caller hears the closed message, speaks a message after the tone
+    (silence ends it), is thanked and hung up; the call waits for a call-back.
+    Keys 1-1: dialled to the on-call engineer (a simulated phone that answers),
+    recorded from the answer, and the end is recorded when the caller hangs up."""
     menu = yaml.safe_load(MENU_PATH.read_text(encoding="utf-8"))
     menu["hours"]["repair"] = {"workday": [], "restday": []}
+    menu["hours"]["consultation"] = {"workday": [], "restday": []}
     menu_file = tmp_path / "menu.yaml"
     menu_file.write_text(yaml.safe_dump(menu, allow_unicode=True), encoding="utf-8")
     closed = settings.model_copy(update={"ivr_menu_file": menu_file,
                                          "oncall_dial": "Local/7001@sim-agents/n"})
     async with running_service(closed, workers=0) as app:
         pool = app[POOL]
+        message = await _call("12345", "13200000001", digits="3", shared_dir=shared_dir,
+                              speech=_clips(shared_dir)["complaint"], speak_at="closed")
         channel = await _call("12345", "13200000000", digits="1ww1", shared_dir=shared_dir)
+        left = await _ended(pool, message)
+        assert (left["end_reason"], left["outcome"], left["ivr_node"], left["queue"]) == (
+            "closed", "callback", "closed", None)
+        assert (settings.recordings / left["ivr_description"]).is_file()
+        assert ("closed", "entry", "", "") in await _node_events(pool, left["id"])
 
         async def oncall_answered() -> bool:
             return any(c["name"].startswith("Local/7001@sim-agents") and c["state"] == "Up"
