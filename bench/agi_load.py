@@ -92,7 +92,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,6 +105,8 @@ import asyncpg  # noqa: E402
 from procstat import (  # noqa: E402  (bench/, beside this file)
     log,
     pct,
+    postmaster_pid,
+    private_postgres,
     proc_cpu_s,
     run_interruptible,
     stop_service,
@@ -495,20 +496,11 @@ class Database:
         self.dsn = base.rsplit("/", 1)[0] + "/" + self.name + (f"?{query}" if query else "")
 
     def _start_embedded(self) -> str:
-        warnings.filterwarnings("ignore", module="platformdirs")  # no XDG_RUNTIME_DIR: harmless
-        import pgserver
-
-        folder = self.work / "pg"
-        folder.mkdir()
-        self.work.chmod(0o755)
-        folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-        self.pg = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        self.pg = private_postgres(self.work)
         return str(self.pg.get_uri())
 
     def postmaster_pid(self) -> int | None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            return int((self.work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
-        return None
+        return postmaster_pid(self.work)
 
     def crash(self) -> None:
         """Stop PostgreSQL as a crash would (no shutdown checkpoint)."""

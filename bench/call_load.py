@@ -89,6 +89,7 @@ from procstat import (  # noqa: E402  (bench/, beside this file)
     log,
     machine_busy,
     pct,
+    private_postgres,
     proc_cpu_s,
     run_interruptible,
     stop_service,
@@ -532,13 +533,7 @@ class Bench:
         log(f"{args.agents} agent phones registered and available")
 
     def _start_pg(self) -> str:
-        import pgserver
-
-        folder = self.work / "pg"
-        folder.mkdir()
-        self.work.chmod(0o755)
-        folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-        self.pg = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        self.pg = private_postgres(self.work)
         return str(self.pg.get_uri())
 
     async def _start_service(self, dsn: str) -> None:

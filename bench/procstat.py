@@ -1,6 +1,6 @@
 """What the benchmarks share: progress lines, percentiles, CPU time read from
-/proc (a process, a server with its children, the whole machine), and a run that
-Ctrl-C or SIGTERM stop with its clean-up."""
+/proc (a process, a server with its children, the whole machine), a private
+embedded PostgreSQL, and a run that Ctrl-C or SIGTERM stop with its clean-up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -66,6 +68,26 @@ def machine_busy() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return sum(values[:8]) - values[3] - values[4], sum(values[:8])
+
+
+def private_postgres(work: Path) -> Any:
+    """A temporary embedded PostgreSQL (pgserver) in ``work``/pg/data, deleted when
+    the returned server is cleaned up; ``str(server.get_uri())`` is its DSN."""
+    warnings.filterwarnings("ignore", module="platformdirs")  # no XDG_RUNTIME_DIR: harmless
+    import pgserver
+
+    folder = work / "pg"
+    folder.mkdir()
+    work.chmod(0o755)
+    folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    return pgserver.get_server(folder / "data", cleanup_mode="delete")
+
+
+def postmaster_pid(work: Path) -> int | None:
+    """The process id of :func:`private_postgres`'s postmaster, while it runs."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    return None
 
 
 def run_interruptible(run: Callable[[], Awaitable[int]]) -> int:

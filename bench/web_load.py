@@ -80,6 +80,8 @@ from procstat import (  # noqa: E402  (bench/, beside this file)
     log,
     machine_busy,
     pct,
+    postmaster_pid,
+    private_postgres,
     proc_cpu_s,
     run_interruptible,
     stop_service,
@@ -190,9 +192,10 @@ FROM t
 """
 
 SEED_QA = """
-INSERT INTO qa_results (call_id, score, source, created_at)
-SELECT id, round((55 + random() * 45)::numeric, 1)::float8, 'asr', ended_at + interval '2 minutes'
-FROM calls WHERE outcome = 'answered'
+INSERT INTO qa_results (call_id, score, final_score, source, created_at)
+SELECT id, score, score, 'asr', ended_at + interval '2 minutes'
+FROM (SELECT id, ended_at, round((55 + random() * 45)::numeric, 1)::float8 AS score
+      FROM calls WHERE outcome = 'answered') scored
 """
 
 SEED_HISTORY = """
@@ -414,20 +417,11 @@ class Bench:
         return password
 
     def _start_pg(self) -> str:
-        import pgserver
-
-        folder = self.work / "pg"
-        folder.mkdir()
-        self.work.chmod(0o755)
-        folder.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-        self.pg = pgserver.get_server(folder / "data", cleanup_mode="delete")
+        self.pg = private_postgres(self.work)
         return str(self.pg.get_uri())
 
     def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.work / "pg" / "data" / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+        return postmaster_pid(self.work)
 
     async def _start_service(self, dsn: str) -> None:
         with socket.socket() as probe:
