@@ -160,23 +160,29 @@ async def test_callers_key_speak_or_stay_silent_and_each_reaches_the_right_place
 async def test_a_hang_up_is_recorded_with_its_node(
     service: web.Application, shared_dir: Path
 ) -> None:
+    """Every node of the open hotline (the after-hours test hangs up at "closed")."""
     pool = service[POOL]
     cases = [("", "main"), ("1", "repair"), ("1ww2", "describe"), ("", "silent")]
 
     async def hang_up_at(i: int, keys: str, node: str) -> None:
         channel = await _call("12345", f"1350000000{i}", digits=keys, shared_dir=shared_dir)
-
-        async def at_node() -> bool:
-            row = await _row(pool, channel)
-            return bool(row and row["ivr_node"] == node and row["stage"] == "menu")
-
-        await eventually(at_node, 60, f"the caller to reach {node}")
-        await _hang_up(channel)
-        row = await _ended(pool, channel)
-        assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
-        assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
+        await _hang_up_at(pool, channel, node)
 
     await asyncio.gather(*(hang_up_at(i, keys, node) for i, (keys, node) in enumerate(cases)))
+
+
+async def _hang_up_at(pool: asyncpg.Pool, channel: str, node: str) -> None:
+    """Hang the caller up once the IVR is at ``node``; the end is recorded there."""
+
+    async def at_node() -> bool:
+        row = await _row(pool, channel)
+        return bool(row and row["ivr_node"] == node and row["stage"] == "menu")
+
+    await eventually(at_node, 60, f"the caller to reach {node}")
+    await _hang_up(channel)
+    row = await _ended(pool, channel)
+    assert (row["ivr_node"], row["hangup_by"], row["stage"]) == (node, "caller", "menu")
+    assert (await _node_events(pool, row["id"]))[-1] == (node, "hangup", "", "")
 
 
 async def test_the_agent_sends_the_caller_to_the_survey_and_the_rating_is_stored(
@@ -214,6 +220,7 @@ async def test_after_hours_a_message_is_taken_and_an_emergency_reaches_the_on_ca
     """Repair and consultation closed (a menu file whose hours for them are empty).
     Key 3: the caller hears the closed message, speaks a message after the tone
     (silence ends it), is thanked and hung up; the call waits for a call-back.
+    Another hangs up there: recorded at the node "closed".
     Keys 1-1: dialled to the on-call engineer (a simulated phone that answers),
     recorded from the answer, and the end is recorded when the caller hangs up."""
     menu = yaml.safe_load(MENU_PATH.read_text(encoding="utf-8"))
@@ -228,6 +235,8 @@ async def test_after_hours_a_message_is_taken_and_an_emergency_reaches_the_on_ca
         message = await _call("12345", "13200000001", digits="3", shared_dir=shared_dir,
                               speech=_clips(shared_dir)["complaint"], speak_at="closed")
         channel = await _call("12345", "13200000000", digits="1ww1", shared_dir=shared_dir)
+        gone = await _call("12345", "13200000002", digits="3", shared_dir=shared_dir)
+        await _hang_up_at(pool, gone, "closed")
         left = await _ended(pool, message)
         assert (left["end_reason"], left["outcome"], left["ivr_node"], left["queue"]) == (
             "closed", "callback", "closed", None)
