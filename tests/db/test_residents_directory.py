@@ -59,11 +59,16 @@ async def test_an_import_and_an_operators_sql_reach_the_ivr_by_notify(
 
 
 async def test_changes_made_while_not_listening_are_loaded_on_reconnect(
-    directory: VipDirectory, db_pool: asyncpg.Pool, pg_server_dsn: str
+    directory: VipDirectory, db_pool: asyncpg.Pool, db_dsn: str, pg_server_dsn: str
 ) -> None:
     await drop_connections(db_pool, pg_server_dsn)  # the LISTEN connection too
-    await db_pool.execute("INSERT INTO residents (phone, vip, updated_by)"
-                          " VALUES ('13900000003', 'elderly', 'operator')")
+    # A connection of its own: the pool's were just killed under it.
+    operator = await asyncpg.connect(db_dsn)
+    try:
+        await operator.execute("INSERT INTO residents (phone, vip, updated_by)"
+                               " VALUES ('13900000003', 'elderly', 'operator')")
+    finally:
+        await operator.close()
     await until("the reload", lambda: _is(directory, "13900000003", "elderly"))
 
 
