@@ -74,10 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--no-telephony", action="store_true",
                        help="web, database and worker only (no FastAGI/ARI)")
-    serve.add_argument("--workers", type=int, default=None, help="in-process workers")
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="calls the in-process worker transcribes at once (0: no worker)")
     serve.set_defaults(func=_serve)
 
-    worker = sub.add_parser("worker", help="run transcription workers only")
+    worker = sub.add_parser("worker", help="run a transcription worker only (any number, "
+                                           "on any machine, against one database)")
+    worker.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="calls transcribed at once (default: one per core)")
     worker.set_defaults(func=_worker)
 
     db = sub.add_parser("db", help="database commands")
@@ -203,6 +207,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from callcenter.service import run_worker
 
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise CliError("--concurrency must be at least 1")
+        settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
     prepare_process(settings)
     asyncio.run(run_worker(settings))
     return 0

@@ -190,6 +190,7 @@ async def run_worker(settings: Settings) -> None:
     log.info("worker waiting for jobs")
     try:
         store = PgStore(pool, policy=make_policy(settings.timezone))
-        await run_supervised(dsn, store, settings, transcribing, asyncio.Event())
+        await run_supervised(dsn, store, settings, transcribing, asyncio.Event(),
+                             concurrency=settings.worker_concurrency or None)
     finally:
         await pool.close()

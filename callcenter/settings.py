@@ -115,7 +115,13 @@ class Settings(BaseSettings):
         description="/metrics without sign-in from this machine; otherwise supervisors and "
                     "admins only.",
     )
-    workers: int = Field(default=1, ge=0, le=64, description="Transcription workers in serve.")
+    workers: int = Field(
+        default=1, ge=0, le=64,
+        description="Calls serve's own worker transcribes at once (0: none; run "
+                    "`callcenter worker` processes instead, here or on other machines).")
+    worker_concurrency: int = Field(
+        default=0, ge=0, le=256,
+        description="Calls one `callcenter worker` transcribes at once (0: one per core).")
 
     queues_file: Path | None = Field(
         default=None,

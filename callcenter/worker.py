@@ -4,6 +4,12 @@ and runs the tickets' SLA ticker beside them.
 Jobs are queued in the same transaction that finishes a call (or changes a
 ticket), so a crash in between loses nothing; a failing job is retried with
 back-off and, after the last attempt, held (status 'failed') for a person.
+
+A worker takes at most ``concurrency`` calls at a time (one per recognizer it
+runs; by default one per core), so the rest stay queued for other workers,
+on this machine or another, against the same database; the most urgent call
+first (the job's priority is the call's: safety, VIP, normal), then in hang-up
+order. Notices have a consumer of their own: they never wait behind calls.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,10 +121,14 @@ def notifier_from(settings: Settings) -> Notifier:
                           settings.notifier_secret, timeout_s=settings.notifier_timeout_s)
 
 
+JOBS = (PROCESS_CALL_JOB, NOTIFY_CALLER_JOB)
+
+
 def build_queue_manager(
     conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing,
-    *, notifier: Notifier | None = None,
+    *, notifier: Notifier | None = None, jobs: Collection[str] = JOBS,
 ) -> QueueManager:
+    """A queue manager on ``conn`` for the ``jobs`` named (both kinds by default)."""
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
     sender = notifier or notifier_from(settings)
 
@@ -125,7 +137,6 @@ def build_queue_manager(
             parameters=params, max_attempts=3, initial_delay=timedelta(seconds=2)
         )
 
-    @qm.entrypoint(PROCESS_CALL_JOB, executor_factory=retrying, on_failure="hold")
     async def process_call_job(job: Job) -> None:
         call_id = (job.payload or b"").decode()
         try:
@@ -138,32 +149,63 @@ def build_queue_manager(
             await store.set_status(call_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
 
-    # Retries are the job's own (send_notice): it knows a refusal for good from one
-    # for now, and honours the gateway's Retry-After; after the last try: held.
-    @qm.entrypoint(NOTIFY_CALLER_JOB, on_failure="hold")
     async def notify_caller_job(job: Job) -> None:
         await send_notice(store.pool, sender, job.payload or b"", attempts=job.attempts,
                           now=store.now)
 
+    if PROCESS_CALL_JOB in jobs:
+        qm.entrypoint(PROCESS_CALL_JOB, executor_factory=retrying,
+                      on_failure="hold")(process_call_job)
+    if NOTIFY_CALLER_JOB in jobs:
+        # Retries are the job's own (send_notice): it knows a refusal for good from one
+        # for now, and honours the gateway's Retry-After; after the last try: held.
+        qm.entrypoint(NOTIFY_CALLER_JOB, on_failure="hold")(notify_caller_job)
     return qm
+
+
+def default_concurrency() -> int:
+    """One call at a time per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def calls_cap(concurrency: int) -> int:
+    """pgqueuer's per-worker cap on picked jobs (``max_concurrent_tasks``) must be at
+    least twice the batch (one job per dequeue here): a worker of one holds one more
+    call, picked and waiting, than it decodes."""
+    return max(2, concurrency)
 
 
 async def run_supervised(
     dsn: str, store: PgStore, settings: Settings, transcribing: Transcribing,
-    stopping: asyncio.Event,
+    stopping: asyncio.Event, *, concurrency: int | None = None,
 ) -> None:
     """Consume jobs until ``stopping`` is set, starting over on a fresh connection
-    whenever the queue manager dies (a database restart kills its connection).
+    whenever a queue manager dies (a database restart kills its connection).
     Connecting restarts a dead embedded database (``db/connect.py``). The SLA
-    ticker runs beside it for as long."""
+    ticker runs beside it for as long. ``concurrency``: calls processed at once
+    (default: one per core)."""
+    calls_at_once = concurrency or default_concurrency()
     notifier = notifier_from(settings)
     tickets = TicketService(store.pool, policy=store.policy, now=store.now)
     # Train the ticket models before the first job, off the event loop, so that no
     # call waits for it.
     await asyncio.to_thread(learned.trained)
     ticker = asyncio.create_task(SlaTicker(tickets, dsn).run(stopping), name="sla-ticker")
+
+    def manager(jobs: Collection[str]) -> Callable[[asyncpg.Connection], QueueManager]:
+        return lambda conn: build_queue_manager(conn, store, settings, transcribing,
+                                                notifier=notifier, jobs=jobs)
+
+    log.info("worker: %d calls at a time", calls_at_once)
     try:
-        await _consume(dsn, store, settings, transcribing, stopping, notifier)
+        await asyncio.gather(
+            _consume(dsn, manager((PROCESS_CALL_JOB,)), stopping, "calls",
+                     max_tasks=calls_cap(calls_at_once)),
+            _consume(dsn, manager((NOTIFY_CALLER_JOB,)), stopping, "notices"),
+        )
     finally:
         if not stopping.is_set():  # the consumer itself failed: the ticker goes too
             ticker.cancel()
@@ -172,29 +214,35 @@ async def run_supervised(
 
 
 async def _consume(
-    dsn: str, store: PgStore, settings: Settings, transcribing: Transcribing,
-    stopping: asyncio.Event, notifier: Notifier,
+    dsn: str, build: Callable[[asyncpg.Connection], QueueManager], stopping: asyncio.Event,
+    name: str, *, max_tasks: int | None = None,
 ) -> None:
+    """One queue manager (``build``) on a connection of its own, until ``stopping``;
+    ``max_tasks``: the most jobs it holds at once (None: no limit); a capped one takes
+    one job per dequeue, so that it never picks more than it may run."""
     loop = asyncio.get_running_loop()
     delay = 1.0
     while not stopping.is_set():
         try:
             conn = await connect(dsn, attempts=1, application_name=WORKER_APPLICATION)
         except DatabaseUnavailable as exc:
-            log.warning("worker: database unavailable (%s); retrying in %.0f s", exc, delay)
+            log.warning("worker %s: database unavailable (%s); retrying in %.0f s", name, exc,
+                        delay)
         else:
-            qm = build_queue_manager(conn, store, settings, transcribing, notifier=notifier)
+            qm = build(conn)
             relay = asyncio.create_task(_set_when(stopping, qm.shutdown))
             started = loop.time()
             try:
                 # Poll at least every few seconds: after a database restart the NOTIFY
                 # listener is silently dead, and only a poll notices it.
-                await qm.run(shutdown_on_listener_failure=True, dequeue_timeout=POLL_INTERVAL)
+                await qm.run(shutdown_on_listener_failure=True, dequeue_timeout=POLL_INTERVAL,
+                             batch_size=1 if max_tasks else 10, max_concurrent_tasks=max_tasks)
                 delay = 1.0
             except Exception:
                 if loop.time() - started > HEALTHY_RUN_S:
                     delay = 1.0
-                log.exception("worker: job consumer failed; restarting in %.0f s", delay)
+                log.exception("worker %s: job consumer failed; restarting in %.0f s", name,
+                              delay)
             finally:
                 relay.cancel()
                 with contextlib.suppress(Exception):

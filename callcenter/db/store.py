@@ -299,7 +299,7 @@ class PgStore:
                 " ended_at = t.ended, status = 'ended', outcome = COALESCE($5, outcome),"
                 " duration_s = GREATEST(0,"
                 "  EXTRACT(EPOCH FROM t.ended - COALESCE(answered_at, started_at)))"
-                " FROM t WHERE id = $1 AND status = 'active' RETURNING id",
+                " FROM t WHERE id = $1 AND status = 'active' RETURNING id, priority",
                 call_id,
                 stage,
                 hangup_by,
@@ -315,7 +315,7 @@ class PgStore:
             # Every caller who asked for service gets a ticket: one who gave up
             # waiting gets a call-back ticket, a call whose recording failed too.
             if has_recordings or stage in ("queue", "ringing", "conversation"):
-                await enqueue_processing(conn, call_id)
+                await enqueue_processing(conn, call_id, priority=row["priority"] or 0)
         return True
 
     @retrying()
@@ -551,10 +551,14 @@ class PgStore:
             return number
 
 
-async def enqueue_processing(conn: asyncpg.Connection, call_id: str) -> None:
-    """Queue the transcription job on this connection (inside the caller's transaction)."""
+async def enqueue_processing(conn: asyncpg.Connection, call_id: str, *, priority: int = 0
+                             ) -> None:
+    """Queue the transcription job on this connection (inside the caller's transaction).
+    Workers take the highest ``priority`` first (the call's own: a safety call before a
+    backlog of ordinary ones), then the oldest."""
     await Queries(AsyncpgDriver(conn)).enqueue(
-        PROCESS_CALL_JOB, call_id.encode(), dedupe_key=f"process:{call_id}", on_conflict="skip"
+        PROCESS_CALL_JOB, call_id.encode(), priority=priority,
+        dedupe_key=f"process:{call_id}", on_conflict="skip",
     )
 
 

@@ -14,6 +14,7 @@ headers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -88,8 +89,9 @@ def create_app(
 
         app.cleanup_ctx.append(agi_context)
         app.cleanup_ctx.append(ari_context)
-    if (settings.workers if workers is None else workers) > 0:
-        app.cleanup_ctx.append(_worker)
+    calls_at_once = settings.workers if workers is None else workers
+    if calls_at_once > 0:
+        app.cleanup_ctx.append(functools.partial(_worker, calls_at_once=calls_at_once))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("callcenter.web", "templates"),
                          autoescape=True, undefined=jinja2.StrictUndefined)
     app.on_response_prepare.append(_security_headers)
@@ -228,14 +230,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
-async def _worker(app: web.Application) -> AsyncIterator[None]:
+async def _worker(app: web.Application, *, calls_at_once: int) -> AsyncIterator[None]:
     from callcenter.worker import model_transcribing, run_supervised
 
     settings = app[SETTINGS]
     transcribing = await asyncio.to_thread(model_transcribing, settings)
     stopping = asyncio.Event()
     task = asyncio.create_task(
-        run_supervised(app[DSN], app[STORE], settings, transcribing, stopping), name="worker"
+        run_supervised(app[DSN], app[STORE], settings, transcribing, stopping,
+                       concurrency=calls_at_once), name="worker"
     )
     yield
     stopping.set()

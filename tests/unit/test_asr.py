@@ -74,3 +74,21 @@ def test_vad_mode_and_16k_feed_agree_on_times(transcriber: Transcriber) -> None:
         # "家里还有别的卫生间吗" is at 14.4-16.3 s in the ground truth
         hit = [w for s in segments for w in s.words if w.w == "卫生间"]
         assert hit and 14.0 <= hit[0].start <= 16.5
+
+
+def test_one_recognizer_serves_leg_after_leg_with_times_from_each_legs_start() -> None:
+    """Reused (reset) between legs: Vosk's clock runs on across them, the segments'
+    times must not."""
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    try:
+        reused = Transcriber(allow_network=False)
+    except ModelNotFound as exc:
+        pytest.skip(f"no Vosk model: {exc}")
+    samples, rate = read_mono(LEG)
+    first = reused.transcribe(samples[: rate * 15], rate, "agent")
+    again = reused.transcribe(samples[: rate * 15], rate, "agent")
+    assert reused.built == 1
+    assert first and len(again) == len(first)
+    for a, b in zip(first, again, strict=True):
+        assert abs(a.start - b.start) < 0.1 and abs(a.end - b.end) < 0.1
