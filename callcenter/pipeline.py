@@ -49,15 +49,16 @@ class Transcribing:
     It transcribes like the real one, loading the model on first use, so a call
     whose audio is unreadable fails on its audio before any model is loaded."""
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, *, skip_silence: bool = False) -> None:
         self.model_path = model_path
+        self.skip_silence = skip_silence
         self._transcriber: Any = None
 
     def get(self) -> Any:
         if self._transcriber is None:
             from callcenter.asr.decoder import Transcriber
 
-            self._transcriber = Transcriber(self.model_path)
+            self._transcriber = Transcriber(self.model_path, use_vad=self.skip_silence)
         return self._transcriber
 
     def transcribe(self, samples: Any, rate: int, leg: str) -> list[Segment]:

@@ -261,4 +261,4 @@ async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
 def model_transcribing(settings: Settings) -> Transcribing:
     from callcenter.asr.model import resolve_model
 
-    return Transcribing(Path(resolve_model(settings)))
+    return Transcribing(Path(resolve_model(settings)), skip_silence=settings.asr_skip_silence)

@@ -92,3 +92,18 @@ def test_one_recognizer_serves_leg_after_leg_with_times_from_each_legs_start() -
     assert first and len(again) == len(first)
     for a, b in zip(first, again, strict=True):
         assert abs(a.start - b.start) < 0.1 and abs(a.end - b.end) < 0.1
+
+
+def test_skipping_silence_keeps_times_from_the_legs_start() -> None:
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    try:
+        skipping = Transcriber(allow_network=False, use_vad=True)
+    except ModelNotFound as exc:
+        pytest.skip(f"no Vosk model: {exc}")
+    samples, rate = read_mono(LEG)
+    segments = skipping.transcribe(samples[: rate * 40], rate, "agent")
+    assert segments[0].text.startswith("您好")
+    assert 0.3 <= segments[0].start <= 1.5  # ground truth: 0.5-6.0 s
+    later = [s for s in segments if s.start > 10]
+    assert later and 13.5 <= later[0].start <= 15.5  # the agent's next turn: 14.4 s
