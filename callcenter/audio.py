@@ -1,4 +1,7 @@
-"""Reading call recordings (16-bit PCM WAV) with clear, one-line errors.
+"""Reading call recordings with clear, one-line errors: WAV (16-bit PCM, or G.711
+u-law/a-law as some recorders write it), and Asterisk's raw formats by extension
+(``.ulaw``/``.pcmu``, ``.alaw``/``.pcma``: 8 kHz; ``.sln``: 8 kHz 16-bit,
+``.sln16``: 16 kHz 16-bit).
 
 Samples are int16 numpy arrays. A two-leg call recording is stereo with the caller
 on the left channel and the agent on the right; per-leg recordings are mono.
@@ -7,6 +10,7 @@ Also: duration, band-limited resampling and a simple energy-based voice detector
 
 from __future__ import annotations
 
+import struct
 import wave
 from pathlib import Path
 
@@ -23,12 +27,15 @@ class AudioError(ValueError):
 
 
 def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
-    """All channels of a 16-bit PCM WAV: (samples shaped (frames, channels), rate)."""
+    """All channels of a recording: (samples shaped (frames, channels), rate)."""
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{p}: no such file")
     if not p.is_file():
         raise AudioError(f"{p}: not a regular file")
+    raw = RAW_FORMATS.get(p.suffix.lower())
+    if raw is not None:
+        return _read_raw(p, *raw)
     try:
         with p.open("rb") as fh:
             head = fh.read(12)
@@ -49,8 +56,11 @@ def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
             data = wf.readframes(nframes)
     except wave.Error as exc:
         msg = str(exc)
+        if msg in (f"unknown format: {WAVE_FORMAT_ALAW}", f"unknown format: {WAVE_FORMAT_MULAW}"):
+            return _read_g711_wav(p)
         if msg.startswith("unknown format"):
-            raise AudioError(f"{p}: unsupported WAV encoding ({msg}); need 16-bit PCM") from exc
+            raise AudioError(f"{p}: unsupported WAV encoding ({msg}); need 16-bit PCM or "
+                             "G.711") from exc
         raise AudioError(f"{p}: corrupt WAV header ({msg})") from exc
     except EOFError as exc:
         raise AudioError(f"{p}: corrupt WAV header (file ends inside the header)") from exc
@@ -68,6 +78,78 @@ def read_wav(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
         raise AudioError(f"{p}: empty audio (0 frames)")
     samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
     return samples.reshape(-1, channels), rate
+
+
+WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW = 6, 7
+# Asterisk's headerless formats: extension -> (encoding, rate).
+RAW_FORMATS = {".ulaw": ("ulaw", 8000), ".ul": ("ulaw", 8000), ".pcmu": ("ulaw", 8000),
+               ".alaw": ("alaw", 8000), ".al": ("alaw", 8000), ".pcma": ("alaw", 8000),
+               ".sln": ("slin", 8000), ".raw": ("slin", 8000), ".sln16": ("slin", 16000)}
+
+
+def _read_raw(p: Path, encoding: str, rate: int) -> tuple[npt.NDArray[np.int16], int]:
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise AudioError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    samples = _decode(data, encoding)
+    if len(samples) == 0:
+        raise AudioError(f"{p}: empty audio (0 frames)")
+    return samples.reshape(-1, 1), rate
+
+
+def _decode(data: bytes, encoding: str) -> Int16Array:
+    if encoding == "slin":
+        return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2").astype(np.int16)
+    table = _ULAW_TABLE if encoding == "ulaw" else _ALAW_TABLE
+    return table[np.frombuffer(data, dtype=np.uint8)]
+
+
+def _read_g711_wav(p: Path) -> tuple[npt.NDArray[np.int16], int]:
+    """A WAV whose samples are G.711 bytes (format 6 or 7), which ``wave`` refuses."""
+    data = p.read_bytes()
+    fmt: tuple[int, int, int, int] | None = None
+    samples = b""
+    at = 12
+    while at + 8 <= len(data):
+        kind, size = data[at:at + 4], struct.unpack_from("<I", data, at + 4)[0]
+        body = data[at + 8:at + 8 + size]
+        if kind == b"fmt " and len(body) >= 16:
+            tag, channels, rate, _bytes_per_s, _align, bits = struct.unpack_from("<HHIIHH", body)
+            fmt = (tag, channels, rate, bits)
+        elif kind == b"data":
+            samples = body
+            break
+        at += 8 + size + (size & 1)  # chunks are word-aligned
+    if fmt is None:
+        raise AudioError(f"{p}: corrupt WAV header (no fmt chunk)")
+    tag, channels, rate, bits = fmt
+    if bits != 8 or channels < 1 or rate <= 0:
+        raise AudioError(f"{p}: corrupt G.711 WAV header ({bits} bits, {channels} channels, "
+                         f"{rate} Hz)")
+    usable = len(samples) - len(samples) % channels
+    if usable == 0:
+        raise AudioError(f"{p}: empty audio (0 frames)")
+    decoded = _decode(samples[:usable], "ulaw" if tag == WAVE_FORMAT_MULAW else "alaw")
+    return decoded.reshape(-1, channels), rate
+
+
+def _g711_tables() -> tuple[Int16Array, Int16Array]:
+    """Linear values of the 256 u-law and a-law codes (ITU-T G.711, as Sun's g711.c)."""
+    codes = np.arange(256, dtype=np.int32)
+    u = ~codes & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    ulaw = np.where(u & 0x80, 0x84 - t, t - 0x84)
+    a = codes ^ 0x55
+    segment = (a & 0x70) >> 4
+    base = (a & 0x0F) << 4
+    magnitude = np.where(segment == 0, base + 8,
+                         (base + 0x108) << np.maximum(segment - 1, 0))
+    alaw = np.where(a & 0x80, magnitude, -magnitude)
+    return ulaw.astype(np.int16), alaw.astype(np.int16)
+
+
+_ULAW_TABLE, _ALAW_TABLE = _g711_tables()
 
 
 def read_mono(path: str | Path) -> tuple[Int16Array, int]:

@@ -161,3 +161,61 @@ def test_voiced_regions_find_the_speech() -> None:
     assert not is_silent(x, rate)
     assert is_silent(rng.normal(0, 3, rate).astype(np.int16), rate)
     assert voiced_regions(np.zeros(rate, dtype=np.int16), rate) == []
+
+
+def _g711_wav(path: Path, codes: bytes, tag: int, rate: int = 8000, channels: int = 1) -> None:
+    """A WAV whose samples are G.711 bytes (format 6 a-law, 7 u-law), with a 'fact'
+    chunk before 'data' as recorders write it."""
+    import struct
+
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * channels, channels, 8)
+    fact = struct.pack("<I", len(codes) // channels)
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"fact" + struct.pack("<I", len(fact)) + fact
+            + b"data" + struct.pack("<I", len(codes)) + codes)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def test_g711_recordings_in_wav_and_asterisks_raw_formats(tmp_path: Path) -> None:
+    from callcenter.audio import read_mono, read_stereo_legs, ulaw_encode
+
+    rate = 8000
+    tone = (np.sin(np.arange(rate) / rate * 2 * np.pi * 440) * 16000).astype(np.int16)
+    ulaw = ulaw_encode(tone)
+    _g711_wav(tmp_path / "u.wav", ulaw, tag=7)
+    (tmp_path / "u.ulaw").write_bytes(ulaw)
+    for name in ("u.wav", "u.ulaw"):
+        samples, got_rate = read_mono(tmp_path / name)
+        assert got_rate == rate and len(samples) == len(tone)
+        assert np.max(np.abs(samples.astype(int) - tone)) < 600  # one quantisation step
+    # a-law: 0xD5/0x55 are +8/-8, 0xAA/0x2A the extremes (ITU-T G.711 tables).
+    _g711_wav(tmp_path / "a.wav", bytes([0xD5, 0x55, 0xAA, 0x2A]), tag=6)
+    (tmp_path / "a.alaw").write_bytes(bytes([0xD5, 0x55, 0xAA, 0x2A]))
+    for name in ("a.wav", "a.alaw"):
+        assert read_mono(tmp_path / name)[0].tolist() == [8, -8, 32256, -32256]
+    # A stereo u-law call: caller left, agent right.
+    _g711_wav(tmp_path / "st.wav", bytes([0xFF, 0x00] * 4), tag=7, channels=2)
+    caller, agent, _ = read_stereo_legs(tmp_path / "st.wav")
+    assert caller.tolist() == [0] * 4 and agent.tolist() == [-32124] * 4
+    # Asterisk's signed linear: .sln at 8 kHz, .sln16 at 16 kHz.
+    (tmp_path / "x.sln16").write_bytes(tone.astype("<i2").tobytes())
+    samples, got_rate = read_mono(tmp_path / "x.sln16")
+    assert got_rate == 16000 and samples.tolist() == tone.tolist()
+
+
+def test_broken_g711_files_fail_with_a_reason(tmp_path: Path) -> None:
+    from callcenter.audio import AudioError, read_mono
+
+    _g711_wav(tmp_path / "empty.wav", b"", tag=7)
+    with pytest.raises(AudioError, match="empty audio"):
+        read_mono(tmp_path / "empty.wav")
+    (tmp_path / "empty.ulaw").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty audio"):
+        read_mono(tmp_path / "empty.ulaw")
+    wav = tmp_path / "bits.wav"
+    _g711_wav(wav, b"\x00" * 8, tag=7)
+    data = bytearray(wav.read_bytes())
+    data[34:36] = (16).to_bytes(2, "little")  # 16 bits per G.711 sample: not G.711
+    wav.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=r"corrupt G\.711"):
+        read_mono(wav)
