@@ -4,6 +4,7 @@ serve        run the service: web/API, FastAGI (IVR), ARI routing, worker
 worker       run only transcription workers
 db migrate   apply database migrations
 analyze      transcribe, ticket and score one call from files; print JSON
+transcribe   recordings to text (mono legs or stereo calls), with word times as JSON
 demo         place scenario calls through the sandboxed Asterisk
 agents       list, add or remove agents; login, logout, pause, unpause, ready
 users        people who sign in to the web: add (the first admin too), list, set
@@ -99,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--ivr-digits", default="", help="key pressed in the IVR menu")
     analyze.add_argument("--no-store", action="store_true", help="do not write to the database")
     analyze.set_defaults(func=_analyze)
+
+    transcribe = sub.add_parser(
+        "transcribe", help="recordings to text: WAV (PCM or G.711), .ulaw/.alaw/.sln; a "
+                           "stereo file is a call (caller left, agent right)")
+    transcribe.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    transcribe.add_argument("--json", action="store_true",
+                            help="one JSON object per file and line, with word times")
+    transcribe.add_argument("--skip-silence", action="store_true",
+                            help="decode only the stretches with speech (faster)")
+    transcribe.set_defaults(func=_transcribe)
 
     demo = sub.add_parser("demo", help="place scenario calls through the sandboxed Asterisk")
     demo.add_argument("--calls", type=int, default=3, help="how many scenario calls")
@@ -247,6 +258,19 @@ def _analyze(args: argparse.Namespace, settings: Settings) -> int:
     json.dump(doc, sys.stdout, ensure_ascii=False, indent=1, default=str)
     sys.stdout.write("\n")
     return 0
+
+
+def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.asr.decoder import Transcriber
+    from callcenter.asr.model import ModelNotFound
+    from callcenter.transcribe import run
+
+    try:
+        transcriber = Transcriber(settings=settings, allow_network=False,
+                                  use_vad=args.skip_silence or settings.asr_skip_silence)
+    except ModelNotFound as exc:
+        raise CliError(str(exc)) from None
+    return run(args.files, transcriber, as_json=args.json)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
