@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
@@ -49,6 +51,7 @@ from callcenter.tickets.service import NOTIFY_CALLER_JOB, TicketService, send_no
 from callcenter.tickets.ticker import SlaTicker
 
 log = logging.getLogger("callcenter.worker")
+T = TypeVar("T")
 
 
 POLL_INTERVAL = timedelta(seconds=5)
@@ -76,9 +79,10 @@ async def process_call(
     recordings = await store.recordings_of(call_id)
     facts = call_facts(call)
     paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
-    timeline, legs, problems = await asyncio.to_thread(
-        transcribe_recorded_legs, paths, transcribing
+    (timeline, legs, problems), figures = await asyncio.to_thread(
+        _timed, transcribe_recorded_legs, paths, transcribing
     )
+    figures["audio_s"] = round(sum(leg.duration_s for leg in legs.values()), 3)
     description: list[Segment] = []
     if call.get("ivr_description"):
         description = await asyncio.to_thread(
@@ -109,10 +113,19 @@ async def process_call(
             ticket.callback_required = True
     number = await store.save_analysis(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
-        history=[p["id"] for p in prior], error=reason or None,
+        history=[p["id"] for p in prior], error=reason or None, figures=figures,
     )
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     return number
+
+
+def _timed(work: Callable[..., T], *args: Any) -> tuple[T, dict[str, float]]:
+    """``work(*args)`` in this thread, with its wall and CPU seconds (the decode's
+    figures: real-time factor and throughput in /metrics and the API)."""
+    began, cpu = time.perf_counter(), time.thread_time()
+    result = work(*args)
+    return result, {"decode_s": round(time.perf_counter() - began, 3),
+                    "cpu_s": round(time.thread_time() - cpu, 3)}
 
 
 def notifier_from(settings: Settings) -> Notifier:

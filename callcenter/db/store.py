@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -513,9 +513,11 @@ class PgStore:
         qa_source: str,
         history: Sequence[int] = (),
         error: str | None = None,
+        figures: Mapping[str, float] | None = None,
     ) -> str | None:
         """Replace the call's transcript and QA result, and open or refresh its
-        automatic ticket, in one transaction.
+        automatic ticket, in one transaction. ``figures`` (audio, decode and CPU
+        seconds of the transcription) go on the call's "processed" event.
 
         Idempotent, so a job retried after a crash leaves one set of results (and
         one ticket: a second run changes only the ticket's automatic values).
@@ -545,9 +547,8 @@ class PgStore:
             await conn.execute(
                 "UPDATE calls SET status = 'processed', error = $2 WHERE id = $1", call_id, error
             )
-            await _event(
-                conn, call_id, "processed", {"ticket": number, "score": qa.score if qa else None}
-            )
+            await _event(conn, call_id, "processed", {
+                "ticket": number, "score": qa.score if qa else None, **(figures or {})})
             return number
 
 

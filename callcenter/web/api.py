@@ -164,17 +164,21 @@ async def push_changes(request: web.Request, acd: Any, event: str, render: Any, 
 async def metrics(request: web.Request) -> web.Response:
     acd = request.app[LIVE].get("acd")
     calls: list[tuple[str, str, int]] | None
+    transcription: dict[str, Any] | None
     try:
         rows = await request.app[POOL].fetch(
             "SELECT stage, status, count(*) AS n FROM calls GROUP BY stage, status", timeout=5)
         calls = [(r["stage"], r["status"], r["n"]) for r in rows]
+        until = datetime.now(UTC)
+        transcription = await queries.transcription_figures(
+            request.app[POOL], until - timedelta(hours=1), until)
     except Exception as exc:  # the live figures matter most while the database is away
         if not (is_transient(exc) or isinstance(exc, TimeoutError)):
             raise
-        calls = None
+        calls, transcription = None, None
     ivr = request.app[LIVE].get("ivr")
     body = prom.render(snapshot(acd) if acd else {}, calls, request.app[WRITER].pending(),
-                       snapshot(ivr) if ivr else None)
+                       snapshot(ivr) if ivr else None, transcription)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
@@ -190,6 +194,17 @@ async def api_ivr_stats(request: web.Request) -> web.Response:
         " ORDER BY min(id)", since, until)
     nodes = node_figures((r["node"], r["kind"], r["via"], r["choice"], r["n"]) for r in rows)
     return web.json_response({"since": since, "until": until, "nodes": nodes}, dumps=dumps)
+
+
+async def api_transcription_stats(request: web.Request) -> web.Response:
+    """Transcription jobs by state (queued, picked, failed) and, over the calls
+    processed in the last ``hours`` (default 1): audio seconds, real-time factor,
+    throughput and the lag from hang-up to result."""
+    hours = _number(request, "hours", 1, 0, 24 * 366)
+    until = datetime.now(UTC)
+    since = until - timedelta(hours=hours)
+    figures = await queries.transcription_figures(request.app[POOL], since, until)
+    return web.json_response({"since": since, "until": until, **figures}, dumps=dumps)
 
 
 def _queue_kwargs(request: web.Request, queue: str, kwargs: dict[str, float]

@@ -144,6 +144,8 @@ def _routes(app: web.Application) -> None:
     route(app, "GET", "/api/queues", api.api_queues, Access(MANAGERS))
     route(app, "GET", "/api/live", api.api_live, Access(MANAGERS))
     route(app, "GET", "/api/ivr/stats", api.api_ivr_stats, Access(MANAGERS))
+    route(app, "GET", "/api/transcription/stats", api.api_transcription_stats,
+          Access(MANAGERS))
     route(app, "GET", "/metrics", api.metrics, metrics_access)
     # Tickets: everyone signed in reads (an agent: the tickets of their calls and
     # those they own); agents, supervisors and admins change them (QA reads only).

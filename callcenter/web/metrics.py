@@ -68,11 +68,49 @@ class _IvrNodes(Collector):
         yield events
 
 
+class _Transcription(Collector):
+    def __init__(self, figures: dict[str, Any]) -> None:
+        self.figures = figures
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        f = self.figures
+        jobs = GaugeMetricFamily("callcenter_transcription_jobs",
+                                 "Call analysis jobs: queued, picked (being processed), "
+                                 "failed (held for a person)", labels=["state"])
+        for state, count in f["jobs"].items():
+            jobs.add_metric([state], count)
+        yield jobs
+        hour = " of the calls processed in the last hour"
+        yield _gauge("callcenter_transcription_calls_last_hour", "Calls processed in the "
+                     "last hour", f["calls"])
+        yield _gauge("callcenter_transcription_audio_seconds_last_hour", "Audio seconds" + hour,
+                     f["audio_s"])
+        yield _gauge("callcenter_transcription_real_time_factor_last_hour",
+                     "Decode CPU seconds per audio second" + hour, f["real_time_factor"])
+        lag = GaugeMetricFamily("callcenter_transcription_lag_seconds_last_hour",
+                                "From hang-up to result" + hour, labels=["quantile"])
+        for name, quantile in (("p50", "0.5"), ("p95", "0.95"), ("max", "1")):
+            if f["lag_s"][name] is not None:
+                lag.add_metric([quantile], f["lag_s"][name])
+        yield lag
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation)
+    if value is not None:
+        gauge.add_metric([], value)
+    return gauge
+
+
 def render(routing: dict[str, Any], calls: list[tuple[str, str, int]] | None,
-           pending_writes: int = 0, ivr: dict[str, Any] | None = None) -> bytes:
+           pending_writes: int = 0, ivr: dict[str, Any] | None = None,
+           transcription: dict[str, Any] | None = None) -> bytes:
     """``calls`` None: the database did not answer (live figures are served anyway).
-    ``ivr``: the IVR's per-node counts (``NodeCounts.snapshot``)."""
+    ``ivr``: the IVR's per-node counts (``NodeCounts.snapshot``); ``transcription``:
+    ``asr.figures.transcription_figures`` over the last hour."""
     registry = CollectorRegistry()
     registry.register(_Snapshot(routing, calls, pending_writes))
     registry.register(_IvrNodes((ivr or {}).get("node_events", [])))
+    if transcription is not None:
+        registry.register(_Transcription(transcription))
     return generate_latest(registry)

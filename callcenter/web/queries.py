@@ -7,7 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from callcenter.asr.figures import transcription_figures as figures_of
 from callcenter.console.model import effective_ticket
+from callcenter.db.store import PROCESS_CALL_JOB
 from callcenter.errors import NotFound
 
 
@@ -85,3 +87,14 @@ def _decoded(row: Any) -> dict[str, Any]:
 async def list_agents(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch("SELECT * FROM agents ORDER BY id")
     return [_iso(dict(r)) for r in rows]
+
+
+async def transcription_figures(pool: asyncpg.Pool, since: Any, until: Any) -> dict[str, Any]:
+    """Jobs by state now, and the calls processed in [since, until)."""
+    jobs = await pool.fetch("SELECT status::text AS status, count(*) AS n FROM pgqueuer"
+                            " WHERE entrypoint = $1 GROUP BY status", PROCESS_CALL_JOB)
+    rows = await pool.fetch(
+        "SELECT e.at, c.ended_at, e.data FROM call_events e JOIN calls c ON c.id = e.call_id"
+        " WHERE e.kind = 'processed' AND e.at >= $1 AND e.at < $2", since, until)
+    return figures_of({r["status"]: r["n"] for r in jobs},
+                   ((r["at"], r["ended_at"], r["data"]) for r in rows))

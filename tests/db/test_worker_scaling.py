@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from callcenter.core import Segment
 from callcenter.db.store import PROCESS_CALL_JOB, PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
+from callcenter.web.queries import transcription_figures
 from callcenter.worker import run_supervised
 from tests.db.test_worker import processed, until
 
@@ -99,6 +101,11 @@ async def test_each_worker_takes_only_its_share_and_the_safety_call_first(
         queued.gate.set()
         for call_id in ("p1", "n0", "n1", "n2", "n3", "n4"):
             await until(f"{call_id} processed", lambda c=call_id: processed(store, c))
+        # The decode's figures travel with each result (the API's and /metrics').
+        now = datetime.now(UTC)
+        figures = await transcription_figures(db_pool, now - timedelta(hours=1), now)
+        assert (figures["calls"], figures["audio_s"], figures["jobs"]["queued"]) == (6, 24.0, 0)
+        assert figures["lag_s"]["max"] is not None
     finally:
         queued.gate.set()
         stopping.set()

@@ -435,6 +435,37 @@ async def test_ivr_figures_per_node(web: Web, db_pool: asyncpg.Pool) -> None:
             in text)
 
 
+async def test_transcription_figures_in_the_api_and_metrics(
+    web: Web, db_pool: asyncpg.Pool
+) -> None:
+    store = PgStore(db_pool)
+    for call_id, audio_s in (("t-1", 120.0), ("t-2", 60.0)):
+        await store.open_call(call_id, caller_number="1", channel_id=call_id)
+        await store.update_call(call_id, stage="conversation", queue="repair")
+        assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
+        await store.save_analysis(call_id, segments=[], ticket=None, qa=None, qa_source="asr",
+                                  figures={"audio_s": audio_s, "decode_s": audio_s / 20,
+                                           "cpu_s": audio_s / 25})
+    # No worker runs here: the jobs of every finished call stay queued.
+    before = await _json(await web.client.get("/api/transcription/stats"), 200)
+    await store.open_call("t-3", caller_number="1", channel_id="t-3")
+    await store.update_call("t-3", stage="queue", queue="repair")
+    assert await store.finish_call("t-3", stage="queue", hangup_by="caller")
+    data = await _json(await web.client.get("/api/transcription/stats?hours=1"), 200)
+    assert data["jobs"]["queued"] == before["jobs"]["queued"] + 1
+    assert data["calls"] == before["calls"] >= 2  # the fixture's calls have no figures
+    assert (data["audio_s"], data["decode_s"], data["real_time_factor"],
+            data["audio_s_per_decode_s"]) == (180.0, 9.0, 0.04, 20.0)
+    assert data["lag_s"]["p50"] is not None and data["lag_s"]["p50"] >= 0
+    error = await _json(await web.client.get("/api/transcription/stats?hours=x"), 400)
+    assert error["error"] == "bad_request"
+    text = await (await web.client.get("/metrics")).text()
+    assert f'callcenter_transcription_jobs{{state="queued"}} {data["jobs"]["queued"]}.0' in text
+    assert "callcenter_transcription_audio_seconds_last_hour 180.0" in text
+    assert "callcenter_transcription_real_time_factor_last_hour 0.04" in text
+    assert 'callcenter_transcription_lag_seconds_last_hour{quantile="0.95"}' in text
+
+
 async def test_stats_per_queue_interval_and_agent(web: Web, db_pool: asyncpg.Pool) -> None:
     store = PgStore(db_pool)
     await store.upsert_agent("a1", name="周", endpoint="Local/1@sim-agents/n", skills=["repair"])

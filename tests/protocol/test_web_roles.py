@@ -134,6 +134,7 @@ def _table(site: Site) -> list[tuple[str, str, Any, tuple[int, ...]]]:
         ("GET", "/api/queues", None): (401, 403, 403, 200, 200),
         ("GET", "/api/live", None): (401, 403, 403, 503, 503),  # no ACD in this process
         ("GET", "/api/ivr/stats", None): (401, 403, 403, 200, 200),
+        ("GET", "/api/transcription/stats", None): (401, 403, 403, 200, 200),
         ("GET", "/metrics", None): (200, 403, 403, 200, 200),  # open to loopback
         ("GET", "/admin/users", None): (401, 403, 403, 403, 200),
         ("GET", "/api/users", None): (401, 403, 403, 403, 200),
