@@ -140,8 +140,10 @@ JOBS = (PROCESS_CALL_JOB, NOTIFY_CALLER_JOB)
 def build_queue_manager(
     conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing,
     *, notifier: Notifier | None = None, jobs: Collection[str] = JOBS,
+    decoding: asyncio.Semaphore | None = None,
 ) -> QueueManager:
-    """A queue manager on ``conn`` for the ``jobs`` named (both kinds by default)."""
+    """A queue manager on ``conn`` for the ``jobs`` named (both kinds by default).
+    ``decoding``: held while a call is processed (how many decode at once)."""
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
     sender = notifier or notifier_from(settings)
 
@@ -153,7 +155,8 @@ def build_queue_manager(
     async def process_call_job(job: Job) -> None:
         call_id = (job.payload or b"").decode()
         try:
-            await process_call(store, settings, call_id, transcribing)
+            async with decoding or contextlib.nullcontext():
+                await process_call(store, settings, call_id, transcribing)
         except Exception as exc:
             if is_transient(exc):  # the database is away: not the call's fault
                 log.warning("processing call %s interrupted by the database: %r", call_id, exc)
@@ -208,9 +211,13 @@ async def run_supervised(
     await asyncio.to_thread(learned.trained)
     ticker = asyncio.create_task(SlaTicker(tickets, dsn).run(stopping), name="sla-ticker")
 
+    # pgqueuer lets a worker hold no fewer than two jobs (calls_cap): the gate makes
+    # the second of a worker of one wait instead of decoding beside the first.
+    decoding = asyncio.Semaphore(calls_at_once)
+
     def manager(jobs: Collection[str]) -> Callable[[asyncpg.Connection], QueueManager]:
         return lambda conn: build_queue_manager(conn, store, settings, transcribing,
-                                                notifier=notifier, jobs=jobs)
+                                                notifier=notifier, jobs=jobs, decoding=decoding)
 
     log.info("worker: %d calls at a time", calls_at_once)
     try:

@@ -38,12 +38,19 @@ class GatedTranscribing(Transcribing):
         self.seconds_to_call = seconds_to_call
         self.gate = threading.Event()
         self.started: list[str] = []
+        self.decoding = self.most_at_once = 0
         self._lock = threading.Lock()
 
     def transcribe(self, samples: Any, rate: int, leg: str) -> list[Segment]:
         with self._lock:
             self.started.append(self.seconds_to_call[len(samples) // rate])
-        assert self.gate.wait(60), "the test never opened the gate"
+            self.decoding += 1
+            self.most_at_once = max(self.most_at_once, self.decoding)
+        try:
+            assert self.gate.wait(60), "the test never opened the gate"
+        finally:
+            with self._lock:
+                self.decoding -= 1
         return []
 
 
@@ -114,3 +121,29 @@ async def test_each_worker_takes_only_its_share_and_the_safety_call_first(
 
 async def _started(gated: GatedTranscribing, count: int) -> bool:
     return len(gated.started) >= count
+
+
+async def test_a_worker_of_one_holds_a_second_call_but_decodes_one_at_a_time(
+    db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path, queued: GatedTranscribing
+) -> None:
+    """pgqueuer lets a worker hold no fewer than two jobs: the second waits."""
+    store = PgStore(db_pool)
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path)
+    stopping = asyncio.Event()
+    worker = asyncio.create_task(
+        run_supervised(db_dsn, store, settings, queued, stopping, concurrency=1))
+    try:
+        await until("two calls picked", lambda: _picked_is(db_pool, [2]))
+        await until("one decoding", lambda: _started(queued, 1))
+        queued.gate.set()
+        for call_id in ("p1", "n0", "n1", "n2", "n3", "n4"):
+            await until(f"{call_id} processed", lambda c=call_id: processed(store, c))
+        assert queued.most_at_once == 1
+    finally:
+        queued.gate.set()
+        stopping.set()
+        await asyncio.wait_for(worker, 30)
+
+
+async def _picked_is(pool: asyncpg.Pool, counts: list[int]) -> bool:
+    return await _picked_by_worker(pool) == counts
