@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         default=1, ge=0, le=64,
         description="Calls serve's own worker transcribes at once (0: none; run "
                     "`callcenter worker` processes instead, here or on other machines).")
+    worker_heartbeat_s: float = Field(
+        default=30.0, ge=2, le=600,
+        description="A call whose worker has not shown signs of life for this long (killed, "
+                    "its machine gone) is taken by another worker.")
     worker_concurrency: int = Field(
         default=0, ge=0, le=256,
         description="Calls one `callcenter worker` transcribes at once (0: one per core).")

@@ -223,8 +223,9 @@ async def run_supervised(
     try:
         await asyncio.gather(
             _consume(dsn, manager((PROCESS_CALL_JOB,)), stopping, "calls",
-                     max_tasks=calls_cap(calls_at_once)),
-            _consume(dsn, manager((NOTIFY_CALLER_JOB,)), stopping, "notices"),
+                     max_tasks=calls_cap(calls_at_once), heartbeat_s=settings.worker_heartbeat_s),
+            _consume(dsn, manager((NOTIFY_CALLER_JOB,)), stopping, "notices",
+                     heartbeat_s=settings.worker_heartbeat_s),
         )
     finally:
         if not stopping.is_set():  # the consumer itself failed: the ticker goes too
@@ -235,7 +236,7 @@ async def run_supervised(
 
 async def _consume(
     dsn: str, build: Callable[[asyncpg.Connection], QueueManager], stopping: asyncio.Event,
-    name: str, *, max_tasks: int | None = None,
+    name: str, *, max_tasks: int | None = None, heartbeat_s: float = 30.0,
 ) -> None:
     """One queue manager (``build``) on a connection of its own, until ``stopping``;
     ``max_tasks``: the most jobs it holds at once (None: no limit); a capped one takes
@@ -255,8 +256,11 @@ async def _consume(
             try:
                 # Poll at least every few seconds: after a database restart the NOTIFY
                 # listener is silently dead, and only a poll notices it.
+                # A job whose heartbeat is older than heartbeat_s (its worker killed)
+                # is picked again by whichever worker dequeues next.
                 await qm.run(shutdown_on_listener_failure=True, dequeue_timeout=POLL_INTERVAL,
-                             batch_size=1 if max_tasks else 10, max_concurrent_tasks=max_tasks)
+                             batch_size=1 if max_tasks else 10, max_concurrent_tasks=max_tasks,
+                             heartbeat_timeout=timedelta(seconds=heartbeat_s))
                 delay = 1.0
             except Exception:
                 if loop.time() - started > HEALTHY_RUN_S:
