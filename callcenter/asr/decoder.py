@@ -35,7 +35,7 @@ from callcenter.core import LegName, Segment, Word
 if TYPE_CHECKING:
     from callcenter.settings import Settings
 
-CHUNK_S = 0.2  # audio fed to the recognizer per AcceptWaveform call
+CHUNK_S = 0.5  # audio fed per AcceptWaveform call (0.2 s cost 3-4 % more CPU, same words)
 MIN_RATE = 8000
 
 _models: dict[Path, Any] = {}
