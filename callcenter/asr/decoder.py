@@ -123,15 +123,10 @@ class Transcriber:
         leg: LegName,
         total: float,
     ) -> list[Segment]:
-        """Feed the spans (sample ranges) to one recognizer, ending an utterance after each.
-
-        Vosk word times count all the audio the recognizer was ever fed (``Reset()``
-        does not restart its clock), so each span's results are shifted by (span
-        start - samples fed before it) to get times in the leg.
-        """
+        """The spans through an idle recognizer for ``rate`` (see ``_Recognizer.feed``)."""
         rec = self._take_recognizer(rate)
         try:
-            return self._feed(rec, x, rate, spans, leg, total)
+            return rec.feed(x, rate, spans, leg, total)
         finally:
             with self._idle_lock:
                 self._idle.setdefault(rate, []).append(rec)
@@ -152,31 +147,6 @@ class Transcriber:
             self.built += 1
         return _Recognizer(built)
 
-    def _feed(
-        self,
-        rec: _Recognizer,
-        x: npt.NDArray[np.int16],
-        rate: int,
-        spans: list[tuple[int, int]],
-        leg: LegName,
-        total: float,
-    ) -> list[Segment]:
-        step = int(rate * CHUNK_S)
-        segments: list[Segment] = []
-        for lo, hi in spans:
-            if hi - lo < int(0.05 * rate):
-                continue
-            offset = (lo - rec.fed) / rate
-            results: list[dict[str, Any]] = []
-            for i in range(lo, hi, step):
-                chunk = x[i : min(hi, i + step)]
-                if rec.vosk.AcceptWaveform(chunk.astype("<i2").tobytes()):
-                    results.append(json.loads(rec.vosk.Result()))
-            results.append(json.loads(rec.vosk.FinalResult()))
-            rec.fed += hi - lo
-            segments.extend(_segments_from_results(results, leg, offset=offset, limit=total))
-        return segments
-
 
 @dataclass(slots=True)
 class _Recognizer:
@@ -184,6 +154,30 @@ class _Recognizer:
 
     vosk: Any
     fed: int = 0
+
+    def feed(self, x: npt.NDArray[np.int16], rate: int, spans: list[tuple[int, int]],
+             leg: LegName, total: float) -> list[Segment]:
+        """Feed the spans (sample ranges), ending an utterance after each.
+
+        Vosk word times count all the audio the recognizer was ever fed (``Reset()``
+        does not restart its clock), so each span's results are shifted by (span
+        start - samples fed before it) to get times in the leg.
+        """
+        step = int(rate * CHUNK_S)
+        segments: list[Segment] = []
+        for lo, hi in spans:
+            if hi - lo < int(0.05 * rate):
+                continue
+            offset = (lo - self.fed) / rate
+            results: list[dict[str, Any]] = []
+            for i in range(lo, hi, step):
+                chunk = x[i : min(hi, i + step)]
+                if self.vosk.AcceptWaveform(chunk.astype("<i2").tobytes()):
+                    results.append(json.loads(self.vosk.Result()))
+            results.append(json.loads(self.vosk.FinalResult()))
+            self.fed += hi - lo
+            segments.extend(_segments_from_results(results, leg, offset=offset, limit=total))
+        return segments
 
 
 def _segments_from_results(

@@ -65,6 +65,14 @@ async def _finished_call(store: PgStore, folder: Path, call_id: str, seconds: in
     assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
 
 
+def _worker(db_dsn: str, store: PgStore, folder: Path, gated: GatedTranscribing,
+            stopping: asyncio.Event, *, concurrency: int) -> asyncio.Task[None]:
+    """A worker as ``callcenter worker`` runs it, decoding through the gate."""
+    settings = Settings(database_url=db_dsn, data_dir=folder, recordings_dir=folder)
+    return asyncio.create_task(
+        run_supervised(db_dsn, store, settings, gated, stopping, concurrency=concurrency))
+
+
 async def _picked_by_worker(pool: asyncpg.Pool) -> list[int]:
     rows = await pool.fetch(
         "SELECT count(*) AS n FROM pgqueuer WHERE entrypoint = $1 AND status = 'picked'"
@@ -87,11 +95,8 @@ async def queued(db_pool: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[GatedTr
 async def test_each_worker_takes_only_its_share_and_the_safety_call_first(
     db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path, queued: GatedTranscribing
 ) -> None:
-    store = PgStore(db_pool)
-    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path)
-    stopping = asyncio.Event()
-    first = asyncio.create_task(
-        run_supervised(db_dsn, store, settings, queued, stopping, concurrency=2))
+    store, stopping = PgStore(db_pool), asyncio.Event()
+    first = _worker(db_dsn, store, tmp_path, queued, stopping, concurrency=2)
     second: asyncio.Task[None] | None = None
     try:
         await until("the first worker decoding 2 calls", lambda: _started(queued, 2))
@@ -99,8 +104,7 @@ async def test_each_worker_takes_only_its_share_and_the_safety_call_first(
         # Hung up last, taken first; then the oldest (the two decode side by side).
         assert sorted(queued.started) == ["n0", "p1"]
 
-        second = asyncio.create_task(
-            run_supervised(db_dsn, store, settings, queued, stopping, concurrency=2))
+        second = _worker(db_dsn, store, tmp_path, queued, stopping, concurrency=2)
         await until("the second worker decoding 2 more", lambda: _started(queued, 4))
         assert await _picked_by_worker(db_pool) == [2, 2]
         assert sorted(queued.started[2:]) == ["n1", "n2"]  # then in hang-up order
@@ -127,11 +131,8 @@ async def test_a_worker_of_one_holds_a_second_call_but_decodes_one_at_a_time(
     db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path, queued: GatedTranscribing
 ) -> None:
     """pgqueuer lets a worker hold no fewer than two jobs: the second waits."""
-    store = PgStore(db_pool)
-    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path)
-    stopping = asyncio.Event()
-    worker = asyncio.create_task(
-        run_supervised(db_dsn, store, settings, queued, stopping, concurrency=1))
+    store, stopping = PgStore(db_pool), asyncio.Event()
+    worker = _worker(db_dsn, store, tmp_path, queued, stopping, concurrency=1)
     try:
         await until("two calls picked", lambda: _picked_is(db_pool, [2]))
         await until("one decoding", lambda: _started(queued, 1))
