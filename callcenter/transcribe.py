@@ -2,8 +2,8 @@
 
 A mono file is one channel; a stereo call recording is two legs (caller left,
 agent right). A file that cannot be read is reported with its reason and the
-others go on; the exit status says whether any failed. Progress (audio seconds
-done) goes to stderr on a terminal.
+others go on; the exit status says whether any failed. Progress (files, and the
+audio seconds done) goes to stderr on a terminal.
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ def _channels(path: Path) -> tuple[dict[str, Any], int]:
     raise AudioError(f"{path}: {frames.shape[1]} channels (a leg is mono, a call stereo)")
 
 
-def transcribe_files(paths: Sequence[Path], transcriber: Any, *,
-                     progress: Any = None) -> Iterator[FileResult]:
-    """One result per file, in order; ``progress.update(seconds)`` as audio is done."""
+def transcribe_files(paths: Sequence[Path], transcriber: Any) -> Iterator[FileResult]:
+    """One result per file, in order."""
     for path in paths:
         result = FileResult(path)
         try:
@@ -72,8 +71,6 @@ def transcribe_files(paths: Sequence[Path], transcriber: Any, *,
             for name, samples in channels.items():
                 leg = "agent" if name == "agent" else "caller"
                 result.channels[name] = transcriber.transcribe(samples, rate, leg)
-                if progress is not None:
-                    progress.update(len(samples) / rate)
         except ValueError as exc:  # e.g. a sample rate too low for speech
             result.error, result.channels = f"{path}: {exc}", {}
         result.decode_s = time.perf_counter() - began
@@ -101,19 +98,16 @@ def run(paths: Sequence[Path], transcriber: Any, *, as_json: bool,
     1 if any file failed, else 0."""
     from tqdm import tqdm
 
-    total = 0.0
-    for path in paths:  # the bar's length: audio seconds, from the headers where readable
-        try:
-            frames, rate = read_wav(path)
-            total += len(frames) / rate
-        except AudioError:
-            pass
     failed = 0
-    with tqdm(total=round(total, 1), unit="s", unit_scale=True, desc="audio", file=sys.stderr,
-              disable=None, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]"
-              ) as bar:
-        for result in transcribe_files(paths, transcriber, progress=bar):
+    # Files done, with the audio seconds so far beside them: a file is read once.
+    with tqdm(total=len(paths), unit="file", desc="transcribe", file=sys.stderr,
+              disable=None) as bar:
+        audio_s = 0.0
+        for result in transcribe_files(paths, transcriber):
             failed += bool(result.error)
+            audio_s += result.duration_s
+            bar.set_postfix_str(f"{audio_s:.0f} s of audio")
+            bar.update(1)
             if as_json:
                 out.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
             else:
