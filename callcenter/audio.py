@@ -5,7 +5,8 @@ u-law/a-law as some recorders write it), and Asterisk's raw formats by extension
 
 Samples are int16 numpy arrays. A two-leg call recording is stereo with the caller
 on the left channel and the agent on the right; per-leg recordings are mono.
-Also: duration, band-limited resampling and a simple energy-based voice detector.
+Also: duration, band-limited resampling and frame levels (speech is found by
+``asr/vad.py``).
 """
 
 from __future__ import annotations
@@ -250,49 +251,6 @@ def speech_level(samples: npt.NDArray[np.int16], rate: int) -> tuple[float, floa
 
 
 SILENT_DBFS = -55.0
-
-
-def voiced_regions(
-    samples: npt.NDArray[np.int16],
-    rate: int,
-    *,
-    frame_s: float = 0.02,
-    margin_db: float = 15.0,
-    min_level_db: float = -55.0,
-    min_speech_s: float = 0.08,
-    merge_gap_s: float = 0.4,
-    pad_s: float = 0.2,
-) -> list[tuple[float, float]]:
-    """Spans (start, end) in seconds where the signal is louder than its noise floor.
-
-    The floor is the 10th percentile of frame levels; a frame is voiced when it is
-    ``margin_db`` above the floor and above ``min_level_db``. Runs shorter than
-    ``min_speech_s`` are dropped, gaps shorter than ``merge_gap_s`` are bridged and
-    each span is padded by ``pad_s`` (clipped to the signal).
-    """
-    levels = frame_rms_db(samples, rate, frame_s)
-    if len(levels) == 0:
-        return []
-    floor = float(np.percentile(levels, 10))
-    voiced = levels > max(floor + margin_db, min_level_db)
-    spans: list[tuple[float, float]] = []
-    start: int | None = None
-    for i, v in enumerate(np.append(voiced, False)):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            if (i - start) * frame_s >= min_speech_s:
-                spans.append((start * frame_s, i * frame_s))
-            start = None
-    total = duration(samples, rate)
-    padded = [(max(0.0, s - pad_s), min(total, e + pad_s)) for s, e in spans]
-    merged: list[tuple[float, float]] = []
-    for s, e in padded:
-        if merged and s - merged[-1][1] < merge_gap_s:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-        else:
-            merged.append((s, e))
-    return [(round(s, 3), round(e, 3)) for s, e in merged]
 
 
 def is_silent(samples: npt.NDArray[np.int16], rate: int, threshold_db: float = -55.0) -> bool:
