@@ -9,4 +9,5 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
-.venv/bin/pytest "$@"
+# Two workers: the end-to-end half beside the rest (tests/conftest.py).
+.venv/bin/pytest -n 2 --dist loadgroup "$@"

@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,6 +19,25 @@ from callcenter.db.migrate import migrate
 from callcenter.settings import SHARED_DIR
 
 SCENARIOS = SHARED_DIR / "scenarios"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``pytest -n 2 --dist loadgroup`` (scripts/test.sh) runs two fixed halves, one
+    worker each: the end-to-end tests, which mostly wait on audio playing in real
+    time, beside the rest, which mostly computes. Each half keeps the usual order,
+    so the suite costs about as long as its longer half and every run repeats the
+    last one exactly (the Vosk model adapts as it decodes: which tests share a
+    process, and in what order, must not change from run to run). xdist's own
+    loadgroup cannot be used: it renames test ids, which pytest 9 no longer allows."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Halves(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "e2e" if nodeid.startswith("tests/e2e/") else "rest"
+
+    return Halves(config, log)
 
 
 @pytest.fixture(scope="session")

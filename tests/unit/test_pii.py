@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from callcenter.asr.pii import Finding, muted, redact, redact_segment
+from callcenter.pii import Finding, muted, redact, redact_segment
 from callcenter.core import Segment, Word
 
 
