@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from callcenter.asr.numbers import number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
@@ -64,6 +65,14 @@ class Transcribing:
     def transcribe(self, samples: Any, rate: int, leg: str) -> list[Segment]:
         return list(self.get().transcribe(samples, rate, leg))
 
+    def numbers(self, samples: Any, rate: int, leg: str, segments: list[Segment]
+                ) -> list[Segment]:
+        """The digit pass (``Transcriber.numbers``); nothing is loaded when no
+        segment gives a number."""
+        if not number_windows(segments, len(samples) / rate):
+            return []
+        return list(self.get().numbers(samples, rate, leg, segments))
+
 
 def transcribe_two_legs(
     caller_path: Path, agent_path: Path, transcriber: Any
@@ -79,11 +88,19 @@ def transcribe_two_legs(
     return build_timeline(segments["caller"], segments["agent"], duration), legs
 
 
-def transcribe_recorded_legs(
-    paths: dict[str, Path], transcriber: Any
-) -> tuple[Timeline, dict[str, LegAudio], dict[str, str]]:
+@dataclass(slots=True)
+class RecordedLegs:
+    """What the worker gets from a call's recordings."""
+
+    timeline: Timeline
+    legs: dict[str, LegAudio]
+    problems: dict[str, str]  # leg -> why its recording could not be used
+    digits: list[Segment]  # the digit pass where numbers were given (asr/numbers.py)
+
+
+def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any) -> RecordedLegs:
     """The worker's variant: a leg whose file is missing or corrupt is reported in
-    the third value instead of failing the call, so the rest is still analysed."""
+    ``problems`` instead of failing the call, so the rest is still analysed."""
     audio: dict[str, tuple[Path, Any, int]] = {}
     problems: dict[str, str] = {}
     for leg, path in paths.items():
@@ -95,9 +112,11 @@ def transcribe_recorded_legs(
             for leg, (path, samples, rate) in audio.items()}
     segments = {leg: transcriber.transcribe(samples, rate, leg)
                 for leg, (_path, samples, rate) in audio.items()}
+    digits = [d for leg, (_path, samples, rate) in audio.items()
+              for d in transcriber.numbers(samples, rate, leg, segments[leg])]
     duration = max((leg.duration_s for leg in legs.values()), default=0.0)
     timeline = build_timeline(segments.get("caller", []), segments.get("agent", []), duration)
-    return timeline, legs, problems
+    return RecordedLegs(timeline, legs, problems, digits)
 
 
 def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str, LegAudio]]:

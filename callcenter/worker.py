@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,10 +31,11 @@ from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
-from callcenter import residents
+from callcenter import pii, residents
+from callcenter.asr.muting import write_muted_copy
 from callcenter.core import Segment
 from callcenter.db.connect import DatabaseUnavailable, connect
-from callcenter.db.store import PROCESS_CALL_JOB, PgStore, is_transient
+from callcenter.db.store import PROCESS_CALL_JOB, LegCheck, PgStore, is_transient
 from callcenter.pipeline import (
     Transcribing,
     analyze,
@@ -79,17 +80,18 @@ async def process_call(
     recordings = await store.recordings_of(call_id)
     facts = call_facts(call)
     paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
-    (timeline, legs, problems), figures = await asyncio.to_thread(
+    recorded, figures = await asyncio.to_thread(
         _timed, transcribe_recorded_legs, paths, transcribing
     )
+    timeline, legs, problems = recorded.timeline, recorded.legs, recorded.problems
     figures["audio_s"] = round(sum(leg.duration_s for leg in legs.values()), 3)
     description: list[Segment] = []
     if call.get("ivr_description"):
         description = await asyncio.to_thread(
             transcribe_description, settings.recordings / call["ivr_description"], transcribing
         )
-        await store.update_call(call_id, ivr_description_text="".join(
-            s.text for s in description))
+        await store.update_call(call_id, ivr_description_text=pii.mask_text("".join(
+            s.text for s in description))[0])
     for leg in legs.values():
         await store.save_recording_facts(
             call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
@@ -111,12 +113,30 @@ async def process_call(
         log.warning("call %s analysed without %s", call_id, reason)
         if ticket:
             ticket.callback_required = True
+    # Muted copies first: a stored check never names a copy that is not there.
+    spoken_numbers = pii.number_findings(recorded.digits)
+    checked = await asyncio.to_thread(
+        mute_legs, settings.recordings, {leg: recordings[leg]["path"] for leg in legs},
+        pii.redact(timeline.segments, spoken_numbers)[1])
     number = await store.save_analysis(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
         history=[p["id"] for p in prior], error=reason or None, figures=figures,
+        legs_checked=checked, spoken_numbers=spoken_numbers,
     )
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     return number
+
+
+def mute_legs(recordings: Path, paths: Mapping[str, str], findings: Sequence[pii.Finding]
+              ) -> dict[str, LegCheck]:
+    """Each transcribed leg's check: a muted copy where its transcript held personal
+    numbers (a leg without any is served as it is)."""
+    checked = {}
+    for leg, path in paths.items():
+        found = [f for f in findings if f.leg == leg]
+        checked[leg] = LegCheck(len(found), write_muted_copy(recordings, path, found)
+                                if found else None)
+    return checked
 
 
 def _timed(work: Callable[..., T], *args: Any) -> tuple[T, dict[str, float]]:

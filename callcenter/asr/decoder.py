@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from callcenter.asr.numbers import GRAMMAR as NUMBER_GRAMMAR
+from callcenter.asr.numbers import number_windows
 from callcenter.asr.vad import DEFAULT_VAD, VadSettings, speech_spans
 from callcenter.audio import read_mono, resample
 from callcenter.core import LegName, Segment, Word
@@ -85,7 +87,8 @@ class Transcriber:
         self.feed_rate = feed_rate
         self.use_vad = use_vad
         self.vad = vad
-        self._idle: dict[int, list[_Recognizer]] = {}  # sample rate -> those not in use
+        # (sample rate, grammar) -> the recognizers not in use
+        self._idle: dict[tuple[int, str | None], list[_Recognizer]] = {}
         self._idle_lock = threading.Lock()
         self.built = 0  # recognizers built so far (a figure for tests and benches)
 
@@ -111,6 +114,22 @@ class Transcriber:
             spans = [(0, len(x))]
         return self._decode(x, rate, spans, leg, total)
 
+    def numbers(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
+                segments: Sequence[Segment]) -> list[Segment]:
+        """The second pass (``asr/numbers.py``): where ``segments`` (this leg's first
+        pass) show a number being given, the audio decoded again with a grammar of
+        digit words. Its segments hold digits and ``[unk]`` words, times in the leg."""
+        x = np.asarray(samples, dtype=np.int16)
+        if self.feed_rate and self.feed_rate != rate:
+            x = resample(x, rate, self.feed_rate)
+            rate = self.feed_rate
+        total = len(x) / rate
+        windows = number_windows(segments, total)
+        if not windows:
+            return []
+        spans = [(int(a * rate), min(len(x), round(b * rate))) for a, b in windows]
+        return self._decode(x, rate, spans, leg, total, grammar=NUMBER_GRAMMAR)
+
     def transcribe_file(self, path: str | Path, leg: LegName) -> list[Segment]:
         samples, rate = read_mono(path)
         return self.transcribe(samples, rate, leg)
@@ -122,26 +141,30 @@ class Transcriber:
         spans: list[tuple[int, int]],
         leg: LegName,
         total: float,
+        *,
+        grammar: str | None = None,
     ) -> list[Segment]:
-        """The spans through an idle recognizer for ``rate`` (see ``_Recognizer.feed``)."""
-        rec = self._take_recognizer(rate)
+        """The spans through an idle recognizer for ``rate`` and ``grammar`` (None:
+        the model's whole language), see ``_Recognizer.feed``."""
+        rec = self._take_recognizer(rate, grammar)
         try:
             return rec.feed(x, rate, spans, leg, total)
         finally:
             with self._idle_lock:
-                self._idle.setdefault(rate, []).append(rec)
+                self._idle.setdefault((rate, grammar), []).append(rec)
 
-    def _take_recognizer(self, rate: int) -> _Recognizer:
-        """An idle recognizer for ``rate``, reset, or a new one."""
+    def _take_recognizer(self, rate: int, grammar: str | None) -> _Recognizer:
+        """An idle recognizer for ``rate`` and ``grammar``, reset, or a new one."""
         with self._idle_lock:
-            idle = self._idle.get(rate)
+            idle = self._idle.get((rate, grammar))
             rec = idle.pop() if idle else None
         if rec is not None:
             rec.vosk.Reset()
             return rec
         import vosk
 
-        built = vosk.KaldiRecognizer(self.model, float(rate))
+        built = (vosk.KaldiRecognizer(self.model, float(rate)) if grammar is None
+                 else vosk.KaldiRecognizer(self.model, float(rate), grammar))
         built.SetWords(True)
         with self._idle_lock:
             self.built += 1

@@ -22,6 +22,7 @@ class Role(StrEnum):
 ALL_ROLES = frozenset(Role)
 STAFF = frozenset({Role.QA, Role.SUPERVISOR, Role.ADMIN})
 MANAGERS = frozenset({Role.SUPERVISOR, Role.ADMIN})
+ORIGINALS = MANAGERS  # may_see_originals
 LANGUAGES = ("zh-CN", "en")
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSWORD = 10
@@ -92,6 +93,13 @@ def may_hear(principal: Principal, call_agent_id: str | None) -> bool:
     if principal.role in STAFF:
         return True
     return principal.agent_id is not None and principal.agent_id == call_agent_id
+
+
+def may_see_originals(principal: Principal) -> bool:
+    """Personal numbers (mobile, identity and bank card numbers) as the caller said
+    them, in transcripts and recordings: supervisors and admins. Everyone else who
+    may see a call gets them masked, and hears the muted copy."""
+    return principal.role in ORIGINALS
 
 
 def may_change_agent(principal: Principal, agent_id: str) -> bool:

@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,6 +22,7 @@ import asyncpg
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 
+from callcenter import pii
 from callcenter.core import QaResult, Segment, Ticket
 from callcenter.qa.engine import load_rules
 from callcenter.qa.store import save_result as save_qa_result
@@ -514,10 +515,18 @@ class PgStore:
         history: Sequence[int] = (),
         error: str | None = None,
         figures: Mapping[str, float] | None = None,
+        legs_checked: Mapping[str, LegCheck] | None = None,
+        spoken_numbers: Sequence[pii.Finding] = (),
     ) -> str | None:
         """Replace the call's transcript and QA result, and open or refresh its
         automatic ticket, in one transaction. ``figures`` (audio, decode and CPU
         seconds of the transcription) go on the call's "processed" event.
+
+        Personal numbers are masked in what is stored (``pii.py``): the transcript's
+        text and words, the ticket's quotes, the QA evidence; the recognised text
+        is kept beside the masked one where they differ. ``spoken_numbers``: those
+        the digit pass found (``pii.number_findings``); ``legs_checked``: each
+        recording's personal numbers found and its muted copy.
 
         Idempotent, so a job retried after a crash leaves one set of results (and
         one ticket: a second run changes only the ticket's automatic values).
@@ -525,17 +534,14 @@ class PgStore:
         Returns the ticket number.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM transcript_segments WHERE call_id = $1", call_id)
-            await conn.executemany(
-                "INSERT INTO transcript_segments (call_id, leg, start_s, end_s, text, words)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                [
-                    (call_id, s.leg, s.start, s.end, s.text, [asdict(w) for w in s.words])
-                    for s in segments
-                ],
-            )
-            number = await _save_ticket(conn, call_id, ticket, history, policy=self.policy,
-                                        at=self.now()) if ticket else None
+            runs = await _save_transcript(conn, call_id, segments, spoken_numbers)
+            for leg, check in (legs_checked or {}).items():
+                await conn.execute(
+                    "UPDATE recordings SET pii_findings = $3, muted_path = $4"
+                    " WHERE call_id = $1 AND leg = $2", call_id, leg, check.findings,
+                    check.muted_path)
+            number = await _save_ticket(conn, call_id, pii.masked_ticket(ticket, runs), history,
+                                        policy=self.policy, at=self.now()) if ticket else None
             if qa is not None:
                 # People's verdicts and earlier rule sets' results are kept (qa/store.py).
                 rules = load_rules()
@@ -550,6 +556,41 @@ class PgStore:
             await _event(conn, call_id, "processed", {
                 "ticket": number, "score": qa.score if qa else None, **(figures or {})})
             return number
+
+
+@dataclass(frozen=True, slots=True)
+class LegCheck:
+    """A recording leg after the search for personal numbers: how many its
+    transcript held and its muted copy (relative to the recordings folder; None
+    when nothing needed muting)."""
+
+    findings: int
+    muted_path: str | None = None
+
+
+async def _save_transcript(conn: asyncpg.Connection, call_id: str,
+                           segments: Iterable[Segment], also: Sequence[pii.Finding]
+                           ) -> list[pii.MaskedRun]:
+    """The call's transcript, masked, with the recognised text and words beside
+    each segment where masking changed them; returns what masking changed (to mask
+    quotes of it the same way)."""
+    rows = []
+    for original in segments:
+        masked, _ = pii.redact_segment(original, also)
+        changed = masked.text != original.text
+        rows.append((call_id, original.leg, original.start, original.end, masked.text,
+                     _words(masked), original.text if changed else None,
+                     _words(original) if changed else None))
+    await conn.execute("DELETE FROM transcript_segments WHERE call_id = $1", call_id)
+    await conn.executemany(
+        "INSERT INTO transcript_segments (call_id, leg, start_s, end_s, text, words,"
+        " original_text, original_words, redacted)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)", rows)
+    return pii.masked_runs((r[6], r[4]) for r in rows if r[6] is not None)
+
+
+def _words(segment: Segment) -> list[dict[str, Any]]:
+    return [asdict(w) for w in segment.words]
 
 
 async def enqueue_processing(conn: asyncpg.Connection, call_id: str, *, priority: int = 0

@@ -25,9 +25,12 @@ from callcenter.qa.engine import QaRules, score
 
 
 async def stored_timelines(pool: asyncpg.Pool, call_ids: Sequence[str]) -> dict[str, Timeline]:
-    """The stored transcripts of these calls (two queries, whatever their number)."""
+    """The stored transcripts of these calls (two queries, whatever their number), as
+    recognised: scored like the first time (personal numbers masked in storage are
+    read from the originals kept beside them)."""
     segs = await pool.fetch(
-        "SELECT call_id, leg, start_s, end_s, text, words FROM transcript_segments"
+        "SELECT call_id, leg, start_s, end_s, coalesce(original_text, text) AS text,"
+        " coalesce(original_words, words) AS words FROM transcript_segments"
         " WHERE call_id = ANY($1::text[]) ORDER BY call_id, start_s, id", list(call_ids))
     lengths = {r["call_id"]: float(r["length"] or 0.0) for r in await pool.fetch(
         "SELECT call_id, max(duration_s) AS length FROM recordings"

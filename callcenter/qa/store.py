@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from callcenter import pii
 from callcenter.core import QaResult
 from callcenter.errors import Conflict, NotFound
 from callcenter.qa import review
@@ -59,13 +60,18 @@ async def save_results(conn: asyncpg.Connection,
     await conn.execute(_ARCHIVE_SQL, ids, versions)
     await conn.execute("DELETE FROM qa_results WHERE call_id = ANY($1::text[])", ids)
     verdicts = await _verdicts_of(conn, ids)
+    masking = await _masked_runs_of(conn, ids)
     heads, rules = [], []
     for (call_id, qa, source), version in zip(items, versions, strict=True):
         lines = [RuleLine(r.id, r.weight, r.passed, r.needs_review,
                           verdicts.get(call_id, {}).get(r.id)) for r in qa.rules]
         heads.append((call_id, qa.score, source, version, qa.needs_review,
                       review.final_score(lines), sum(1 for x in lines if x.reviewed)))
-        rules += [(call_id, r.id, r.passed, r.weight, r.detail, [asdict(e) for e in r.evidence],
+        # Quotes are stored with personal numbers masked as in the stored transcript
+        # (pii.py), whatever was scored.
+        runs = masking.get(call_id, [])
+        rules += [(call_id, r.id, r.passed, r.weight, pii.mask_quotes(r.detail, runs),
+                   [asdict(pii.masked_evidence(e, runs)) for e in r.evidence],
                    r.needs_review, r.coaching) for r in qa.rules]
     await conn.executemany(
         "INSERT INTO qa_results (call_id, score, source, rules_version, needs_review,"
@@ -91,6 +97,17 @@ ON CONFLICT (call_id, rules_version) DO UPDATE SET score = EXCLUDED.score,
   source = EXCLUDED.source, needs_review = EXCLUDED.needs_review, rules = EXCLUDED.rules,
   scored_at = EXCLUDED.scored_at, replaced_at = now()
 """
+
+
+async def _masked_runs_of(conn: asyncpg.Connection, ids: list[str]
+                          ) -> dict[str, list[pii.MaskedRun]]:
+    """What masking changed in each call's stored transcript."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for r in await conn.fetch(
+            "SELECT call_id, original_text, text FROM transcript_segments"
+            " WHERE call_id = ANY($1::text[]) AND original_text IS NOT NULL", ids):
+        pairs.setdefault(r["call_id"], []).append((r["original_text"], r["text"]))
+    return {call_id: pii.masked_runs(found) for call_id, found in pairs.items()}
 
 
 async def _verdicts_of(conn: asyncpg.Connection, call_ids: Sequence[str]

@@ -14,12 +14,13 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from callcenter.acd.events import AGENT_ACTIONS
 from callcenter.auth.http import audit_request, principal
-from callcenter.auth.model import may_change_agent, may_hear, own_agent
+from callcenter.auth.model import may_change_agent, may_hear, may_see_originals, own_agent
 from callcenter.db.store import is_transient
-from callcenter.errors import BadRequest, Forbidden, NotFound, Unavailable
+from callcenter.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from callcenter.ivr.stats import node_figures
 from callcenter.keys import LIVE, POOL, QUEUE_CONFIG, SETTINGS, STORE, WRITER
 from callcenter.stats import (
@@ -32,6 +33,7 @@ from callcenter.stats import (
 )
 from callcenter.web import metrics as prom
 from callcenter.web import queries
+from callcenter.web.openapi import endpoint, query_of
 
 log = logging.getLogger("callcenter.web")
 
@@ -68,13 +70,35 @@ async def call_for(request: web.Request) -> dict[str, Any]:
     """The call of the path, if this user may see it (an agent: their own calls; any
     other call is "not found", so its existence does not leak)."""
     call_id = request.match_info["call_id"]
-    doc = await queries.call_document(request.app[POOL], call_id)
+    originals = wants_originals(request)
+    doc = await queries.call_document(request.app[POOL], call_id, originals=originals)
     mine = own_agent(principal(request))
     if mine is not None and doc["call"].get("agent_id") != mine:
         raise NotFound(f"no call {call_id}", call_id=call_id)
+    if originals:
+        await audit_request(request, "transcript_originals_viewed", "call", call_id)
     return doc
 
 
+class OriginalQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    original: bool = Field(False, description=(
+        "personal numbers (mobile, identity and bank card numbers) as said: masked by"
+        " default, for everyone; supervisors and admins may ask for them"))
+
+
+def wants_originals(request: web.Request) -> bool:
+    """``?original=true``: personal numbers as said (``may_see_originals``)."""
+    wanted = query_of(request, OriginalQuery).original
+    if wanted and not may_see_originals(principal(request)):
+        raise Forbidden("personal numbers as said are for supervisors and admins",
+                        role=str(principal(request).role))
+    return wanted
+
+
+@endpoint("A call: its facts, recordings, transcript, ticket, QA result and events",
+          query=OriginalQuery, response=None)
 async def api_call(request: web.Request) -> web.Response:
     return web.json_response(await call_for(request), dumps=dumps)
 
@@ -280,23 +304,34 @@ async def api_stats(request: web.Request) -> web.Response:
     return web.json_response(body, dumps=dumps)
 
 
+@endpoint("A leg's recording (WAV, Range requests for seeking)", query=OriginalQuery,
+          response=None)
 async def recording(request: web.Request) -> web.FileResponse:
-    """A leg's WAV, for QA, supervisors, admins and the agent of that call; every
-    download is written to the audit log."""
+    """A leg's WAV, for QA, supervisors, admins and the agent of that call: the copy
+    with personal numbers muted where the transcript held any, the original with
+    ``?original=true`` (``may_see_originals``). A leg not yet checked is only
+    heard as the original. Every download is written to the audit log."""
     call_id, leg = request.match_info["call_id"], request.match_info["leg"]
     if leg not in ("caller", "agent"):
         raise NotFound(f"no leg {leg}", leg=leg)
+    originals = wants_originals(request)
     row = await request.app[POOL].fetchrow(
-        "SELECT r.path, c.agent_id FROM recordings r JOIN calls c ON c.id = r.call_id"
-        " WHERE r.call_id = $1 AND r.leg = $2", call_id, leg)
+        "SELECT r.path, r.muted_path, r.pii_findings, c.agent_id FROM recordings r"
+        " JOIN calls c ON c.id = r.call_id WHERE r.call_id = $1 AND r.leg = $2", call_id, leg)
     if row is None or not may_hear(principal(request), row["agent_id"]):
         raise NotFound(f"no {leg} recording for call {call_id}", call_id=call_id, leg=leg)
+    if not originals and row["pii_findings"] is None:
+        raise Conflict("this recording is not yet checked for personal numbers: only its"
+                       " original exists (?original=true, for supervisors and admins)",
+                       call_id=call_id, leg=leg)
+    path = row["path"] if originals or not row["muted_path"] else row["muted_path"]
     base = request.app[SETTINGS].recordings.resolve()
-    full = (base / row["path"]).resolve()
+    full = (base / path).resolve()
     if base not in full.parents or not full.is_file():
         raise NotFound("recording file missing", call_id=call_id, leg=leg)
     await audit_request(request, "recording_downloaded", "call", call_id,
-                        {"leg": leg, "range": request.headers.get("Range")})
+                        {"leg": leg, "range": request.headers.get("Range"),
+                         "original": originals, "muted": path != row["path"]})
     return web.FileResponse(Path(full))  # supports Range requests for seeking
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import asyncpg
 
+from callcenter import pii
 from callcenter.asr.figures import transcription_figures as figures_of
 from callcenter.console.model import effective_ticket
+from callcenter.core import Segment, Word
 from callcenter.db.store import PROCESS_CALL_JOB
 from callcenter.errors import NotFound
 
@@ -35,15 +38,14 @@ async def list_calls(pool: asyncpg.Pool, limit: int = 100, *, agent_id: str | No
     return [_iso(dict(r)) for r in rows]
 
 
-async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
+async def call_document(pool: asyncpg.Pool, call_id: str, *, originals: bool = False
+                        ) -> dict[str, Any]:
+    """Everything about a call. Its transcript has personal numbers masked unless
+    ``originals`` (for the roles that may see them: the caller is checked before)."""
     call = await pool.fetchrow("SELECT * FROM calls WHERE id = $1", call_id)
     if call is None:
         raise NotFound(f"no call {call_id}", call_id=call_id)
-    segments = await pool.fetch(
-        "SELECT leg, start_s, end_s, text, words FROM transcript_segments"
-        " WHERE call_id = $1 ORDER BY start_s, id",
-        call_id,
-    )
+    segments = await transcript(pool, call_id, originals=originals)
     ticket = await pool.fetchrow("SELECT * FROM tickets WHERE call_id = $1 AND auto", call_id)
     others = await pool.fetch(
         "SELECT number, status, category, urgency, human FROM tickets"
@@ -63,17 +65,41 @@ async def call_document(pool: asyncpg.Pool, call_id: str) -> dict[str, Any]:
     return {
         "call": _iso(dict(call)),
         "recordings": [dict(r) for r in recordings],
-        "transcript": [
-            {"leg": s["leg"], "start": s["start_s"], "end": s["end_s"], "text": s["text"],
-             "words": s["words"]}
-            for s in segments
-        ],
+        "transcript": segments,
+        "transcript_masked": not originals,
         "ticket": effective_ticket(_iso(_decoded(ticket))) if ticket else None,
         # Further problems of the same call, opened by people (tickets API).
         "other_tickets": [effective_ticket(_iso(_decoded(t))) for t in others],
         "qa": {"score": qa["score"], "rules": [dict(r) for r in rules]} if qa else None,
         "events": [_iso(dict(e)) for e in events],
     }
+
+
+async def transcript(pool: asyncpg.Pool, call_id: str, *, originals: bool = False
+                     ) -> list[dict[str, Any]]:
+    """A call's segments, masked (``pii.py``) or as recognised. Segments stored
+    before masking existed are masked here, as they are read."""
+    rows = await pool.fetch(
+        "SELECT leg, start_s, end_s, redacted,"
+        " CASE WHEN $2 THEN coalesce(original_text, text) ELSE text END AS text,"
+        " CASE WHEN $2 THEN coalesce(original_words, words) ELSE words END AS words"
+        " FROM transcript_segments WHERE call_id = $1 ORDER BY start_s, id", call_id, originals)
+    out = []
+    for r in rows:
+        segment = {"leg": r["leg"], "start": r["start_s"], "end": r["end_s"], "text": r["text"],
+                   "words": r["words"]}
+        if not originals and not r["redacted"]:
+            segment = _masked(segment)
+        out.append(segment)
+    return out
+
+
+def _masked(segment: dict[str, Any]) -> dict[str, Any]:
+    words = [Word(w["w"], w["start"], w["end"], w.get("conf", 1.0))
+             for w in segment["words"] or []]
+    masked, _ = pii.redact_segment(Segment(segment["leg"], segment["start"], segment["end"],
+                                           segment["text"], words))
+    return {**segment, "text": masked.text, "words": [asdict(w) for w in masked.words]}
 
 
 def _decoded(row: Any) -> dict[str, Any]:

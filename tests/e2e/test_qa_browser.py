@@ -23,7 +23,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from callcenter.core import CallFacts, Segment, Timeline
-from callcenter.db.store import PgStore
+from callcenter.db.store import LegCheck, PgStore
 from callcenter.qa.engine import score
 from callcenter.settings import Settings
 from callcenter.web.app import create_app
@@ -81,7 +81,8 @@ async def _seed(pool: asyncpg.Pool, recordings: Path) -> None:
     segments = [Segment(leg, a, b, text) for leg, a, b, text in TURNS]  # type: ignore[arg-type]
     qa = score(Timeline(segments, LENGTH_S), CallFacts(call_id=CALL, hangup_by="caller"),
                source="text", category="engineering")
-    await store.save_analysis(CALL, segments=segments, ticket=None, qa=qa, qa_source="text")
+    await store.save_analysis(CALL, segments=segments, ticket=None, qa=qa, qa_source="text",
+                              legs_checked={"caller": LegCheck(0), "agent": LegCheck(0)})
     await add_user(pool, REVIEWER, "qa")
     await add_user(pool, AGENT, "agent", agent_id="a7")
 

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
+from callcenter.asr.muting import write_muted_copy
 from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Word
-from callcenter.db.store import PgStore
+from callcenter.db.store import LegCheck, PgStore
 from callcenter.ivr.engine import NodeEvent
 from callcenter.ivr.stats import NodeCounts
+from callcenter.pii import Finding
 from callcenter.settings import Settings
 from callcenter.web.app import LIVE, POOL, create_app
 from tests.web_support import Browser, add_user, browser, running, signed_in
@@ -108,7 +110,8 @@ async def _seed(store: PgStore, rec_dir: Path, outside: Path) -> tuple[str, byte
         ],
     )
     number = await store.save_analysis(
-        CALL, segments=segments, ticket=ticket, qa=qa, qa_source="asr"
+        CALL, segments=segments, ticket=ticket, qa=qa, qa_source="asr",
+        legs_checked={"caller": LegCheck(0), "agent": LegCheck(0)},
     )
     assert number
 
@@ -321,6 +324,53 @@ async def test_unknown_leg_or_recording_is_404(web: Web) -> None:
     )
 
 
+async def test_personal_numbers_are_masked_and_muted_unless_a_manager_asks(
+    web: Web, db_pool: asyncpg.Pool
+) -> None:
+    """Masked and muted for everyone by default; as said (the original) only for
+    supervisors and admins who ask, and each such look is audited. A leg not yet
+    checked has no copy to hear: only the original, for them."""
+    store, call = PgStore(db_pool), "c0ffee00000000aa"
+    await store.open_call(call, caller_number="13900000009", channel_id="9.1")
+    for leg in ("caller", "agent"):
+        await store.add_leg(call, leg, channel_id=None, recording_name=f"{call}/{leg}.wav")
+    _wav_bytes(web.rec_dir / call / "caller.wav", seconds=4.0)
+    _wav_bytes(web.rec_dir / call / "agent.wav")
+    assert await store.finish_call(call, stage="conversation", hangup_by="caller")
+    said = "我的手机是13800138000"
+    found = [Finding("mobile", "caller", 1.25, 4.0)]
+    muted = write_muted_copy(web.rec_dir, f"{call}/caller.wav", found)
+    await store.save_analysis(call, segments=[_segment("caller", 0.0, said)], ticket=None,
+                              qa=None, qa_source="asr", legs_checked={"caller": LegCheck(1, muted)})
+    masked = "我的手机是" + "*" * 11
+    await add_user(db_pool, "qa9", "qa")
+    async with signed_in(web.server, "qa9") as qa:
+        doc = await _json(await qa.get(f"/api/calls/{call}"), 200)
+        assert [s["text"] for s in doc["transcript"]] == [masked] and doc["transcript_masked"]
+        heard = await qa.get(f"/recordings/{call}/caller.wav")
+        assert heard.status == 200
+        assert await heard.read() == (web.rec_dir / muted).read_bytes()
+        for path in (f"/api/calls/{call}?original=true",
+                     f"/recordings/{call}/caller.wav?original=1"):
+            _assert_error(await _json(await qa.get(path), 403), 403, "forbidden")
+        _assert_error(await _json(await qa.get(f"/recordings/{call}/agent.wav"), 409), 409,
+                      "conflict")  # not checked yet
+        _assert_error(await _json(await qa.get(f"/api/calls/{call}?original=maybe"), 400),
+                      400, "invalid_input")
+    doc = await _json(await web.client.get(f"/api/calls/{call}"), 200)
+    assert [s["text"] for s in doc["transcript"]] == [masked]
+    doc = await _json(await web.client.get(f"/api/calls/{call}?original=true"), 200)
+    assert [s["text"] for s in doc["transcript"]] == [said] and not doc["transcript_masked"]
+    original = await web.client.get(f"/recordings/{call}/agent.wav?original=true")
+    assert original.status == 200
+    assert await original.read() == (web.rec_dir / call / "agent.wav").read_bytes()
+    audited = await db_pool.fetch(
+        "SELECT action, details FROM audit_log WHERE target_id = $1 ORDER BY id", call)
+    assert [a["action"] for a in audited] == [
+        "recording_downloaded", "transcript_originals_viewed", "recording_downloaded"]
+    assert [(a["details"] or {}).get("original") for a in audited] == [False, None, True]
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -340,7 +390,7 @@ async def test_path_traversal_in_url_is_404(web: Web, path: str) -> None:
 
 @pytest.mark.parametrize("call_id", [ESCAPING, ABSOLUTE, LINKED])
 async def test_recording_row_outside_the_folder_is_404(web: Web, call_id: str) -> None:
-    resp = await web.client.get(f"/recordings/{call_id}/agent.wav")
+    resp = await web.client.get(f"/recordings/{call_id}/agent.wav?original=true")
     body = await _json(resp, 404)
     _assert_error(body, 404, "not_found")
     assert SECRET.decode() not in json.dumps(body)

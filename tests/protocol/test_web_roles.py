@@ -60,6 +60,8 @@ async def _seed(pool: asyncpg.Pool, rec: Path) -> dict[str, int]:
             await store.add_leg(call, leg, channel_id=None, recording_name=f"{call}/{leg}.wav")
             _wav(rec / call / f"{leg}.wav")
         await store.finish_call(call, stage="conversation", hangup_by="caller")
+        # Processed: searched for personal numbers, none found (served as recorded).
+        await pool.execute("UPDATE recordings SET pii_findings = 0 WHERE call_id = $1", call)
     ids = {"ag1": await add_user(pool, "ag1", "agent", agent_id="a1"),
            "ag2": await add_user(pool, "ag2", "agent", agent_id="a2")}
     for role in ("qa", "supervisor", "admin"):
