@@ -29,6 +29,7 @@ import numpy.typing as npt
 from stdnum import luhn
 from stdnum.cn import ric
 
+from callcenter.asr.numbers import FOLLOW_S, names_a_number
 from callcenter.core import Evidence, Segment, Ticket, Word
 
 PiiKind = Literal["id_number", "bank_card", "mobile", "long_number"]
@@ -201,12 +202,15 @@ def redact(segments: Sequence[Segment], also: Sequence[Finding] = ()
     return out, sorted([*findings, *more], key=lambda f: (f.leg, f.start))
 
 
-def number_findings(digit_segments: Sequence[Segment]) -> list[Finding]:
+def number_findings(digit_segments: Sequence[Segment], said: Sequence[Segment] = ()
+                    ) -> list[Finding]:
     """The personal numbers in the digit pass's segments (``Transcriber.numbers``).
-    Besides the numbers whose checks hold, any run of at least ``MIN_LONG_NUMBER``
-    digits there is one (``long_number``): the pass decodes only where a number is
-    being given, and a phone number with a digit misheard or lost is still one."""
+    Besides the numbers whose checks hold, a run of at least ``MIN_LONG_NUMBER``
+    digits is one (``long_number``) where the first pass (``said``) named a phone,
+    identity or card number just before or around it: a phone number with a digit
+    misheard or lost is still one, but an address read out is not."""
     findings = redact(digit_segments)[1]
+    named = [s for s in said if names_a_number(s.text)]
     for segment in digit_segments:
         chars = _characters(segment.words)
         for digits in _digit_runs(chars):
@@ -214,8 +218,10 @@ def number_findings(digit_segments: Sequence[Segment]) -> list[Finding]:
                 continue
             start = segment.words[chars[digits[0]][0]].start
             end = segment.words[chars[digits[-1]][0]].end
-            if not any(f.leg == segment.leg and f.start < end and start < f.end
-                       for f in findings):
+            if any(f.leg == segment.leg and f.start < end and start < f.end for f in findings):
+                continue
+            if any(n.leg == segment.leg and n.start < end and start < n.end + FOLLOW_S
+                   for n in named):
                 findings.append(Finding("long_number", segment.leg, start, end))
     return sorted(findings, key=lambda f: (f.leg, f.start))
 

@@ -100,10 +100,14 @@ def test_words_overlapping_a_number_found_by_the_digit_pass_are_masked_whole() -
     assert found == spoken  # counted once
 
 
-def test_a_long_run_from_the_digit_pass_is_masked_even_when_no_check_holds() -> None:
+def test_a_long_run_from_the_digit_pass_counts_where_a_phone_or_card_was_named() -> None:
     lost_a_digit = _segment("[unk]", *"二零七四三三一五")  # eight digits: a phone, misheard
-    assert [f.kind for f in number_findings([lost_a_digit])] == ["long_number"]
-    assert number_findings([_segment("[unk]", *"六零四", "[unk]")]) == []  # a room
+    named = _segment("我", "电话", "是", start=8.0)
+    assert [f.kind for f in number_findings([lost_a_digit], [named])] == ["long_number"]
+    address = _segment("三十三", "栋", "一零零八", start=8.0)  # an address read out
+    assert number_findings([lost_a_digit], [address]) == []
+    assert number_findings([lost_a_digit]) == []
+    assert number_findings([_segment("[unk]", *"六零四", "[unk]")], [named]) == []  # a room
 
 
 def test_quotes_elsewhere_are_masked_like_the_transcript() -> None:
