@@ -78,7 +78,7 @@ def main() -> int:
         for leg in ("caller", "agent"):
             samples, rate = read_mono(DEV_DIR / meta["id"] / f"{leg}.wav")
             began = time.thread_time()
-            digits += transcriber.numbers(samples, rate, leg, timeline.by_leg(leg))
+            digits += transcriber.numbers(samples, rate, leg, timeline.segments)
             totals["cpu_s"] += time.thread_time() - began
             totals["audio_s"] += len(samples) / rate
         spoken = pii.number_findings(digits, timeline.segments)

@@ -246,7 +246,7 @@ def main() -> int:
         from asr_accuracy import transcripts
 
         report("dev calls, audio mode (Vosk transcripts)",
-               dev_cases(calls, transcripts(calls, args.jobs, refresh=False)),
+               dev_cases(calls, transcripts(calls, args.jobs, refresh=False, numbers=True)),
                GOALS["audio"], args.details, address=True)
     return 0
 

@@ -66,6 +66,11 @@ class Timeline:
 
     segments: list[Segment]
     duration: float
+    # The second pass's readings (asr/numbers.py), empty for a text timeline: where
+    # a number was given, digits and "[unk]"; where an address, number and address
+    # words and "[unk]".
+    numbers: list[Segment] = field(default_factory=list)
+    addresses: list[Segment] = field(default_factory=list)
 
     def by_leg(self, leg: LegName) -> list[Segment]:
         return [s for s in self.segments if s.leg == leg]

@@ -6,6 +6,7 @@ order; ``analyze`` only feeds them from files instead of the database.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from callcenter.asr.numbers import number_windows
+from callcenter.asr.numbers import Cues, address_windows, number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
@@ -67,11 +68,46 @@ class Transcribing:
 
     def numbers(self, samples: Any, rate: int, leg: str, segments: list[Segment]
                 ) -> list[Segment]:
-        """The digit pass (``Transcriber.numbers``); nothing is loaded when no
-        segment gives a number."""
-        if not number_windows(segments, len(samples) / rate):
+        """``Transcriber.numbers``; nothing is loaded when no number was given."""
+        if not number_windows(segments, leg, len(samples) / rate):
             return []
         return list(self.get().numbers(samples, rate, leg, segments))
+
+    def addresses(self, samples: Any, rate: int, leg: str, segments: list[Segment],
+                  cues: Cues) -> list[Segment]:
+        """``Transcriber.addresses``; nothing is loaded when no address was given."""
+        if not address_windows(segments, leg, len(samples) / rate, cues):
+            return []
+        return list(self.get().addresses(samples, rate, leg, segments, cues))
+
+
+@functools.cache
+def number_cues() -> Cues:
+    """What marks an address, from the ticket terms (``tickets/terms.yaml``): the
+    building and unit markers with their homophones, and 室 (the other room
+    markers, 号/是/市, are everyday words: nearly every segment would be decoded
+    twice); the agent's address questions."""
+    from callcenter.tickets.classifier import load_terms
+
+    terms = load_terms().address
+    return Cues(
+        address_words=(*terms.building_markers, *terms.building_homophones,
+                       *terms.unit_markers, "室"),
+        address_questions=tuple(terms.question_markers),
+    )
+
+
+def with_numbers(timeline: Timeline, audio: Mapping[str, tuple[Any, int]], transcriber: Any
+                 ) -> Timeline:
+    """``timeline`` with the second pass's readings (``Timeline.numbers`` and
+    ``.addresses``) of each leg in ``audio`` (leg -> samples, rate), the address
+    cued by the ticket terms."""
+    cues = number_cues()
+    for leg, (samples, rate) in audio.items():
+        timeline.numbers += transcriber.numbers(samples, rate, leg, timeline.segments)
+        timeline.addresses += transcriber.addresses(samples, rate, leg, timeline.segments,
+                                                    cues)
+    return timeline
 
 
 def transcribe_two_legs(
@@ -85,17 +121,18 @@ def transcribe_two_legs(
     segments = {leg: transcriber.transcribe(samples, rate, leg)
                 for leg, (_path, samples, rate) in audio.items()}
     duration = max(leg.duration_s for leg in legs.values())
-    return build_timeline(segments["caller"], segments["agent"], duration), legs
+    timeline = build_timeline(segments["caller"], segments["agent"], duration)
+    return with_numbers(timeline, {leg: (x, r) for leg, (_p, x, r) in audio.items()},
+                        transcriber), legs
 
 
 @dataclass(slots=True)
 class RecordedLegs:
     """What the worker gets from a call's recordings."""
 
-    timeline: Timeline
+    timeline: Timeline  # with the second pass's readings
     legs: dict[str, LegAudio]
     problems: dict[str, str]  # leg -> why its recording could not be used
-    digits: list[Segment]  # the digit pass where numbers were given (asr/numbers.py)
 
 
 def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any) -> RecordedLegs:
@@ -112,11 +149,10 @@ def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any) -> Record
             for leg, (path, samples, rate) in audio.items()}
     segments = {leg: transcriber.transcribe(samples, rate, leg)
                 for leg, (_path, samples, rate) in audio.items()}
-    digits = [d for leg, (_path, samples, rate) in audio.items()
-              for d in transcriber.numbers(samples, rate, leg, segments[leg])]
     duration = max((leg.duration_s for leg in legs.values()), default=0.0)
     timeline = build_timeline(segments.get("caller", []), segments.get("agent", []), duration)
-    return RecordedLegs(timeline, legs, problems, digits)
+    with_numbers(timeline, {leg: (x, r) for leg, (_p, x, r) in audio.items()}, transcriber)
+    return RecordedLegs(timeline, legs, problems)
 
 
 def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str, LegAudio]]:
@@ -127,7 +163,9 @@ def transcribe_stereo(path: Path, transcriber: Any) -> tuple[Timeline, dict[str,
     }
     caller = transcriber.transcribe(left, rate, "caller")
     agent = transcriber.transcribe(right, rate, "agent")
-    return build_timeline(caller, agent, len(left) / rate), legs
+    timeline = build_timeline(caller, agent, len(left) / rate)
+    return with_numbers(timeline, {"caller": (left, rate), "agent": (right, rate)},
+                        transcriber), legs
 
 
 def timeline_from_file_meta(meta: dict[str, Any]) -> tuple[Timeline, CallFacts]:

@@ -114,7 +114,7 @@ async def process_call(
         if ticket:
             ticket.callback_required = True
     # Muted copies first: a stored check never names a copy that is not there.
-    spoken_numbers = pii.number_findings(recorded.digits, timeline.segments)
+    spoken_numbers = pii.number_findings(timeline.numbers, timeline.segments)
     checked = await asyncio.to_thread(
         mute_legs, settings.recordings, {leg: recordings[leg]["path"] for leg in legs},
         pii.redact(timeline.segments, spoken_numbers)[1])

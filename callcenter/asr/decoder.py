@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from callcenter.asr.numbers import GRAMMAR as NUMBER_GRAMMAR
-from callcenter.asr.numbers import number_windows
+from callcenter.asr.numbers import (
+    ADDRESS_GRAMMAR,
+    DIGITS_GRAMMAR,
+    Cues,
+    address_windows,
+    number_windows,
+)
 from callcenter.asr.vad import DEFAULT_VAD, VadSettings, speech_spans
 from callcenter.audio import read_mono, resample
 from callcenter.core import LegName, Segment, Word
@@ -116,19 +121,33 @@ class Transcriber:
 
     def numbers(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                 segments: Sequence[Segment]) -> list[Segment]:
-        """The second pass (``asr/numbers.py``): where ``segments`` (this leg's first
-        pass) show a number being given, the audio decoded again with a grammar of
-        digit words. Its segments hold digits and ``[unk]`` words, times in the leg."""
+        """The second pass for personal numbers (``asr/numbers.py``): where the
+        call's first pass (``segments``, both legs) shows a number being given on
+        ``leg``, its audio decoded again with a grammar of digit words. Segments
+        of digits and ``[unk]`` words, times in the leg."""
+        return self._second_pass(samples, rate, leg, DIGITS_GRAMMAR, lambda total: (
+            number_windows(segments, leg, total)))
+
+    def addresses(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
+                  segments: Sequence[Segment], cues: Cues) -> list[Segment]:
+        """The second pass for the address: where an address is being given on
+        ``leg``, decoded with a grammar of number and address words."""
+        return self._second_pass(samples, rate, leg, ADDRESS_GRAMMAR, lambda total: (
+            address_windows(segments, leg, total, cues)))
+
+    def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
+                     grammar: str, windows_of: Callable[[float], list[tuple[float, float]]]
+                     ) -> list[Segment]:
         x = np.asarray(samples, dtype=np.int16)
         if self.feed_rate and self.feed_rate != rate:
             x = resample(x, rate, self.feed_rate)
             rate = self.feed_rate
         total = len(x) / rate
-        windows = number_windows(segments, total)
+        windows = windows_of(total)
         if not windows:
             return []
         spans = [(int(a * rate), min(len(x), round(b * rate))) for a, b in windows]
-        return self._decode(x, rate, spans, leg, total, grammar=NUMBER_GRAMMAR)
+        return self._decode(x, rate, spans, leg, total, grammar=grammar)
 
     def transcribe_file(self, path: str | Path, leg: LegName) -> list[Segment]:
         samples, rate = read_mono(path)

@@ -1,16 +1,20 @@
-"""Where in a leg a number is being said, for the second decoding pass (pure).
+"""Where in a call numbers are being said, for the second decoding pass (pure).
 
 A general language model writes spoken digits as whatever characters sound alike
-(幺五八 comes out as 要五八, 二七 as 而其, 九四 as 酒肆), so a phone, identity or
-card number is rarely legible in the first pass and cannot be found, or masked,
-there. The segments where one is being given are decoded again with a grammar of
-digit words only (``Transcriber.numbers``): the audio then comes out as digits
-and unknown words.
+(幺五八 comes out as 要五八, 二七 as 而其, 九四 as 酒肆; 十五幢 as 石屋装), so a
+phone number or an address is rarely legible in the first pass. The stretches
+where one is being given are decoded again with a grammar of number words only
+(``Transcriber.numbers`` and ``.addresses``), unknown words standing for the rest:
 
-A segment is chosen when it names what a number is (a phone, an identity card, a
-bank card or account) or already holds several digits; after a naming segment
-the next one of the same leg is taken too, when it follows within a pause (the
-number said after 我的电话是 and a breath).
+- personal numbers (``number_windows``, digits only; read by ``pii.py``): a segment
+  that names a kind of number (a phone, an identity card, a bank card or account)
+  and the next one of that leg within a pause (the number said after 我的电话是
+  and a breath), or a segment already holding several digits;
+- the address (``address_windows``, digits, 十/百/千 and 栋/幢/号/楼/单元/室/座/层;
+  read by ``tickets/address.py``): a segment holding an address word
+  (``Cues.address_words``: the markers and what the recognizer writes for them,
+  from the ticket terms) or a room's worth of digits, and the caller's answer to
+  the agent's question for the address (``Cues.address_questions``).
 """
 
 from __future__ import annotations
@@ -18,40 +22,84 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from callcenter.core import Segment
 
-# Words of numbers as said aloud: the digits, 幺 (one, in phone numbers), 两 (two)
-# and 洞 (zero, on radios); the identity number's check character X is said 叉.
+# Words of numbers as said aloud: the digits, 幺 (one, in phone numbers), 两 (two),
+# 洞 (zero, on radios); positional 十/百/千; the words an address is made of. Two
+# grammars: the address words cost the digits of a phone number said fast (they
+# take over the short digits), so a number is read with the digits alone.
 DIGIT_WORDS = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九", "幺", "两", "洞")
+NUMBER_WORDS = ("十", "百", "千")
+ADDRESS_WORDS = ("栋", "幢", "号", "楼", "单元", "室", "座", "层")
 UNKNOWN_WORD = "[unk]"
-GRAMMAR = json.dumps([*DIGIT_WORDS, UNKNOWN_WORD], ensure_ascii=False)
+DIGITS_GRAMMAR = json.dumps([*DIGIT_WORDS, UNKNOWN_WORD], ensure_ascii=False)
+ADDRESS_GRAMMAR = json.dumps([*DIGIT_WORDS, *NUMBER_WORDS, *ADDRESS_WORDS, UNKNOWN_WORD],
+                             ensure_ascii=False)
 
 # What kind of number is being given: phone, identity document, bank card, account.
 _NAMES_A_NUMBER = re.compile(
     "电话|手机|号码|联系方式|座机|身份证|证件|卡号|银行卡|账号|帐号|尾号")
 _DIGIT_CHARACTERS = re.compile("[0-9零〇一二三四五六七八九幺两洞]")
 MIN_DIGITS = 5  # a segment holding this many digit characters is looked at again
-FOLLOW_S = 3.0  # the segment after a naming one, when it starts within this pause
+MIN_ROOM_DIGITS = 3  # ... for an address (a room: 3-4 digits)
+FOLLOW_S = 3.0  # the segment after a naming one (or the question), within this pause
 PAD_S = 0.3  # decoded around each segment: words at its edges are not cut
+
+
+@dataclass(frozen=True, slots=True)
+class Cues:
+    """What marks an address in the first pass's text (``tickets/terms.yaml``)."""
+
+    address_words: tuple[str, ...] = ()
+    address_questions: tuple[str, ...] = ()
 
 
 def names_a_number(text: str) -> bool:
     return bool(_NAMES_A_NUMBER.search(text))
 
 
-def number_windows(segments: Sequence[Segment], length_s: float) -> list[tuple[float, float]]:
-    """Stretches (start, end seconds) of one leg to decode for digits, merged where
-    they touch; ``segments`` are that leg's, in time order."""
-    chosen: list[tuple[float, float]] = []
+def number_windows(segments: Sequence[Segment], leg: str, length_s: float
+                   ) -> list[tuple[float, float]]:
+    """Stretches (start, end seconds) of ``leg`` where a number is being given: a
+    segment naming a kind of personal number and the next one within a pause, or
+    one holding several digits. ``segments``: the call's, in time order."""
+    chosen = []
     follow_until = -1.0
     for segment in segments:
+        if segment.leg != leg:
+            continue
         named = names_a_number(segment.text)
         if (named or segment.start <= follow_until
                 or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_DIGITS):
-            chosen.append((max(0.0, segment.start - PAD_S), min(length_s, segment.end + PAD_S)))
-        follow_until = segment.end + FOLLOW_S if named else -1.0
+            chosen.append(_padded(segment, length_s))
+        if named:
+            follow_until = segment.end + FOLLOW_S
     return _merged(chosen)
+
+
+def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues: Cues
+                    ) -> list[tuple[float, float]]:
+    """Stretches of ``leg`` where an address is being given: a segment holding an
+    address word or a room's worth of digits, and the caller's answer to the
+    agent's address question."""
+    chosen = []
+    answer_until = -1.0
+    for segment in segments:
+        if segment.leg == "agent" and any(q in segment.text for q in cues.address_questions):
+            answer_until = segment.end + FOLLOW_S
+        if segment.leg != leg:
+            continue
+        answering = leg == "caller" and segment.start <= answer_until
+        if (answering or any(w in segment.text for w in cues.address_words)
+                or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_ROOM_DIGITS):
+            chosen.append(_padded(segment, length_s))
+    return _merged(chosen)
+
+
+def _padded(segment: Segment, length_s: float) -> tuple[float, float]:
+    return max(0.0, segment.start - PAD_S), min(length_s, segment.end + PAD_S)
 
 
 def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:

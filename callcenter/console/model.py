@@ -103,7 +103,8 @@ def effective_ticket(row: dict[str, Any]) -> dict[str, Any]:
 
 # The judgement fields the classifier may ask the agent to confirm, as the wrap-up
 # form names them.
-_CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity"}
+_CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity",
+                "address": "building"}
 
 
 def to_confirm(ticket: dict[str, Any] | None) -> dict[str, list[str]]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from callcenter.asr.numbers import UNKNOWN_WORD
 from callcenter.core import Timeline
 
 DIGITS = {
@@ -282,11 +283,40 @@ def extract_address_from_timeline(
     return _resolve(mentions)
 
 
+def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None
+                          ) -> tuple[str, str, str]:
+    """The caller's home address, from the second pass's readings where there are
+    some (``Timeline.addresses``: the first pass writes numbers as homophones), each
+    field the first pass's where the readings leave it open."""
+    first = extract_address_from_timeline(timeline, terms)
+    if not timeline.addresses:
+        return first
+    heard = extract_address_from_timeline(with_address_readings(timeline), terms)
+    building, unit, room = (h or f for h, f in zip(heard, first, strict=True))
+    return building, unit, room
+
+
+def with_address_readings(timeline: Timeline) -> Timeline:
+    """The timeline with each segment the address pass read again replaced by those
+    readings (their unknown words as pauses)."""
+    segments = []
+    for seg in timeline.segments:
+        readings = [n for n in timeline.addresses
+                    if n.leg == seg.leg and n.start < seg.end and seg.start < n.end]
+        if readings:
+            text = "，".join(n.text.replace(UNKNOWN_WORD, "，") for n in readings)
+            seg = replace(seg, text=text, words=[])
+        segments.append(seg)
+    return Timeline(segments, timeline.duration)
+
+
 def extract_phone(timeline: Timeline, default: str = "") -> str:
-    """The caller ID when known, otherwise a mobile number the caller spells out."""
+    """The caller ID when known, otherwise a mobile number the caller spells out (as
+    the second pass read it, or the first)."""
     if default:
         return default
-    for seg in timeline.by_leg("caller"):
+    said = [n for n in timeline.numbers if n.leg == "caller"]
+    for seg in [*said, *timeline.by_leg("caller")]:
         for m in re.finditer(_NUM, compact(seg.text)):
             digits = numeral_to_digits(m.group(0))
             if re.fullmatch(r"1[3-9]\d{9}", digits) or re.fullmatch(r"0\d{9,11}", digits):

@@ -31,7 +31,7 @@ from callcenter.tickets.address import (
     AddressTerms,
     NameTerms,
     compact,
-    extract_address_from_timeline,
+    extract_address_heard,
     extract_caller_name,
     extract_phone,
 )
@@ -146,6 +146,11 @@ def read_call(timeline: Timeline, facts: CallFacts) -> CallReading:
     )
 
 
+def _disagrees(said: tuple[str, str, str], listed: tuple[str, str, str]) -> bool:
+    """A field both give, with different values."""
+    return any(a and b and a != b for a, b in zip(said, listed, strict=True))
+
+
 def _vip(caller: str, terms: TicketTerms) -> str:
     if terms.disabled.hits(caller):
         return "disabled"
@@ -252,13 +257,19 @@ def classify(
     severity = _severity(judgement, repeat) if complaint else None
     name = extract_caller_name(timeline, terms.names)
     phone = extract_phone(timeline, facts.caller_number)
-    building, unit, room = extract_address_from_timeline(timeline, terms.address)
+    building, unit, room = extract_address_heard(timeline, terms.address)
+    listed = (known.get("building", ""), known.get("unit", ""), known.get("room", ""))
+    unsure = list(judgement.needs_confirmation)
     if known and not (building or room):  # what was said wins; the directory fills gaps
-        building, unit, room = (known.get("building", ""), known.get("unit", ""),
-                                known.get("room", ""))
+        building, unit, room = listed
         if building or room:
             judgement.evidence.setdefault("address", []).append(
                 "residents directory (by the caller's number)")
+    elif _disagrees((building, unit, room), listed):
+        # Said and listed differ: a neighbour's flat, a common area, or misheard.
+        unsure.append("address")
+        judgement.evidence.setdefault("address", []).append(
+            "residents directory has building {}, unit {}, room {}".format(*listed))
     name = name or known.get("name", "")
     description = _description(timeline, category, terms, name, (building, unit, room))
     incomplete = [
@@ -291,7 +302,7 @@ def classify(
         ),
         incomplete=incomplete,
         callback_required=bool(incomplete) or complaint or promised,
-        needs_confirmation=list(judgement.needs_confirmation),
+        needs_confirmation=unsure,
         evidence=judgement.evidence,
         complaint=judgement.complaint,
     )

@@ -36,7 +36,8 @@ CHANNELS_RECEIVED = ("walk_in", "online")  # what a person opens a ticket for by
 FILTERS = ("status", "category", "urgency", "overdue", "owner", "building", "q")
 PAGING = ("limit", "before", "after")
 # The judgements the classifier may be unsure of, and the field each one sets.
-CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity"}
+CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity",
+                "address": "building"}
 # Details of history entries shown, in this order; others (ids, hashes) are not.
 SHOWN_DETAILS = ("category", "urgency", "owner", "previous", "department", "assignee",
                  "time_to_dispatch_s", "on_time", "text", "notes", "photos", "satisfaction",

@@ -134,9 +134,11 @@ def test_the_digit_pass_looks_where_a_number_is_named_or_already_shows() -> None
         _segment("好的", start=20.0),  # long after: not taken
         _segment("一二三四五六", start=30.0),  # digits already
     ]
-    windows = [bound for window in number_windows(segments, 40.0) for bound in window]
+    windows = [bound for window in number_windows(segments, "caller", 40.0)
+               for bound in window]
     assert windows == pytest.approx([4.7, 6.7, 7.2, 8.7, 29.7, 30.7])
-    assert number_windows(segments[:1], 40.0) == []
+    assert number_windows(segments[:1], "caller", 40.0) == []
+    assert number_windows(segments, "agent", 40.0) == []
 
 
 def test_the_muted_copy_is_written_whole_beside_the_original(tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ from callcenter.tickets import sla
 from callcenter.tickets.address import (
     extract_address,
     extract_address_from_timeline,
+    extract_address_heard,
     extract_caller_name,
     extract_phone,
     numeral_to_digits,
+    with_address_readings,
 )
 from callcenter.tickets.classifier import PriorTicket, classify, read_call
 
@@ -378,3 +380,31 @@ def test_the_residents_directory_fills_what_the_call_leaves_open_and_raises_a_vi
     assert "residents directory" in " ".join(quiet.evidence["address"])
     said = classify(call("我是七栋一单元1702的，厨房水龙头坏了"), known, now=NOW)
     assert (said.building, said.room) == ("7", "1702")  # what was said wins
+    # ... and differs from the directory: the agent confirms it at wrap-up.
+    assert "address" in said.needs_confirmation
+    assert "residents directory has building 3, unit 2, room 501" in said.evidence["address"]
+    same = classify(call("我是三栋二单元501的，厨房水龙头坏了"), known, now=NOW)
+    assert "address" not in same.needs_confirmation
+
+
+def test_the_address_pass_reading_wins_field_by_field() -> None:
+    """The first pass wrote the numbers as homophones; the address pass (digits and
+    address words, unknown words as [unk]) read them; each field the first pass
+    gave stays where the reading has none."""
+    tl = make_timeline([
+        ("agent", 0.5, 3.0, "请问地址是哪里？"),
+        ("caller", 3.5, 7.0, "石屋装二单元六零是"),
+        ("caller", 7.5, 9.0, "马桶堵了"),
+    ])
+    assert extract_address_from_timeline(tl) != ("15", "2", "604")
+    tl.addresses = [Segment("caller", 3.6, 6.9, "十五幢[unk]单元六零四[unk]")]
+    readings = with_address_readings(tl)
+    assert [s.text for s in readings.segments] == [
+        "请问地址是哪里？", "十五幢，单元六零四，", "马桶堵了"]
+    assert extract_address_heard(tl) == ("15", "2", "604")  # the unit from the first pass
+    tl.addresses = []
+    assert extract_address_heard(tl) == extract_address_from_timeline(tl)
+    tl = make_timeline([("caller", 0.5, 4.0, "我电话是要五八零六而其三酒肆")])
+    assert extract_phone(tl) == ""
+    tl.numbers = [Segment("caller", 1.5, 4.0, "[unk]幺五八零六一二七三九四")]
+    assert extract_phone(tl) == "15806127394"
