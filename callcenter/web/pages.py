@@ -21,7 +21,7 @@ from callcenter.auth.http import (
     maybe_principal,
     principal,
 )
-from callcenter.auth.model import Role, own_agent
+from callcenter.auth.model import Role, may_see_originals, own_agent
 from callcenter.errors import Forbidden, Unauthorized
 from callcenter.keys import POOL
 from callcenter.web import i18n, queries
@@ -134,7 +134,9 @@ async def call_page(request: web.Request) -> web.Response:
     doc = await call_for(request)
     ctx = await context(request)
     ctx.update(call=doc["call"], recordings=doc["recordings"], ticket=doc["ticket"],
-               ticket_keys=TICKET_KEYS, qa=doc["qa"], transcript=doc["transcript"])
+               ticket_keys=TICKET_KEYS, qa=doc["qa"], transcript=doc["transcript"],
+               originals=not doc["transcript_masked"],
+               may_see_originals=may_see_originals(principal(request)))
     return aiohttp_jinja2.render_template("call.html", request, ctx)
 
 

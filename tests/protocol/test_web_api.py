@@ -357,6 +357,15 @@ async def test_personal_numbers_are_masked_and_muted_unless_a_manager_asks(
                       "conflict")  # not checked yet
         _assert_error(await _json(await qa.get(f"/api/calls/{call}?original=maybe"), 400),
                       400, "invalid_input")
+        page = await qa.get(f"/calls/{call}")
+        assert page.status == 200
+        html = await page.text()
+        assert masked in html and said not in html and "?original=true" not in html
+        assert (await qa.get(f"/calls/{call}?original=true")).status == 403
+    page = await (await web.client.get(f"/calls/{call}")).text()
+    assert masked in page and said not in page and 'href="?original=true"' in page
+    page = await (await web.client.get(f"/calls/{call}?original=true")).text()
+    assert said in page and f"/recordings/{call}/caller.wav?original=true" in page
     doc = await _json(await web.client.get(f"/api/calls/{call}"), 200)
     assert [s["text"] for s in doc["transcript"]] == [masked]
     doc = await _json(await web.client.get(f"/api/calls/{call}?original=true"), 200)
@@ -367,8 +376,9 @@ async def test_personal_numbers_are_masked_and_muted_unless_a_manager_asks(
     audited = await db_pool.fetch(
         "SELECT action, details FROM audit_log WHERE target_id = $1 ORDER BY id", call)
     assert [a["action"] for a in audited] == [
-        "recording_downloaded", "transcript_originals_viewed", "recording_downloaded"]
-    assert [(a["details"] or {}).get("original") for a in audited] == [False, None, True]
+        "recording_downloaded", "transcript_originals_viewed", "transcript_originals_viewed",
+        "recording_downloaded"]
+    assert [(a["details"] or {}).get("original") for a in audited] == [False, None, None, True]
 
 
 @pytest.mark.parametrize(
