@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,29 +130,27 @@ class Transcriber:
         call's first pass (``segments``, both legs) shows a number being given on
         ``leg``, its audio decoded again with a grammar of digit words. Segments
         of digits and ``[unk]`` words, times in the leg."""
-        return self._second_pass(samples, rate, leg, DIGITS_GRAMMAR, lambda total: (
-            number_windows(segments, leg, total)))
+        windows = number_windows(segments, leg, len(samples) / rate)
+        return self._second_pass(samples, rate, leg, DIGITS_GRAMMAR, windows)
 
     def addresses(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                   segments: Sequence[Segment], cues: Cues) -> list[Segment]:
         """The second pass for the address: where an address is being given on
         ``leg``, decoded with a grammar of number and address words."""
-        return self._second_pass(samples, rate, leg, ADDRESS_GRAMMAR, lambda total: (
-            address_windows(segments, leg, total, cues)))
+        windows = address_windows(segments, leg, len(samples) / rate, cues)
+        return self._second_pass(samples, rate, leg, ADDRESS_GRAMMAR, windows)
 
     def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
-                     grammar: str, windows_of: Callable[[float], list[tuple[float, float]]]
-                     ) -> list[Segment]:
+                     grammar: str, windows: list[tuple[float, float]]) -> list[Segment]:
+        """``windows`` (seconds in the leg) through a recognizer for ``grammar``."""
+        if not windows:
+            return []
         x = np.asarray(samples, dtype=np.int16)
         if self.feed_rate and self.feed_rate != rate:
             x = resample(x, rate, self.feed_rate)
             rate = self.feed_rate
-        total = len(x) / rate
-        windows = windows_of(total)
-        if not windows:
-            return []
         spans = [(int(a * rate), min(len(x), round(b * rate))) for a, b in windows]
-        return self._decode(x, rate, spans, leg, total, grammar=grammar)
+        return self._decode(x, rate, spans, leg, len(x) / rate, grammar=grammar)
 
     def transcribe_file(self, path: str | Path, leg: LegName) -> list[Segment]:
         samples, rate = read_mono(path)
