@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_tickets_feedback, what=name)
 
     _qa_parser(sub)
+    _calls_parser(sub)
     _ivr_parser(sub)
 
     sandbox = sub.add_parser("sandbox", help="the Asterisk sandbox (root required)")
@@ -401,6 +402,30 @@ def _qa_parser(sub: Any) -> None:
     rescore.add_argument("--dry-run", action="store_true", help="report, store nothing")
     rescore.add_argument("--details", action="store_true", help="list every changed call")
     rescore.set_defaults(func=_qa_rescore)
+
+
+def _calls_parser(sub: Any) -> None:
+    calls = sub.add_parser("calls", help="stored calls: analyse again")
+    calls_sub = calls.add_subparsers()
+    again = calls_sub.add_parser(
+        "reanalyze", help="queue the analysis again (the workers do it): by default the calls "
+                          "whose recordings were never searched for personal numbers")
+    again.add_argument("--since", type=_date, required=True, help="ended since YYYY-MM-DD")
+    again.add_argument("--call", action="append", default=[], help="only this call (repeat)")
+    again.add_argument("--all", action="store_true",
+                       help="every analysed call, not only the unchecked ones")
+    again.add_argument("--dry-run", action="store_true", help="list them, queue nothing")
+    again.set_defaults(func=_calls_reanalyze)
+
+
+def _calls_reanalyze(args: argparse.Namespace, settings: Settings) -> int:
+    from callcenter.db.store import requeue_analysis
+
+    ids = _with_store(settings, lambda store: requeue_analysis(
+        store.pool, since=args.since, call_ids=args.call, unchecked_only=not args.all,
+        dry_run=args.dry_run))
+    print(json.dumps({"queued": 0 if args.dry_run else len(ids), "calls": ids}))
+    return 0
 
 
 def _rules_arg(path: Path | None) -> Any:

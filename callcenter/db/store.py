@@ -593,6 +593,27 @@ def _words(segment: Segment) -> list[dict[str, Any]]:
     return [asdict(w) for w in segment.words]
 
 
+async def requeue_analysis(pool: asyncpg.Pool, *, since: datetime, call_ids: Sequence[str] = (),
+                           unchecked_only: bool = True, dry_run: bool = False) -> list[str]:
+    """Queue the analysis again for calls that ended since ``since`` (``call_ids``: only
+    those) and were analysed or failed; ``unchecked_only``: only those with a
+    recording never searched for personal numbers (analysed before masking
+    existed: until then only managers may hear them). The analysis is idempotent:
+    people's values and verdicts stay, earlier QA results are kept."""
+    rows = await pool.fetch(
+        "SELECT c.id, c.priority FROM calls c WHERE c.ended_at >= $1"
+        " AND c.status IN ('processed', 'failed')"
+        " AND (cardinality($2::text[]) = 0 OR c.id = ANY($2::text[]))"
+        " AND (NOT $3 OR EXISTS (SELECT 1 FROM recordings r"
+        "      WHERE r.call_id = c.id AND r.pii_findings IS NULL))"
+        " ORDER BY c.ended_at", since, list(call_ids), unchecked_only)
+    if not dry_run:
+        async with pool.acquire() as conn, conn.transaction():
+            for row in rows:
+                await enqueue_processing(conn, row["id"], priority=row["priority"] or 0)
+    return [r["id"] for r in rows]
+
+
 async def enqueue_processing(conn: asyncpg.Connection, call_id: str, *, priority: int = 0
                              ) -> None:
     """Queue the transcription job on this connection (inside the caller's transaction).
