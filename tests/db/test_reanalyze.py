@@ -16,13 +16,13 @@ import numpy as np
 from pgqueuer.types import QueueExecutionMode
 
 from callcenter import pii
-from callcenter.audio import write_wav
 from callcenter.core import Segment, Word
 from callcenter.db.connect import connect
 from callcenter.db.store import LegCheck, PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
 from callcenter.worker import build_queue_manager
+from tests.db.test_worker import ended_with_recordings
 from tests.unit.test_cli_analyze import _env
 
 RATE = 8000
@@ -52,16 +52,8 @@ class SaysANumber(Transcribing):
 
 async def _old_call(store: PgStore, folder: Path, call_id: str, *, checked: bool) -> None:
     """A call as the analysis before masking left it (or, ``checked``, as now)."""
-    (folder / call_id).mkdir()
-    for leg in ("caller", "agent"):
-        tone = (3000 * np.sin(np.arange(RATE * 3) / 5)).astype(np.int16)
-        write_wav(folder / call_id / f"{leg}.wav", tone, RATE)
-    await store.open_call(call_id, caller_number="13900000000", channel_id=call_id)
-    await store.update_call(call_id, stage="conversation", queue="repair")
-    for leg in ("caller", "agent"):
-        await store.add_leg(call_id, leg, channel_id=f"{call_id}-{leg}",
-                            recording_name=f"{call_id}/{leg}.wav")
-    assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
+    tone = (3000 * np.sin(np.arange(RATE * 3) / 5)).astype(np.int16)
+    await ended_with_recordings(store, folder, call_id, tone, RATE)
     await store.pool.execute("DELETE FROM pgqueuer")  # analysed back then
     await store.save_analysis(call_id, segments=[], ticket=None, qa=None, qa_source="asr",
                               legs_checked={"caller": LegCheck(0), "agent": LegCheck(0)}

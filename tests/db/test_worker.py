@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import numpy as np
 import pytest
 from pgqueuer.types import QueueExecutionMode
 
@@ -29,6 +30,21 @@ async def _finished_call(store: PgStore, call_id: str) -> None:
     await store.add_leg(call_id, "caller", channel_id="x", recording_name=f"{call_id}/caller.wav")
     await store.add_leg(call_id, "agent", channel_id="y", recording_name=f"{call_id}/agent.wav")
     await store.update_call(call_id, stage="conversation")
+    assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
+
+
+async def ended_with_recordings(store: PgStore, folder: Path, call_id: str,
+                                samples: np.ndarray, rate: int) -> None:
+    """A call that ended in conversation, both legs recorded (``samples`` each) in
+    ``folder``/<call_id>/; its analysis queued."""
+    (folder / call_id).mkdir()
+    for leg in ("caller", "agent"):
+        write_wav(folder / call_id / f"{leg}.wav", samples, rate)
+    await store.open_call(call_id, caller_number="13900000000", channel_id=call_id)
+    await store.update_call(call_id, stage="conversation", queue="repair")
+    for leg in ("caller", "agent"):
+        await store.add_leg(call_id, leg, channel_id=f"{call_id}-{leg}",
+                            recording_name=f"{call_id}/{leg}.wav")
     assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
 
 

@@ -19,14 +19,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import asyncpg
 import numpy as np
 
-from callcenter.audio import write_wav
 from callcenter.core import Segment, Word
 from callcenter.db.connect import create_pool
 from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
 from callcenter.worker import run_supervised
-from tests.db.test_worker import processed, until
+from tests.db.test_worker import ended_with_recordings, processed, until
 
 OUTAGE_S = 10.0
 RATE = 8000
@@ -113,15 +112,7 @@ class HeldTranscribing(Transcribing):
 
 
 async def _ended(store: PgStore, folder: Path, call_id: str) -> None:
-    (folder / call_id).mkdir()
-    for leg in ("caller", "agent"):
-        write_wav(folder / call_id / f"{leg}.wav", np.zeros(RATE * 2, np.int16), RATE)
-    await store.open_call(call_id, caller_number="13900000000", channel_id=call_id)
-    await store.update_call(call_id, stage="conversation", queue="repair")
-    for leg in ("caller", "agent"):
-        await store.add_leg(call_id, leg, channel_id=f"{call_id}-{leg}",
-                            recording_name=f"{call_id}/{leg}.wav")
-    assert await store.finish_call(call_id, stage="conversation", hangup_by="caller")
+    await ended_with_recordings(store, folder, call_id, np.zeros(RATE * 2, np.int16), RATE)
 
 
 async def test_a_worker_rides_out_a_database_unreachable_for_10_s(
