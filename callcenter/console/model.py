@@ -101,9 +101,9 @@ def effective_ticket(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **human, "human": human, "automatic": automatic}
 
 
-# The judgement fields the classifier may ask the agent to confirm, as the wrap-up
-# form names them.
-_CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity",
+# The judgement fields the classifier may ask the agent to confirm, and the ticket
+# field (as the wrap-up form names it) each one sets; the ticket pages use it too.
+CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity",
                 "address": "building"}
 
 
@@ -116,7 +116,7 @@ def to_confirm(ticket: dict[str, Any] | None) -> dict[str, list[str]]:
     human = ticket.get("human") or {}
     evidence = judgement.get("evidence") or {}
     return {
-        _CONFIRMABLE[name]: [str(e) for e in evidence.get(name, [])][:3]
+        CONFIRMABLE[name]: [str(e) for e in evidence.get(name, [])][:3]
         for name in judgement.get("needs_confirmation") or []
-        if name in _CONFIRMABLE and _CONFIRMABLE[name] not in human
+        if name in CONFIRMABLE and CONFIRMABLE[name] not in human
     }

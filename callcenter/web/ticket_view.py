@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from callcenter.auth.model import MANAGERS, Role
+from callcenter.console.model import CONFIRMABLE
 from callcenter.tickets import lifecycle as lc
 from callcenter.tickets.http import WRITERS
 from callcenter.tickets.store import CONTENT_FIELDS
@@ -35,9 +36,6 @@ CHANNELS_RECEIVED = ("walk_in", "online")  # what a person opens a ticket for by
 # The list's filters, as the URL query names them (TicketListQuery's fields).
 FILTERS = ("status", "category", "urgency", "overdue", "owner", "building", "q")
 PAGING = ("limit", "before", "after")
-# The judgements the classifier may be unsure of, and the field each one sets.
-CONFIRMABLE = {"category": "category", "urgency": "urgency", "severity": "complaint_severity",
-                "address": "building"}
 # Details of history entries shown, in this order; others (ids, hashes) are not.
 SHOWN_DETAILS = ("category", "urgency", "owner", "previous", "department", "assignee",
                  "time_to_dispatch_s", "on_time", "text", "notes", "photos", "satisfaction",

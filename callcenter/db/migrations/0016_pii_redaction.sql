@@ -1,5 +1,5 @@
 -- Personal numbers (mobile, identity card, bank card) are masked in what is stored
--- and shown by default (callcenter/asr/pii.py): a segment's text and words are the
+-- and shown by default (callcenter/pii.py): a segment's text and words are the
 -- masked ones; what was recognised, where it differs, is kept beside them for the
 -- roles allowed to see originals and for QA rescoring. Segments stored before this
 -- migration were never masked (redacted = false): readers mask them as they read.
