@@ -5,9 +5,9 @@ Both legs of every call are transcribed with ``callcenter.asr.decoder.Transcribe
 through ``callcenter.pipeline.transcribe_two_legs`` and analysed with
 ``callcenter.pipeline.analyze(..., source="asr")``. The system gets only the audio,
 ``ivr_digits`` and ``caller.phone``; labels and the other caller fields are used for
-scoring only. Transcripts are cached as JSON under
-``Settings().cache_dir / "bench-asr"`` (keyed by call id and model name), so only the
-first run decodes (about 13 s of CPU per call; ``--jobs`` runs calls in parallel).
+scoring only. Transcripts are cached as JSON under ``Settings().cache_dir /
+"bench-asr"`` (keyed by call id, model name and decoder search), so only the first
+run decodes (about 12 s of CPU per call; ``--jobs`` runs calls in parallel).
 
     .venv/bin/python bench/asr_accuracy.py [--jobs 2] [--details] [--refresh]
     .venv/bin/python bench/asr_accuracy.py --show d007   # print a cached transcript
@@ -65,7 +65,9 @@ def model_path() -> Path:
 
 
 def cache_file(call_id: str, model_name: str) -> Path:
-    return cache_dir() / f"{call_id}--{model_name}.json"
+    from callcenter.asr.search import NARROW
+
+    return cache_dir() / f"{call_id}--{model_name}+{NARROW.tag}.json"
 
 
 def _seg_to_json(seg: Segment) -> dict[str, Any]:

@@ -4,7 +4,8 @@ the service's pipeline, in one run, on one thread each.
 - plain: what a first script does: a new ``KaldiRecognizer`` per leg, the whole
   leg in 0.5 s chunks (4,000 frames at 8 kHz), final result;
 - pipeline: ``callcenter.asr.decoder.Transcriber`` as the worker runs it (one
-  recognizer per process, reset between legs; ``--vad``: only the voiced stretches).
+  recognizer per process, reset between legs, the narrower decoder search of
+  ``asr/search.py``; ``--vad``: only the voiced stretches).
 
 Prints audio-seconds per CPU-second for both and their ratio (goals: >= 1.0x
 without VAD, >= 1.8x with it), and the character error rate of both on
@@ -127,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     legs = dev_legs(args.calls)
     print(f"{len(legs)} legs of {args.calls} dev calls, "
           f"{sum(len(s) / r for _n, s, r in legs):.0f} s of audio; model "
-          f"{pipeline.model_path.name}; pipeline VAD {'on' if args.vad else 'off'}", flush=True)
+          f"{pipeline.model_path.name}; pipeline VAD {'on' if args.vad else 'off'}, search "
+          f"{pipeline.search.tag if pipeline.search else 'the model conf'} (plain: the model "
+          "conf)", flush=True)
     piped(legs[0][1][: legs[0][2]], legs[0][2])  # both warm: the model's pages are in
     plain.text(legs[0][1][: legs[0][2]], legs[0][2])
     # Alternated, twice, so that neither side has the machine's quieter half.

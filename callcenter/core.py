@@ -96,6 +96,9 @@ class CallFacts:
     # The caller identified by number in the residents directory (name, building,
     # unit, room, vip), or None: fills what the call leaves open, raises a VIP.
     resident: dict[str, str] | None = None
+    # The estate's buildings that have names rather than numbers (紫荆苑, 商业街;
+    # the residents directory's): an address may name one.
+    estate_buildings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from callcenter.asr.numbers import Cues, address_windows, number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
@@ -21,6 +21,9 @@ from callcenter.dialogue import build_timeline, timeline_from_meta
 from callcenter.ivr.menu import EMERGENCY, default_menu
 from callcenter.qa.engine import score
 from callcenter.tickets.classifier import PriorTicket, classify
+
+if TYPE_CHECKING:
+    from callcenter.settings import Settings
 
 log = logging.getLogger("callcenter.pipeline")
 
@@ -51,16 +54,19 @@ class Transcribing:
     It transcribes like the real one, loading the model on first use, so a call
     whose audio is unreadable fails on its audio before any model is loaded."""
 
-    def __init__(self, model_path: Path, *, skip_silence: bool = False) -> None:
+    def __init__(self, model_path: Path, *, settings: Settings | None = None) -> None:
         self.model_path = model_path
-        self.skip_silence = skip_silence
+        self.settings = settings
         self._transcriber: Any = None
 
     def get(self) -> Any:
         if self._transcriber is None:
             from callcenter.asr.decoder import Transcriber
 
-            self._transcriber = Transcriber(self.model_path, use_vad=self.skip_silence)
+            self._transcriber = Transcriber(
+                self.model_path, settings=self.settings,
+                use_vad=bool(self.settings and self.settings.asr_skip_silence),
+            )
         return self._transcriber
 
     def transcribe(self, samples: Any, rate: int, leg: str) -> list[Segment]:
@@ -97,12 +103,41 @@ def number_cues() -> Cues:
     )
 
 
-def with_numbers(timeline: Timeline, audio: Mapping[str, tuple[Any, int]], transcriber: Any
-                 ) -> Timeline:
+@functools.lru_cache(maxsize=4)
+def _vocabulary(model_path: Path) -> frozenset[str]:
+    from callcenter.ivr.speech import model_vocabulary
+
+    return model_vocabulary(model_path)
+
+
+@functools.lru_cache(maxsize=256)
+def spelt_building_name(name: str, model_path: Path) -> str | None:
+    """A building name as words of the model's vocabulary, separated by spaces (a
+    Vosk grammar phrase), or None when the model has no words for it (it is then
+    read from the first pass only)."""
+    from callcenter.ivr.grammars import GrammarError, segment
+
+    try:
+        return " ".join(segment(name, _vocabulary(Path(model_path))))
+    except GrammarError:
+        log.warning("building name %r is not in the speech model's words: "
+                    "the address pass cannot hear it", name)
+        return None
+
+
+def building_cues(buildings: Sequence[str], model_path: Path) -> Cues:
+    """``number_cues()`` with the estate's building names (the residents directory's
+    buildings that are not plain numbers), spelt for the address grammar."""
+    spelt = tuple(p for p in (spelt_building_name(b, model_path) for b in buildings) if p)
+    return replace(number_cues(), building_names=spelt)
+
+
+def with_numbers(timeline: Timeline, audio: Mapping[str, tuple[Any, int]], transcriber: Any,
+                 buildings: Sequence[str] = ()) -> Timeline:
     """``timeline`` with the second pass's readings (``Timeline.numbers`` and
     ``.addresses``) of each leg in ``audio`` (leg -> samples, rate), the address
-    cued by the ticket terms."""
-    cues = number_cues()
+    cued by the ticket terms and the estate's ``buildings``."""
+    cues = building_cues(buildings, transcriber.model_path) if buildings else number_cues()
     for leg, (samples, rate) in audio.items():
         timeline.numbers += transcriber.numbers(samples, rate, leg, timeline.segments)
         timeline.addresses += transcriber.addresses(samples, rate, leg, timeline.segments,
@@ -135,9 +170,11 @@ class RecordedLegs:
     problems: dict[str, str]  # leg -> why its recording could not be used
 
 
-def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any) -> RecordedLegs:
+def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any,
+                             buildings: Sequence[str] = ()) -> RecordedLegs:
     """The worker's variant: a leg whose file is missing or corrupt is reported in
-    ``problems`` instead of failing the call, so the rest is still analysed."""
+    ``problems`` instead of failing the call, so the rest is still analysed.
+    ``buildings``: the estate's building names, for the address pass."""
     audio: dict[str, tuple[Path, Any, int]] = {}
     problems: dict[str, str] = {}
     for leg, path in paths.items():
@@ -151,7 +188,8 @@ def transcribe_recorded_legs(paths: dict[str, Path], transcriber: Any) -> Record
                 for leg, (_path, samples, rate) in audio.items()}
     duration = max((leg.duration_s for leg in legs.values()), default=0.0)
     timeline = build_timeline(segments.get("caller", []), segments.get("agent", []), duration)
-    with_numbers(timeline, {leg: (x, r) for leg, (_p, x, r) in audio.items()}, transcriber)
+    with_numbers(timeline, {leg: (x, r) for leg, (_p, x, r) in audio.items()}, transcriber,
+                 buildings)
     return RecordedLegs(timeline, legs, problems)
 
 

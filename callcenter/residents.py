@@ -94,6 +94,14 @@ async def find(pool: asyncpg.Pool, phone: str) -> dict[str, Any] | None:
     return asdict(Resident(**dict(row))) if row else None
 
 
+async def building_names(pool: asyncpg.Pool) -> tuple[str, ...]:
+    """The directory's buildings that are named, not numbered (紫荆苑, A座): the
+    words an address in a call may use for them."""
+    rows = await pool.fetch("SELECT DISTINCT building FROM residents"
+                            " WHERE building <> '' AND building !~ '^[0-9]+$' ORDER BY 1")
+    return tuple(str(r["building"]) for r in rows)
+
+
 RESIDENTS_CHANNEL = "cc_residents"  # announced by a trigger on every change (0014)
 
 

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="Decode only the stretches Silero's voice activity model finds in a "
                     "leg (about half of a call; bench/asr_throughput.py: 1.56x a plain "
                     "Vosk loop against 1.27x, dev agent legs' CER better, callers' worse).")
+    asr_search: Literal["narrow", "model"] = Field(
+        default="narrow",
+        description="How wide the recogniser searches: 'narrow' (beam 10, asr/search.py: "
+                    "about 1.4x the audio per CPU-second at the same error rate) or 'model' "
+                    "(the model's own conf/model.conf).")
     shared_dir: Path = Field(default=SHARED_DIR, description="The shared test-data folder.")
 
     agi_host: str = Field(default="127.0.0.1", description="FastAGI listen address.")

@@ -79,9 +79,10 @@ async def process_call(
     await store.set_status(call_id, "processing")
     recordings = await store.recordings_of(call_id)
     facts = call_facts(call)
+    facts.estate_buildings = await residents.building_names(store.pool)
     paths = {leg: settings.recordings / rec["path"] for leg, rec in recordings.items()}
     recorded, figures = await asyncio.to_thread(
-        _timed, transcribe_recorded_legs, paths, transcribing
+        _timed, transcribe_recorded_legs, paths, transcribing, facts.estate_buildings
     )
     timeline, legs, problems = recorded.timeline, recorded.legs, recorded.problems
     figures["audio_s"] = round(sum(leg.duration_s for leg in legs.values()), 3)
@@ -305,4 +306,4 @@ async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
 def model_transcribing(settings: Settings) -> Transcribing:
     from callcenter.asr.model import resolve_model
 
-    return Transcribing(Path(resolve_model(settings)), skip_silence=settings.asr_skip_silence)
+    return Transcribing(Path(resolve_model(settings)), settings=settings)

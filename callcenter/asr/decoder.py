@@ -34,12 +34,13 @@ import numpy as np
 import numpy.typing as npt
 
 from callcenter.asr.numbers import (
-    ADDRESS_GRAMMAR,
     DIGITS_GRAMMAR,
     Cues,
+    address_grammar,
     address_windows,
     number_windows,
 )
+from callcenter.asr.search import NARROW, SEARCHES, DecoderSearch, model_with_search
 from callcenter.asr.vad import DEFAULT_VAD, VadSettings, speech_spans
 from callcenter.audio import read_mono, resample
 from callcenter.core import LegName, Segment, Word
@@ -74,7 +75,9 @@ class Transcriber:
     ``feed_rate``: the rate audio is given to Vosk at. None feeds it as recorded
     (8 kHz telephone legs stay 8 kHz, which measured as good as upsampling them);
     a number resamples to it first. ``use_vad``: decode only the stretches with
-    speech (``vad`` tunes how they are found).
+    speech (``vad`` tunes how they are found). ``search``: how wide the decoder
+    searches (``asr/search.py``; None: the model's own conf), or ``settings``'s
+    ``asr_search`` when settings are given.
     ``allow_network``: whether resolving the model may download it.
     """
 
@@ -86,14 +89,19 @@ class Transcriber:
         feed_rate: int | None = None,
         use_vad: bool = False,
         vad: VadSettings = DEFAULT_VAD,
+        search: DecoderSearch | None = NARROW,
         allow_network: bool = True,
     ) -> None:
+        from callcenter.settings import default_cache_dir
+
         if model_path is None:
             from callcenter.asr.model import resolve_model
 
             model_path = resolve_model(settings, allow_network=allow_network)
         self.model_path = Path(model_path)
-        self.model = load_model(self.model_path)
+        self.search = SEARCHES[settings.asr_search] if settings else search
+        cache_dir = settings.cache_dir if settings else default_cache_dir()
+        self.model = load_model(model_with_search(self.model_path, self.search, cache_dir))
         self.feed_rate = feed_rate
         self.use_vad = use_vad
         self.vad = vad
@@ -136,9 +144,11 @@ class Transcriber:
     def addresses(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                   segments: Sequence[Segment], cues: Cues) -> list[Segment]:
         """The second pass for the address: where an address is being given on
-        ``leg``, decoded with a grammar of number and address words."""
+        ``leg``, decoded with a grammar of number and address words and the
+        estate's building names (``cues.building_names``)."""
         windows = address_windows(segments, leg, len(samples) / rate, cues)
-        return self._second_pass(samples, rate, leg, ADDRESS_GRAMMAR, windows)
+        return self._second_pass(samples, rate, leg, address_grammar(cues.building_names),
+                                 windows)
 
     def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                      grammar: str, windows: list[tuple[float, float]]) -> list[Segment]:

@@ -10,11 +10,13 @@ where one is being given are decoded again with a grammar of number words only
   that names a kind of number (a phone, an identity card, a bank card or account)
   and the next one of that leg within a pause (the number said after 我的电话是
   and a breath), or a segment already holding several digits;
-- the address (``address_windows``, digits, 十/百/千 and 栋/幢/号/楼/单元/室/座/层;
-  read by ``tickets/address.py``): a segment holding an address word
+- the address (``address_windows``, digits, 十/百/千, 栋/幢/号/楼/单元/室/座/层 and
+  the estate's building names, ``address_grammar``; read by
+  ``tickets/address.py``): a segment holding an address word
   (``Cues.address_words``: the markers and what the recognizer writes for them,
-  from the ticket terms) or a room's worth of digits, and the caller's answer to
-  the agent's question for the address (``Cues.address_questions``).
+  from the ticket terms, and the building names) or a room's worth of digits, and
+  the caller's answer to the agent's question for the address
+  (``Cues.address_questions``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,15 @@ NUMBER_WORDS = ("十", "百", "千")
 ADDRESS_WORDS = ("栋", "幢", "号", "楼", "单元", "室", "座", "层")
 UNKNOWN_WORD = "[unk]"
 DIGITS_GRAMMAR = json.dumps([*DIGIT_WORDS, UNKNOWN_WORD], ensure_ascii=False)
-ADDRESS_GRAMMAR = json.dumps([*DIGIT_WORDS, *NUMBER_WORDS, *ADDRESS_WORDS, UNKNOWN_WORD],
-                             ensure_ascii=False)
+
+
+def address_grammar(building_names: Sequence[str] = ()) -> str:
+    """The address pass's grammar: number and address words, and the estate's
+    building names (紫荆苑, 商业街; each as words of the model's vocabulary,
+    separated by spaces, as Vosk takes a phrase)."""
+    return json.dumps([*DIGIT_WORDS, *NUMBER_WORDS, *ADDRESS_WORDS, *building_names,
+                       UNKNOWN_WORD], ensure_ascii=False)
+
 
 # What kind of number is being given: phone, identity document, bank card, account.
 _NAMES_A_NUMBER = re.compile(
@@ -50,10 +59,12 @@ PAD_S = 0.3  # decoded around each segment: words at its edges are not cut
 
 @dataclass(frozen=True, slots=True)
 class Cues:
-    """What marks an address in the first pass's text (``tickets/terms.yaml``)."""
+    """What marks an address in the first pass's text (``tickets/terms.yaml``), and
+    the estate's building names as the address grammar spells them."""
 
     address_words: tuple[str, ...] = ()
     address_questions: tuple[str, ...] = ()
+    building_names: tuple[str, ...] = ()
 
 
 def names_a_number(text: str) -> bool:
@@ -92,7 +103,8 @@ def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues
         if segment.leg != leg:
             continue
         answering = leg == "caller" and segment.start <= answer_until
-        if (answering or any(w in segment.text for w in cues.address_words)
+        names = (n.replace(" ", "") for n in cues.building_names)
+        if (answering or any(w in segment.text for w in (*cues.address_words, *names))
                 or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_ROOM_DIGITS):
             chosen.append(_padded(segment, length_s))
     return _merged(chosen)

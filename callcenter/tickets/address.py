@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+import cn2an
 
 from callcenter.asr.numbers import UNKNOWN_WORD
 from callcenter.core import Timeline
@@ -49,7 +51,8 @@ def numeral_to_digits(token: str) -> str:
     """One numeral token to an Arabic digit string ("" when it is not a number).
 
     Digit-by-digit spellings keep leading zeros (工号零三五 -> "035"); positional
-    spellings are evaluated (六百零一 -> "601", 十二 -> "12").
+    spellings are evaluated by cn2an (六百零一 -> "601", 十二 -> "12", the spoken
+    short-hand 一千七 -> "1700"), and malformed ones (五六十) are no number.
     """
     token = "".join(ch for ch in token if not ch.isspace())
     if not token:
@@ -58,28 +61,11 @@ def numeral_to_digits(token: str) -> str:
         if all(ch in DIGITS for ch in token):
             return "".join(str(DIGITS[ch]) for ch in token)
         return ""
-    total, current = 0, None
-    for ch in token:
-        if ch in UNITS:
-            unit = UNITS[ch]
-            total += (1 if current is None else current) * unit
-            current = None
-        elif ch in DIGITS:
-            if current is not None and current != 0:
-                # Two digits in a row inside a positional number: not well formed.
-                return ""
-            current = DIGITS[ch]
-        else:
-            return ""
-    if current:
-        # 一千七百零二 ends with a plain digit; 一千七 (=1700) is spoken short-hand.
-        last_unit = next((UNITS[c] for c in reversed(token) if c in UNITS), 1)
-        prev = token[-2] if len(token) >= 2 else ""
-        if prev in UNITS and last_unit >= 100:
-            total += current * (last_unit // 10)
-        else:
-            total += current
-    return str(total)
+    try:
+        value = cn2an.cn2an(token, "normal")
+    except ValueError:
+        return ""
+    return str(value) if isinstance(value, int) and value >= 0 else ""
 
 
 def compact(text: str) -> str:
@@ -100,6 +86,8 @@ class AddressTerms:
     other_markers: list[str]
     correction_markers: list[str]
     question_markers: list[str]
+    # The estate's named buildings (the residents directory's, not terms.yaml's).
+    building_names: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -151,6 +139,10 @@ def _mentions_in(
         found.append(_Mention(field, value, score, (*order, pos)))
 
     for off, clause in _clauses(text):
+        if terms.building_names:
+            for m in re.finditer(_alternation([compact(n) for n in terms.building_names]),
+                                 clause):
+                add("building", m.group(0), off + m.start())
         for m in re.finditer(f"({_NUM})({b_alt})", clause):
             value = numeral_to_digits(m.group(1))
             if value and 0 < int(value) < 200:
@@ -283,11 +275,15 @@ def extract_address_from_timeline(
     return _resolve(mentions)
 
 
-def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None
-                          ) -> tuple[str, str, str]:
+def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None,
+                          buildings: Sequence[str] = ()) -> tuple[str, str, str]:
     """The caller's home address, from the second pass's readings where there are
     some (``Timeline.addresses``: the first pass writes numbers as homophones), each
-    field the first pass's where the readings leave it open."""
+    field the first pass's where the readings leave it open. ``buildings``: the
+    estate's named buildings, which an address may give instead of a number."""
+    terms = terms or _default_address_terms()
+    if buildings:
+        terms = replace(terms, building_names=[*terms.building_names, *buildings])
     first = extract_address_from_timeline(timeline, terms)
     if not timeline.addresses:
         return first

@@ -257,7 +257,8 @@ def classify(
     severity = _severity(judgement, repeat) if complaint else None
     name = extract_caller_name(timeline, terms.names)
     phone = extract_phone(timeline, facts.caller_number)
-    building, unit, room = extract_address_heard(timeline, terms.address)
+    building, unit, room = extract_address_heard(timeline, terms.address,
+                                                 facts.estate_buildings)
     listed = (known.get("building", ""), known.get("unit", ""), known.get("room", ""))
     unsure = list(judgement.needs_confirmation)
     if known and not (building or room):  # what was said wins; the directory fills gaps

@@ -78,3 +78,14 @@ async def _is(directory: VipDirectory, number: str, vip: str) -> bool:
 
 async def _known_count(directory: VipDirectory, count: int) -> bool:
     return len(directory) == count
+
+
+async def test_the_named_buildings_are_those_an_address_may_name(db_pool: asyncpg.Pool) -> None:
+    rows, problems = residents.parse_csv(
+        "phone,name,building,unit,room\n13900000021,甲,紫荆苑,1,101\n"
+        "13900000022,乙,12,2,202\n13900000023,丙,商业街,,\n13900000024,丁,紫荆苑,2,301\n")
+    assert not problems
+    await residents.upsert(db_pool, rows, by="test")
+    names = await residents.building_names(db_pool)
+    assert {"紫荆苑", "商业街"} <= set(names) and "12" not in names and "" not in names
+    assert len(names) == len(set(names))

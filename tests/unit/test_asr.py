@@ -107,3 +107,44 @@ def test_skipping_silence_keeps_times_from_the_legs_start() -> None:
     assert 0.3 <= segments[0].start <= 1.5  # ground truth: 0.5-6.0 s
     later = [s for s in segments if s.start > 10]
     assert later and 13.5 <= later[0].start <= 15.5  # the agent's next turn: 14.4 s
+
+
+def test_the_narrow_search_and_the_models_own_hear_the_same_words(
+    transcriber: Transcriber, tmp_path: Path
+) -> None:
+    """The default search (asr/search.py) decodes through its own model folder;
+    ``asr_search="model"`` decodes with the model's conf as shipped."""
+    from callcenter.settings import Settings
+
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    own = Transcriber(transcriber.model_path,
+                      settings=Settings(asr_search="model", cache_dir=tmp_path))
+    assert transcriber.search is not None and own.search is None
+    assert not (tmp_path / "model-searches").exists()
+    samples, rate = read_mono(LEG)
+    for tr in (transcriber, own):
+        text = "".join(s.text for s in tr.transcribe(samples[: rate * 40], rate, "agent"))
+        for expected in ("您好", "客服", "卫生间", "单元"):
+            assert expected in text
+
+
+def test_building_names_are_spelt_in_the_models_words_for_the_address_pass(
+    transcriber: Transcriber,
+) -> None:
+    """The estate's building names join the address grammar as phrases of the
+    model's words; a name it has no words for is left to the first pass."""
+    from callcenter.pipeline import building_cues, spelt_building_name
+
+    spelt = spelt_building_name("商业街", transcriber.model_path)
+    assert spelt and spelt.replace(" ", "") == "商业街"
+    assert spelt_building_name("龘靐", transcriber.model_path) is None
+    cues = building_cues(["商业街", "龘靐"], transcriber.model_path)
+    assert cues.building_names == (spelt,) and "单元" in cues.address_words
+    if not LEG.is_file():
+        pytest.skip("shared scenarios not available")
+    samples, rate = read_mono(LEG)
+    first = transcriber.transcribe(samples, rate, "agent")
+    # Vosk takes the grammar with the names: the address the agent reads back is heard.
+    heard = transcriber.addresses(samples, rate, "agent", first, cues)
+    assert "单元" in "".join(s.text for s in heard)

@@ -74,6 +74,9 @@ def facts(ivr: str = "", phone: str = "13900000000") -> CallFacts:
         ("十二", "12"),
         ("幺零幺", "101"),
         ("零三五", "035"),
+        ("一千七", "1700"),  # spoken short-hand
+        ("两千零五", "2005"),
+        ("五六十", ""),  # malformed
         ("一 七 零 二", "1702"),
         ("8", "8"),
         ("1702", "1702"),
@@ -408,3 +411,33 @@ def test_the_address_pass_reading_wins_field_by_field() -> None:
     assert extract_phone(tl) == ""
     tl.numbers = [Segment("caller", 1.5, 4.0, "[unk]幺五八零六一二七三九四")]
     assert extract_phone(tl) == "15806127394"
+
+
+def test_a_named_building_of_the_estate_is_an_address_and_its_pass_hears_it() -> None:
+    """Estates name some buildings (紫荆苑, 商业街): the residents directory's names
+    are read as the building, and they join the address pass's grammar and cues."""
+    from callcenter.asr.numbers import Cues, address_grammar, address_windows
+
+    tl = make_timeline([
+        ("agent", 0.5, 3.0, "请问您住哪里？"),
+        ("caller", 3.5, 7.0, "我住紫荆苑三单元五零二"),
+    ])
+    assert extract_address_heard(tl) == ("", "3", "502")
+    assert extract_address_heard(tl, buildings=("紫荆苑", "商业街")) == ("紫荆苑", "3", "502")
+    # The address pass read the name too: its reading wins as numbers' do.
+    tl.addresses = [Segment("caller", 3.6, 6.9, "[unk]紫荆苑三单元五零二")]
+    assert extract_address_heard(tl, buildings=("紫荆苑",)) == ("紫荆苑", "3", "502")
+
+    assert "紫荆 苑" in json.loads(address_grammar(("紫荆 苑",)))
+    named = [Segment("caller", 10.0, 12.0, "商业街那边", [])]
+    assert address_windows(named, "caller", 20.0, Cues()) == []
+    assert address_windows(named, "caller", 20.0, Cues(building_names=("商业 街",))) == [
+        pytest.approx((9.7, 12.3))]
+
+
+def test_the_directory_address_is_checked_against_a_named_building() -> None:
+    known = CallFacts(caller_number="13900000001", estate_buildings=("紫荆苑",),
+                      resident={"building": "紫荆苑", "unit": "3", "room": "502"})
+    same = classify(call("我住紫荆苑三单元502，厨房水龙头坏了"), known, now=NOW)
+    assert (same.building, same.unit, same.room) == ("紫荆苑", "3", "502")
+    assert "address" not in same.needs_confirmation

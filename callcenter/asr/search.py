@@ -1,0 +1,119 @@
+"""How wide the decoder searches, as a model folder Vosk can load.
+
+Vosk reads its decoder options only from the model's ``conf/model.conf``, and the
+small Chinese model ships a wide beam (12) that spends much of the decoding CPU
+on hypotheses that never win. ``NARROW`` (beam 10) decoded dev legs with about
+40 % more audio per CPU-second at the same error rate on ../shared/realspeech
+(bench/asr_throughput.py prints both against the model's own search in the same
+run). The lattice beam stays the model's: word confidences come from the
+lattice, and the QA rules' confidence thresholds were set on them (a lattice
+beam of 2 decoded as fast and as well, but made the recogniser surer of wrong
+words: two QA rules failed agents who had passed).
+
+``model_with_search`` gives a folder that is the model with another search: the
+model's files linked, only ``conf/model.conf`` rewritten. It lives in the cache
+folder (the model's own folder may be read-only) and is built once, atomically,
+so processes starting together never see half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CONF = Path("conf") / "model.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderSearch:
+    """Kaldi's search options: hypotheses kept per frame, and how far below the best
+    one a hypothesis (``beam``) or a lattice arc (``lattice_beam``) may fall."""
+
+    max_active: int
+    beam: float
+    lattice_beam: float
+
+    def options(self) -> dict[str, str]:
+        return {
+            "--max-active": str(self.max_active),
+            "--beam": f"{self.beam:g}",
+            "--lattice-beam": f"{self.lattice_beam:g}",
+        }
+
+    @property
+    def tag(self) -> str:
+        return f"ma{self.max_active}-b{self.beam:g}-lb{self.lattice_beam:g}"
+
+
+NARROW = DecoderSearch(max_active=5000, beam=10.0, lattice_beam=4.0)
+# Settings.asr_search -> the search (None: the model's own).
+SEARCHES: dict[str, DecoderSearch | None] = {"narrow": NARROW, "model": None}
+
+_OPTION = re.compile(r"^(--[a-z-]+)=(.*)$")
+
+
+def with_options(conf_text: str, options: dict[str, str]) -> str:
+    """``conf_text`` with ``options`` set: lines of those options replaced, the
+    missing ones added at the end."""
+    lines, seen = [], set()
+    for line in conf_text.splitlines():
+        m = _OPTION.match(line.strip())
+        if m and m.group(1) in options:
+            seen.add(m.group(1))
+            line = f"{m.group(1)}={options[m.group(1)]}"
+        lines.append(line)
+    lines += [f"{k}={v}" for k, v in options.items() if k not in seen]
+    return "\n".join(lines) + "\n"
+
+
+def _has_options(conf_text: str, options: dict[str, str]) -> bool:
+    """Whether ``conf_text`` sets every option to the same number already."""
+    found = {m.group(1): m.group(2) for line in conf_text.splitlines()
+             if (m := _OPTION.match(line.strip()))}
+    return all(k in found and float(found[k]) == float(v) for k, v in options.items())
+
+
+def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir: Path) -> Path:
+    """A model folder decoding with ``search`` (None: the model's own search, its
+    folder as it is)."""
+    model_path = Path(model_path).resolve()
+    if search is None:
+        return model_path
+    conf = (model_path / CONF).read_text(encoding="utf-8")
+    if _has_options(conf, search.options()):
+        return model_path
+    wanted = with_options(conf, search.options())
+    digest = hashlib.sha256(f"{model_path}\n{wanted}".encode()).hexdigest()[:12]
+    target = cache_dir / "model-searches" / f"{model_path.name}+{search.tag}-{digest}"
+    if (target / CONF).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        building.chmod(0o755)  # as readable as the model it links to
+        _link_model(model_path, building, wanted)
+        os.rename(building, target)
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+        if not (target / CONF).is_file():  # not just another process finishing first
+            raise
+    return target
+
+
+def _link_model(model_path: Path, folder: Path, conf_text: str) -> None:
+    """Every entry of the model linked into ``folder``, except the conf folder,
+    whose files are linked but for model.conf, written as ``conf_text``."""
+    for entry in model_path.iterdir():
+        if entry.name != CONF.parent.name:
+            (folder / entry.name).symlink_to(entry)
+    conf_dir = folder / CONF.parent
+    conf_dir.mkdir()
+    for entry in (model_path / CONF.parent).iterdir():
+        if entry.name != CONF.name:
+            (conf_dir / entry.name).symlink_to(entry)
+    (folder / CONF).write_text(conf_text, encoding="utf-8")

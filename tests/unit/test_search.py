@@ -1,0 +1,76 @@
+"""The decoder search as a model folder (``asr/search.py``): the model's files
+linked, only its conf rewritten, built once and atomically."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from callcenter.asr.search import NARROW, DecoderSearch, model_with_search, with_options
+
+MODEL_CONF = "--min-active=200\n--max-active=5000\n--beam=12.0\n--lattice-beam=4.0\n"
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A folder shaped like a Vosk model (the files' contents do not matter here)."""
+    folder = tmp_path / "model-x"
+    for name in ("am/final.mdl", "graph/HCLr.fst", "ivector/final.ie", "conf/mfcc.conf"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    (folder / "conf" / "model.conf").write_text(MODEL_CONF)
+    return folder
+
+
+def test_options_replace_their_lines_and_add_the_missing_ones() -> None:
+    text = with_options("--beam=12.0\n--acoustic-scale=1.0\n",
+                        {"--beam": "10", "--max-active": "7"})
+    assert text == "--beam=10\n--acoustic-scale=1.0\n--max-active=7\n"
+
+
+def test_a_search_links_the_model_and_rewrites_only_its_conf(model: Path, tmp_path: Path) -> None:
+    folder = model_with_search(model, NARROW, tmp_path / "cache")
+    assert folder != model and folder.parent == tmp_path / "cache" / "model-searches"
+    conf = (folder / "conf" / "model.conf").read_text()
+    assert "--beam=10\n" in conf and "--max-active=5000\n" in conf and "--min-active=200" in conf
+    assert (model / "conf" / "model.conf").read_text() == MODEL_CONF  # the model untouched
+    for name in ("am/final.mdl", "graph/HCLr.fst", "ivector/final.ie", "conf/mfcc.conf"):
+        assert (folder / name).read_text() == name
+    assert (folder / "am").is_symlink()
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_the_models_own_search_is_the_model_folder(model: Path, tmp_path: Path) -> None:
+    assert model_with_search(model, None, tmp_path) == model.resolve()
+    same = DecoderSearch(max_active=5000, beam=12.0, lattice_beam=4.0)
+    assert model_with_search(model, same, tmp_path) == model.resolve()
+    assert not (tmp_path / "model-searches").exists()
+
+
+def test_built_once_by_processes_starting_together(model: Path, tmp_path: Path) -> None:
+    folders: list[Path] = []
+    gate = threading.Barrier(6)
+
+    def build() -> None:
+        gate.wait()
+        folders.append(model_with_search(model, NARROW, tmp_path))
+
+    threads = [threading.Thread(target=build) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(folders)) == 1
+    # Only the finished folder is left: no half-built ones beside it.
+    assert list((tmp_path / "model-searches").iterdir()) == folders[:1]
+
+
+def test_another_search_or_model_conf_is_another_folder(model: Path, tmp_path: Path) -> None:
+    first = model_with_search(model, NARROW, tmp_path)
+    wider = model_with_search(model, DecoderSearch(5000, 11.0, 4.0), tmp_path)
+    (model / "conf" / "model.conf").write_text(MODEL_CONF + "--acoustic-scale=0.9\n")
+    changed = model_with_search(model, NARROW, tmp_path)
+    assert len({first, wider, changed}) == 3
+    assert "--acoustic-scale=0.9" in (changed / "conf" / "model.conf").read_text()
