@@ -11,10 +11,11 @@ The whole leg is decoded by default. Vosk returns empty results on the near-sile
 stretches of a leg (while the other side talks) and those are dropped. With
 ``use_vad=True`` only the stretches Silero's voice activity model finds are
 decoded (``asr/vad.py``; 48 % of the dev legs), each shifted back to its place
-in the leg (bench/asr_throughput.py: 1.53x a plain Vosk loop's audio-seconds per
-CPU-second against 1.27x without, realspeech 8 kHz CER +0.3 points): off by
-default. It saves less than the silence it skips: Vosk spends little on silence
-(few hypotheses stay in the beam), nearly all of it on speech.
+in the leg (bench/asr_throughput.py, with the narrower search of ``asr/search.py``:
+2.33x a plain Vosk loop's audio-seconds per CPU-second against 1.87x without,
+realspeech CER at most +0.3 points): off by default. It saves less than the
+silence it skips: Vosk spends little on silence (few hypotheses stay in the
+beam), nearly all of it on speech.
 
 ``numbers`` and ``addresses`` are the second pass (``asr/numbers.py``): the
 stretches where a number or an address is given, decoded again with a grammar of

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import cn2an
 
 from callcenter.asr.numbers import UNKNOWN_WORD
-from callcenter.core import Timeline
+from callcenter.core import Segment, Timeline
 
 DIGITS = {
     "零": 0, "〇": 0, "0": 0,
@@ -43,6 +43,10 @@ DIGITS = {
 UNITS = {"十": 10, "百": 100, "千": 1000}
 NUMERAL_CHARS = "零〇一幺二两三四五六七八九十百千0123456789"
 _NUM = f"[{NUMERAL_CHARS}]+"
+# A read-back the caller confirmed scores as the caller's best mention (an answer
+# to the address question, after 我家/我住), within this pause.
+CONFIRMED_READ_BACK = 3.0
+CONFIRM_WITHIN_S = 4.0
 # Characters that separate clauses: the address of one clause never spans them.
 PUNCT = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] \t\r\n")
 
@@ -63,7 +67,7 @@ def numeral_to_digits(token: str) -> str:
         return ""
     try:
         value = cn2an.cn2an(token, "normal")
-    except ValueError:
+    except (ValueError, KeyError):  # KeyError: some malformed ones, 二十零
         return ""
     return str(value) if isinstance(value, int) and value >= 0 else ""
 
@@ -86,6 +90,8 @@ class AddressTerms:
     other_markers: list[str]
     correction_markers: list[str]
     question_markers: list[str]
+    # A caller's whole answer that confirms what the agent just read back.
+    confirmations: list[str] = field(default_factory=list)
     # The estate's named buildings (the residents directory's, not terms.yaml's).
     building_names: list[str] = field(default_factory=list)
 
@@ -259,7 +265,10 @@ def extract_address_from_timeline(
 
     The caller's own words count first; an answer to the agent's address question
     (哪栋/几单元/哪一户) counts more; later mentions beat earlier equal ones. The
-    agent's words (the read-back) only fill fields the caller never gave.
+    agent's words (the read-back) only fill fields the caller never gave, unless
+    the caller's next turn confirms them and nothing else (对, 是的): then they are
+    the address both agreed on, as strong as the caller's best (a correction the
+    caller makes after it still wins, being later).
     """
     terms = terms or _default_address_terms()
     mentions: list[_Mention] = []
@@ -268,11 +277,28 @@ def extract_address_from_timeline(
         text = compact(seg.text)
         if seg.leg == "agent":
             prev_agent = text
-            mentions += _scan_text(text, terms, -10.0, index)
+            confirmed = _confirmed_by_caller(timeline.segments, index, terms)
+            mentions += _scan_text(text, terms, CONFIRMED_READ_BACK if confirmed else -10.0,
+                                   index)
             continue
         base = 1.0 if any(q in prev_agent for q in terms.question_markers) else 0.0
         mentions += _scan_text(text, terms, base, index)
     return _resolve(mentions)
+
+
+def _confirmed_by_caller(segments: Sequence[Segment], index: int, terms: AddressTerms
+                         ) -> bool:
+    """Whether the caller's next turn, soon after agent segment ``index``, is only a
+    confirmation (对, 是的, 嗯对): no correction, no address of its own."""
+    if not terms.confirmations:
+        return False
+    said = segments[index]
+    reply = next((s for s in segments[index + 1:] if s.leg == "caller"), None)
+    if reply is None or reply.start - said.end > CONFIRM_WITHIN_S:
+        return False
+    words = "".join(ch for ch in compact(reply.text) if ch not in PUNCT)
+    pattern = f"(?:{_alternation(terms.confirmations)})+[啊呀吧哦呢的了]*"
+    return bool(words) and re.fullmatch(pattern, words) is not None
 
 
 def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None,

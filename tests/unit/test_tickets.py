@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ def facts(ivr: str = "", phone: str = "13900000000") -> CallFacts:
         ("一千七", "1700"),  # spoken short-hand
         ("两千零五", "2005"),
         ("五六十", ""),  # malformed
+        ("二十零", ""),  # malformed (cn2an raises KeyError, not ValueError)
         ("一 七 零 二", "1702"),
         ("8", "8"),
         ("1702", "1702"),
@@ -85,6 +88,15 @@ def facts(ivr: str = "", phone: str = "13900000000") -> CallFacts:
 )
 def test_numeral_to_digits(token: str, digits: str) -> None:
     assert numeral_to_digits(token) == digits
+
+
+def test_any_run_of_numeral_characters_is_digits_or_no_number() -> None:
+    """Recognised speech strings numerals together any which way (二十零, 十百):
+    each is a number or none, never an error that stops the call's analysis."""
+    chars = "零一幺二两三四五六七八九十百千"
+    for length in (1, 2, 3):
+        for token in map("".join, itertools.product(chars, repeat=length)):
+            assert re.fullmatch(r"\d*", numeral_to_digits(token)), token
 
 
 @pytest.mark.parametrize(
@@ -144,6 +156,26 @@ def test_address_from_timeline_prefers_caller_and_fills_from_read_back() -> None
         ]
     )
     assert extract_address_from_timeline(tl2)[0] == "15"
+
+
+def test_a_read_back_the_caller_confirms_is_the_address() -> None:
+    """What the caller said was heard wrong (recognised speech); the agent read the
+    address back and the caller only said yes: both agreed on the read-back. A
+    correction, an address in the reply, or a reply long after keep the caller's."""
+    def heard(reply: str, after: float = 0.5) -> tuple[str, str, str]:
+        return extract_address_from_timeline(make_timeline([
+            ("agent", 0.5, 3.0, "请问您家住哪一户？"),
+            ("caller", 3.5, 6.0, "十二栋二单元一七零一"),
+            ("agent", 6.5, 10.0, "十二栋二单元一七零二，对吗？"),
+            ("caller", 10.0 + after, 11.0 + after, reply),
+        ]))
+
+    assert heard("对对，是的。") == ("12", "2", "1702")
+    assert heard("嗯") == ("12", "2", "1702")
+    assert heard("不对，是一七零一。") == ("12", "2", "1701")
+    assert heard("对，一七零一") == ("12", "2", "1701")
+    assert heard("对。", after=8.0) == ("12", "2", "1701")
+    assert heard("好的，师傅几点来？") == ("12", "2", "1701")
 
 
 def test_caller_name_and_phone() -> None:
