@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from callcenter import pii
 from callcenter.asr.numbers import Cues, address_windows, number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
@@ -281,14 +282,33 @@ def with_description(
     return Timeline(segments=[*moved, *timeline.segments], duration=timeline.duration)
 
 
-def transcribe_description(path: Path, transcriber: Any) -> list[Segment]:
-    """The IVR's problem description; unreadable audio is no description."""
+@dataclass(slots=True)
+class Description:
+    """What the caller said after the IVR's tone, and the personal numbers in it."""
+
+    segments: list[Segment] = field(default_factory=list)
+    numbers: list[pii.Finding] = field(default_factory=list)
+
+    def masked(self) -> tuple[str, list[pii.MaskedRun]]:
+        """Its text with the personal numbers masked, and the stretches masking
+        changed (to mask the ticket's quotes of it the same way)."""
+        masked = pii.redact(self.segments, self.numbers)[0]
+        runs = pii.masked_runs((o.text, m.text) for o, m in zip(self.segments, masked,
+                                                                   strict=True))
+        return pii.mask_text("".join(s.text for s in masked))[0], runs
+
+
+def transcribe_description(path: Path, transcriber: Any) -> Description:
+    """The IVR's problem description, with the digit pass over it (a number said
+    there is written as homophones as anywhere); unreadable audio is none."""
     try:
         samples, rate = read_mono(path)
     except AudioError as exc:
         log.warning("problem description %s unreadable: %s", path, exc)
-        return []
-    return list(transcriber.transcribe(samples, rate, "caller"))
+        return Description()
+    segments = list(transcriber.transcribe(samples, rate, "caller"))
+    digits = transcriber.numbers(samples, rate, "caller", segments)
+    return Description(segments, pii.number_findings(digits, segments))
 
 
 def analysis_document(call: dict[str, Any], analysis: Analysis) -> dict[str, Any]:

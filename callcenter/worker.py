@@ -33,10 +33,10 @@ from pgqueuer.queries import Queries
 
 from callcenter import pii, residents
 from callcenter.asr.muting import write_muted_copy
-from callcenter.core import Segment
 from callcenter.db.connect import DatabaseUnavailable, connect
 from callcenter.db.store import PROCESS_CALL_JOB, LegCheck, PgStore, is_transient
 from callcenter.pipeline import (
+    Description,
     Transcribing,
     analyze,
     call_facts,
@@ -86,13 +86,12 @@ async def process_call(
     )
     timeline, legs, problems = recorded.timeline, recorded.legs, recorded.problems
     figures["audio_s"] = round(sum(leg.duration_s for leg in legs.values()), 3)
-    description: list[Segment] = []
+    description = Description()
     if call.get("ivr_description"):
         description = await asyncio.to_thread(
             transcribe_description, settings.recordings / call["ivr_description"], transcribing
         )
-        await store.update_call(call_id, ivr_description_text=pii.mask_text("".join(
-            s.text for s in description))[0])
+        await store.update_call(call_id, ivr_description_text=description.masked()[0])
     for leg in legs.values():
         await store.save_recording_facts(
             call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
@@ -105,7 +104,7 @@ async def process_call(
     # serving calls (serve runs a worker).
     ticket, qa = await asyncio.to_thread(
         analyze, timeline, facts, source="asr", now=call["ended_at"] or datetime.now(UTC),
-        prior_tickets=[prior_ticket(p) for p in prior], description=description,
+        prior_tickets=[prior_ticket(p) for p in prior], description=description.segments,
     )
     reason = "; ".join(f"{leg} recording: {why}" for leg, why in sorted(problems.items()))
     if reason:
@@ -123,6 +122,7 @@ async def process_call(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
         history=[p["id"] for p in prior], error=reason or None, figures=figures,
         legs_checked=checked, spoken_numbers=spoken_numbers,
+        quoted_runs=description.masked()[1],
     )
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     return number

@@ -517,6 +517,7 @@ class PgStore:
         figures: Mapping[str, float] | None = None,
         legs_checked: Mapping[str, LegCheck] | None = None,
         spoken_numbers: Sequence[pii.Finding] = (),
+        quoted_runs: Sequence[pii.MaskedRun] = (),
     ) -> str | None:
         """Replace the call's transcript and QA result, and open or refresh its
         automatic ticket, in one transaction. ``figures`` (audio, decode and CPU
@@ -526,7 +527,9 @@ class PgStore:
         text and words, the ticket's quotes, the QA evidence; the recognised text
         is kept beside the masked one where they differ. ``spoken_numbers``: those
         the digit pass found (``pii.number_findings``); ``legs_checked``: each
-        recording's personal numbers found and its muted copy.
+        recording's personal numbers found and its muted copy; ``quoted_runs``:
+        what masking changed in other speech the ticket quotes (the IVR's
+        description, ``pipeline.Description``).
 
         Idempotent, so a job retried after a crash leaves one set of results (and
         one ticket: a second run changes only the ticket's automatic values).
@@ -535,6 +538,7 @@ class PgStore:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             runs = await _save_transcript(conn, call_id, segments, spoken_numbers)
+            runs = sorted({*runs, *quoted_runs}, key=lambda r: -len(r[0]))
             for leg, check in (legs_checked or {}).items():
                 await conn.execute(
                     "UPDATE recordings SET pii_findings = $3, muted_path = $4"

@@ -110,3 +110,43 @@ async def test_a_spoken_mobile_number_is_masked_in_storage_and_muted_in_the_copy
 
 def _segment(text: str) -> pii.Segment:
     return pii.Segment(leg="caller", start=0.0, end=0.0, text=text)
+
+
+async def test_a_mobile_number_in_the_ivr_description_is_masked_in_its_text_and_ticket(
+    db_dsn: str, db_pool: asyncpg.Pool, tmp_path: Path, shared_dir: Path
+) -> None:
+    """The caller leaves the same words as the IVR's problem description and hangs
+    up in the queue: the digit pass runs over the description too, so neither its
+    stored text nor the ticket quoting it holds the number."""
+    store = PgStore(db_pool)
+    settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path,
+                        shared_dir=shared_dir)
+    samples, rate = read_mono(shared_dir / "scenarios" / "dev" / SCENARIO / "caller.wav")
+    spoken = samples[FROM_S * rate: TO_S * rate]
+    write_wav(tmp_path / "description.wav", spoken, rate)
+    await store.open_call("m2", caller_number="13900000003", channel_id="d")
+    await store.update_call("m2", stage="queue", queue="repair", ivr_digits="12",
+                            ivr_intent="repair", ivr_description="description.wav")
+    assert await store.finish_call("m2", stage="queue", hangup_by="caller")
+    transcribing = Transcribing(resolve_model(settings))
+    conn = await connect(db_dsn)
+    try:
+        qm = build_queue_manager(conn, store, settings, transcribing)
+        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
+    finally:
+        await conn.close()
+    call = await store.call_row("m2")
+    assert call is not None and call["status"] == "processed", call and call["error"]
+
+    # What the recogniser wrote for the number: the stretches masking changes.
+    said = transcribing.transcribe(spoken, rate, "caller")
+    found = pii.number_findings(transcribing.numbers(spoken, rate, "caller", said), said)
+    assert found, "the digit pass should find the number in the description"
+    masked = pii.redact(said, found)[0]
+    runs = pii.masked_runs((o.text, m.text) for o, m in zip(said, masked, strict=True))
+    assert runs
+    ticket = await db_pool.fetchrow("SELECT description FROM tickets WHERE call_id = 'm2'")
+    assert pii.MASK in call["ivr_description_text"]
+    for text in (call["ivr_description_text"], ticket["description"]):
+        for recognised, _masked in runs:
+            assert recognised not in text, text
