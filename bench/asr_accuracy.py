@@ -2,7 +2,8 @@
 next to text mode (ground-truth timelines) for the same calls.
 
 Both legs of every call are transcribed with ``callcenter.asr.decoder.Transcriber``
-through ``callcenter.pipeline.transcribe_two_legs`` and analysed with
+through ``callcenter.pipeline.transcribe_two_legs`` (the second pass's number,
+address and name readings included, as the worker makes them) and analysed with
 ``callcenter.pipeline.analyze(..., source="asr")``. The system gets only the audio,
 ``ivr_digits`` and ``caller.phone``; labels and the other caller fields are used for
 scoring only. Transcripts are cached as JSON under ``Settings().cache_dir /
@@ -192,7 +193,7 @@ def main() -> int:
     calls = load_calls()
     if args.show:
         calls = [m for m in calls if m["id"] == args.show]
-    timelines = transcripts(calls, args.jobs, args.refresh)
+    timelines = transcripts(calls, args.jobs, args.refresh, numbers=not args.show)
     if args.show:
         for s in timelines[args.show].segments:
             conf = " ".join(f"{w.w}:{w.conf:.2f}" for w in s.words)

@@ -68,9 +68,10 @@ class Timeline:
     duration: float
     # The second pass's readings (asr/numbers.py), empty for a text timeline: where
     # a number was given, digits and "[unk]"; where an address, number and address
-    # words and "[unk]".
+    # words and "[unk]"; where the caller gave their name, 姓/叫... and surnames.
     numbers: list[Segment] = field(default_factory=list)
     addresses: list[Segment] = field(default_factory=list)
+    names: list[Segment] = field(default_factory=list)
 
     def by_leg(self, leg: LegName) -> list[Segment]:
         return [s for s in self.segments if s.leg == leg]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callcenter import pii
-from callcenter.asr.numbers import Cues, address_windows, number_windows
+from callcenter.asr.numbers import Cues, address_windows, name_windows, number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
@@ -87,20 +87,31 @@ class Transcribing:
             return []
         return list(self.get().addresses(samples, rate, leg, segments, cues))
 
+    def names(self, samples: Any, rate: int, leg: str, segments: list[Segment],
+              cues: Cues) -> list[Segment]:
+        """``Transcriber.names``; nothing is loaded when no name was given."""
+        if not name_windows(segments, leg, len(samples) / rate, cues):
+            return []
+        return list(self.get().names(samples, rate, leg, segments, cues))
+
 
 @functools.cache
 def number_cues() -> Cues:
     """What marks an address, from the ticket terms (``tickets/terms.yaml``): the
     building and unit markers with their homophones, and 室 (the other room
     markers, 号/是/市, are everyday words: nearly every segment would be decoded
-    twice); the agent's address questions."""
+    twice); the agent's address questions; for the name pass, the agent's name
+    questions and the surname list."""
     from callcenter.tickets.classifier import load_terms
 
-    terms = load_terms().address
+    terms = load_terms()
+    address = terms.address
     return Cues(
-        address_words=(*terms.building_markers, *terms.building_homophones,
-                       *terms.unit_markers, "室"),
-        address_questions=tuple(terms.question_markers),
+        address_words=(*address.building_markers, *address.building_homophones,
+                       *address.unit_markers, "室"),
+        address_questions=tuple(address.question_markers),
+        name_questions=tuple(terms.names.question_markers),
+        surnames=tuple(terms.names.surnames),
     )
 
 
@@ -143,6 +154,7 @@ def with_numbers(timeline: Timeline, audio: Mapping[str, tuple[Any, int]], trans
         timeline.numbers += transcriber.numbers(samples, rate, leg, timeline.segments)
         timeline.addresses += transcriber.addresses(samples, rate, leg, timeline.segments,
                                                     cues)
+        timeline.names += transcriber.names(samples, rate, leg, timeline.segments, cues)
     return timeline
 
 

@@ -39,6 +39,8 @@ from callcenter.asr.numbers import (
     Cues,
     address_grammar,
     address_windows,
+    name_grammar,
+    name_windows,
     number_windows,
 )
 from callcenter.asr.search import NARROW, SEARCHES, DecoderSearch, model_with_search
@@ -150,6 +152,14 @@ class Transcriber:
         windows = address_windows(segments, leg, len(samples) / rate, cues)
         return self._second_pass(samples, rate, leg, address_grammar(cues.building_names),
                                  windows)
+
+    def names(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
+              segments: Sequence[Segment], cues: Cues) -> list[Segment]:
+        """The second pass for the caller's surname: where they give their name,
+        decoded with a grammar of the surnames (``cues.surnames``) and the words
+        they are given with (我姓刘, 免贵姓王)."""
+        windows = name_windows(segments, leg, len(samples) / rate, cues)
+        return self._second_pass(samples, rate, leg, name_grammar(cues.surnames), windows)
 
     def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                      grammar: str, windows: list[tuple[float, float]]) -> list[Segment]:

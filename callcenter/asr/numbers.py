@@ -16,7 +16,11 @@ where one is being given are decoded again with a grammar of number words only
   (``Cues.address_words``: the markers and what the recognizer writes for them,
   from the ticket terms, and the building names) or a room's worth of digits, and
   the caller's answer to the agent's question for the address
-  (``Cues.address_questions``).
+  (``Cues.address_questions``);
+- the caller's surname (``name_windows``, ``name_grammar``: 我/姓/叫/免贵/是 and the
+  surname list; read by ``tickets/address.py``): the caller's answer to the
+  agent's question for their name (``Cues.name_questions``), or a segment where
+  the first pass heard 姓.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ NUMBER_WORDS = ("十", "百", "千")
 ADDRESS_WORDS = ("栋", "幢", "号", "楼", "单元", "室", "座", "层")
 UNKNOWN_WORD = "[unk]"
 DIGITS_GRAMMAR = json.dumps([*DIGIT_WORDS, UNKNOWN_WORD], ensure_ascii=False)
+
+NAME_WORDS = ("我", "姓", "叫", "免贵", "是")
+
+
+def name_grammar(surnames: Sequence[str]) -> str:
+    """The name pass's grammar: the words a surname is given with, and the
+    surnames (Vosk leaves out any the model has no word for)."""
+    return json.dumps([*NAME_WORDS, *surnames, UNKNOWN_WORD], ensure_ascii=False)
 
 
 def address_grammar(building_names: Sequence[str] = ()) -> str:
@@ -65,6 +77,8 @@ class Cues:
     address_words: tuple[str, ...] = ()
     address_questions: tuple[str, ...] = ()
     building_names: tuple[str, ...] = ()
+    name_questions: tuple[str, ...] = ()
+    surnames: tuple[str, ...] = ()
 
 
 def names_a_number(text: str) -> bool:
@@ -106,6 +120,22 @@ def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues
         names = (n.replace(" ", "") for n in cues.building_names)
         if (answering or any(w in segment.text for w in (*cues.address_words, *names))
                 or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_ROOM_DIGITS):
+            chosen.append(_padded(segment, length_s))
+    return _merged(chosen)
+
+
+def name_windows(segments: Sequence[Segment], leg: str, length_s: float, cues: Cues
+                 ) -> list[tuple[float, float]]:
+    """Stretches of the caller's ``leg`` where they give their name: the answer to
+    the agent's question for it, and a segment where the first pass heard 姓."""
+    if leg != "caller" or not cues.surnames:
+        return []
+    chosen = []
+    answer_until = -1.0
+    for segment in segments:
+        if segment.leg == "agent" and any(q in segment.text for q in cues.name_questions):
+            answer_until = segment.end + FOLLOW_S
+        elif segment.leg == leg and (segment.start <= answer_until or "姓" in segment.text):
             chosen.append(_padded(segment, length_s))
     return _merged(chosen)
 

@@ -101,6 +101,8 @@ class NameTerms:
     surnames: list[str]
     honorifics: list[str]
     not_names: list[str]
+    # The agent asking for the caller's name: the caller's answer gives it.
+    question_markers: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -348,7 +350,8 @@ def extract_phone(timeline: Timeline, default: str = "") -> str:
 
 def extract_caller_name(timeline: Timeline, terms: NameTerms | None = None) -> str:
     """Full name when said (我叫刘思雨), else surname + the agent's honorific (刘女士),
-    else the bare surname (刘); "" when the call yields none."""
+    else the bare surname (刘), else the surname the name pass heard; "" when the
+    call yields none."""
     terms = terms or _default_name_terms()
     surnames = sorted(terms.surnames, key=len, reverse=True)
     s_alt = _alternation(surnames)
@@ -386,7 +389,20 @@ def extract_caller_name(timeline: Timeline, terms: NameTerms | None = None) -> s
     if titled:
         s, h = titled[-1]
         return s + h
-    return ""
+    return _surname_heard(timeline, s_alt)
+
+
+def _surname_heard(timeline: Timeline, s_alt: str) -> str:
+    """The surname from the name pass's readings (``Timeline.names``: 我姓刘 read
+    with a grammar of the surname list where the first pass heard no name), the
+    last one given; only after 姓 or 叫: a lone surname in the reading may be any
+    other syllable the grammar forced into one."""
+    found = ""
+    for reading in timeline.names:
+        if reading.leg == "caller":
+            for m in re.finditer(rf"(?:姓|叫)({s_alt})", reading.text):
+                found = m.group(1)
+    return found
 
 
 def _surname_heads(surnames: Sequence[str]) -> set[str]:

@@ -148,3 +148,31 @@ def test_building_names_are_spelt_in_the_models_words_for_the_address_pass(
     # Vosk takes the grammar with the names: the address the agent reads back is heard.
     heard = transcriber.addresses(samples, rate, "agent", first, cues)
     assert "单元" in "".join(s.text for s in heard)
+
+
+def test_the_name_pass_decodes_the_callers_answer_with_the_surname_grammar(
+    transcriber: Transcriber,
+) -> None:
+    """The agent asks 您贵姓 about 37 s in; the caller's answer is decoded again with
+    a grammar of name words and surnames: only those words come out."""
+    from callcenter.asr.numbers import NAME_WORDS, UNKNOWN_WORD
+    from callcenter.dialogue import build_timeline
+    from callcenter.pipeline import number_cues
+
+    caller_leg = LEG.with_name("caller.wav")
+    if not caller_leg.is_file():
+        pytest.skip("shared scenarios not available")
+    legs = {leg: read_mono(LEG.with_name(f"{leg}.wav")) for leg in ("caller", "agent")}
+    cut = {leg: (x[: r * 50], r) for leg, (x, r) in legs.items()}
+    first = build_timeline(*(transcriber.transcribe(x, r, leg) for leg, (x, r) in
+                             (("caller", cut["caller"]), ("agent", cut["agent"]))), 50.0)
+    cues = number_cues()
+    asked = [s for s in first.segments if s.leg == "agent"
+             and any(q in s.text for q in cues.name_questions)]
+    assert asked, [s.text for s in first.segments if s.leg == "agent"]
+    samples, rate = cut["caller"]
+    heard = transcriber.names(samples, rate, "caller", first.segments, cues)
+    assert heard
+    allowed = {*NAME_WORDS, *cues.surnames, UNKNOWN_WORD}
+    for segment in heard:
+        assert {w.w for w in segment.words} <= allowed

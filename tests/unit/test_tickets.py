@@ -178,6 +178,33 @@ def test_a_read_back_the_caller_confirms_is_the_address() -> None:
     assert heard("好的，师傅几点来？") == ("12", "2", "1701")
 
 
+def test_the_name_pass_gives_the_surname_only_where_nothing_else_did() -> None:
+    """The caller's answer to 您贵姓 was heard as other words; the name pass (a
+    grammar of 我/姓/叫 and the surname list) read 我姓刘 there. A surname the first
+    pass or the agent's 刘女士 gives wins; a lone surname in a reading is no name."""
+    from callcenter.asr.numbers import Cues, name_grammar, name_windows
+
+    tl = make_timeline([
+        ("agent", 0.5, 2.0, "请问您贵姓？"),
+        ("caller", 2.5, 3.5, "我性流"),
+        ("agent", 4.0, 6.0, "好的，师傅马上到。"),
+        ("caller", 9.0, 10.0, "行"),
+    ])
+    assert extract_caller_name(tl) == ""
+    cues = Cues(name_questions=("贵姓",), surnames=("刘", "王"))
+    assert name_windows(tl.segments, "caller", 12.0, cues) == [pytest.approx((2.2, 3.8))]
+    assert name_windows(tl.segments, "agent", 12.0, cues) == []
+    assert name_windows(tl.segments, "caller", 12.0, Cues(name_questions=("贵姓",))) == []
+    assert json.loads(name_grammar(("刘", "王")))[-3:] == ["刘", "王", "[unk]"]
+    tl.names = [Segment("caller", 2.6, 3.4, "我姓刘")]
+    assert extract_caller_name(tl) == "刘"
+    tl.names = [Segment("caller", 2.6, 3.4, "[unk]刘[unk]")]
+    assert extract_caller_name(tl) == ""
+    tl.names = [Segment("caller", 2.6, 3.4, "我姓刘")]
+    tl.segments.append(Segment("agent", 6.5, 8.0, "王女士您放心", []))
+    assert extract_caller_name(tl) == "王女士"
+
+
 def test_caller_name_and_phone() -> None:
     tl = make_timeline(
         [
