@@ -6,24 +6,21 @@ says it. Read back by a role that may not see originals, nothing shows it."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import numpy as np
 import pytest
-from pgqueuer.types import QueueExecutionMode
 
 from callcenter import pii
 from callcenter.asr.model import resolve_model
 from callcenter.audio import read_mono, write_wav
-from callcenter.db.connect import connect
 from callcenter.db.store import PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.qa.rescore import stored_timelines
 from callcenter.settings import Settings
 from callcenter.web.queries import call_document
-from callcenter.worker import build_queue_manager
+from tests.db.test_worker import drain_queue
 
 pytestmark = pytest.mark.asr
 
@@ -53,12 +50,7 @@ async def test_a_spoken_mobile_number_is_masked_in_storage_and_muted_in_the_copy
     await store.update_call("m1", stage="conversation")
     assert await store.finish_call("m1", stage="conversation", hangup_by="caller")
     transcribing = Transcribing(resolve_model(settings))
-    conn = await connect(db_dsn)
-    try:
-        qm = build_queue_manager(conn, store, settings, transcribing)
-        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
-    finally:
-        await conn.close()
+    await drain_queue(db_dsn, store, settings, transcribing)
     call = await store.call_row("m1")
     assert call is not None and call["status"] == "processed", call and call["error"]
 
@@ -129,12 +121,7 @@ async def test_a_mobile_number_in_the_ivr_description_is_masked_in_its_text_and_
                             ivr_intent="repair", ivr_description="description.wav")
     assert await store.finish_call("m2", stage="queue", hangup_by="caller")
     transcribing = Transcribing(resolve_model(settings))
-    conn = await connect(db_dsn)
-    try:
-        qm = build_queue_manager(conn, store, settings, transcribing)
-        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
-    finally:
-        await conn.close()
+    await drain_queue(db_dsn, store, settings, transcribing)
     call = await store.call_row("m2")
     assert call is not None and call["status"] == "processed", call and call["error"]
 

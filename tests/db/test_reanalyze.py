@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
-from pgqueuer.types import QueueExecutionMode
 
 from callcenter import pii
 from callcenter.core import Segment, Word
-from callcenter.db.connect import connect
 from callcenter.db.store import LegCheck, PgStore
 from callcenter.pipeline import Transcribing
 from callcenter.settings import Settings
-from callcenter.worker import build_queue_manager
-from tests.db.test_worker import ended_with_recordings
+from tests.db.test_worker import drain_queue, ended_with_recordings
 from tests.unit.test_cli_analyze import _env
 
 RATE = 8000
@@ -84,12 +80,7 @@ async def test_calls_never_checked_are_analysed_again_and_masked(
     assert queued.stdout.strip() == '{"queued": 1, "calls": ["old"]}'
 
     settings = Settings(database_url=db_dsn, data_dir=tmp_path, recordings_dir=tmp_path)
-    conn = await connect(db_dsn)
-    try:
-        qm = build_queue_manager(conn, store, settings, SaysANumber())
-        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
-    finally:
-        await conn.close()
+    await drain_queue(db_dsn, store, settings, SaysANumber())
     caller = await db_pool.fetchrow(
         "SELECT pii_findings, muted_path FROM recordings WHERE call_id = 'old' AND leg = 'caller'")
     assert (caller["pii_findings"], caller["muted_path"]) == (1, "old/caller.muted.wav")

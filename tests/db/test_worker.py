@@ -66,11 +66,14 @@ async def processed(store: PgStore, call_id: str) -> bool:
     return (await store.call_row(call_id) or {}).get("status") == "processed"
 
 
-async def _drain(db_dsn: str, store: PgStore, settings: Settings) -> None:
+async def drain_queue(db_dsn: str, store: PgStore, settings: Settings,
+                      transcribing: Transcribing | None = None) -> None:
+    """Run the worker's jobs until none is left (``transcribing``: by default one
+    whose model is never loaded, for calls that need none)."""
     conn = await connect(db_dsn)
     try:
-        never_loaded = Transcribing(Path("/nonexistent-model"))
-        qm = build_queue_manager(conn, store, settings, never_loaded)
+        qm = build_queue_manager(conn, store, settings,
+                                 transcribing or Transcribing(Path("/nonexistent-model")))
         await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
     finally:
         await conn.close()
@@ -85,7 +88,7 @@ async def test_corrupt_recordings_still_give_a_callback_ticket_and_a_reason(
     (tmp_path / "bad" / "caller.wav").write_bytes(b"RIFF\x00\x00garbage")
     (tmp_path / "bad" / "agent.wav").write_bytes(b"not audio at all")
     await _finished_call(store, "bad")
-    await _drain(db_dsn, store, settings)
+    await drain_queue(db_dsn, store, settings)
     call = await store.call_row("bad")
     assert call is not None
     assert call["status"] == "processed"
@@ -113,12 +116,7 @@ async def test_a_caller_who_hangs_up_in_the_queue_gets_a_ticket_from_their_descr
     await store.update_call("q1", stage="queue", queue="repair", ivr_digits="12",
                             ivr_intent="repair", ivr_description="ivr/q1/description.wav")
     assert await store.finish_call("q1", stage="queue", hangup_by="caller")
-    conn = await connect(db_dsn)
-    try:
-        qm = build_queue_manager(conn, store, settings, Transcribing(resolve_model(settings)))
-        await qm.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
-    finally:
-        await conn.close()
+    await drain_queue(db_dsn, store, settings, Transcribing(resolve_model(settings)))
     call = await store.call_row("q1")
     assert call is not None and call["status"] == "processed"
     assert len(call["ivr_description_text"] or "") > 10
