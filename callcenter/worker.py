@@ -87,11 +87,13 @@ async def process_call(
     timeline, legs, problems = recorded.timeline, recorded.legs, recorded.problems
     figures["audio_s"] = round(sum(leg.duration_s for leg in legs.values()), 3)
     description = Description()
+    quoted_runs: list[pii.MaskedRun] = []
     if call.get("ivr_description"):
         description = await asyncio.to_thread(
             transcribe_description, settings.recordings / call["ivr_description"], transcribing
         )
-        await store.update_call(call_id, ivr_description_text=description.masked()[0])
+        described, quoted_runs = description.masked()
+        await store.update_call(call_id, ivr_description_text=described)
     for leg in legs.values():
         await store.save_recording_facts(
             call_id, leg.leg, duration_s=leg.duration_s, sample_rate=leg.sample_rate,
@@ -122,7 +124,7 @@ async def process_call(
         call_id, segments=timeline.segments, ticket=ticket, qa=qa, qa_source="asr",
         history=[p["id"] for p in prior], error=reason or None, figures=figures,
         legs_checked=checked, spoken_numbers=spoken_numbers,
-        quoted_runs=description.masked()[1],
+        quoted_runs=quoted_runs,
     )
     log.info("processed call %s: ticket %s, QA %s", call_id, number, qa.score if qa else None)
     return number

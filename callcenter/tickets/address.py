@@ -146,10 +146,10 @@ def _mentions_in(
             score -= 3.0
         found.append(_Mention(field, value, score, (*order, pos)))
 
+    named = _alternation([compact(n) for n in terms.building_names])
     for off, clause in _clauses(text):
-        if terms.building_names:
-            for m in re.finditer(_alternation([compact(n) for n in terms.building_names]),
-                                 clause):
+        if named:
+            for m in re.finditer(named, clause):
                 add("building", m.group(0), off + m.start())
         for m in re.finditer(f"({_NUM})({b_alt})", clause):
             value = numeral_to_digits(m.group(1))
