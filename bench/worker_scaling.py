@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -33,7 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procstat import log, private_postgres, run_interruptible, stop_service  # noqa: E402
+from procstat import (  # noqa: E402
+    log,
+    private_postgres,
+    run_interruptible,
+    stop_service,
+    tree_cpu_s,
+)
 
 from callcenter.db.connect import create_pool  # noqa: E402
 from callcenter.db.migrate import migrate  # noqa: E402
@@ -43,6 +50,13 @@ from callcenter.worker import WORKER_APPLICATION  # noqa: E402
 
 GOAL_TWO = 1.8
 CONSUMERS_PER_WORKER = 2  # calls and notices
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    seconds: float
+    cpu_s: float  # the worker processes'
+    decode_cpu_s: float  # as the workers report it (the "processed" events)
 
 
 class Bench:
@@ -70,8 +84,9 @@ class Bench:
             for leg in ("caller", "agent"):
                 (self.recordings / folder.name / f"{leg}.wav").symlink_to(folder / f"{leg}.wav")
 
-    async def round(self, workers: int) -> float:
-        """Seconds from queuing the batch to its last call processed."""
+    async def round(self, workers: int) -> Round:
+        """From queuing the batch to its last call processed: the seconds, the
+        workers' CPU seconds, and the decode's (the workers' own figure)."""
         env = {**os.environ, "DATABASE_URL": self.dsn,
                "CALLCENTER_DATA_DIR": str(self.work / f"data-{workers}"),
                "CALLCENTER_RECORDINGS_DIR": str(self.recordings), "CALLCENTER_LOG_JSON": "true"}
@@ -88,9 +103,11 @@ class Bench:
             await self.until(lambda: self.connected(workers * CONSUMERS_PER_WORKER), 120,
                              f"{workers} workers to connect", procs)
             ids = await self.queue(f"w{workers}")
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), sum(tree_cpu_s(p.pid) for p in procs)
             await self.until(lambda: self.processed(ids), 3600, "the batch", procs)
-            return time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            cpu = sum(tree_cpu_s(p.pid) for p in procs) - cpu
+            return Round(seconds, cpu, await self.decode_cpu(ids))
         finally:
             await asyncio.gather(*(stop_service(p, grace_s=10) for p in procs))
 
@@ -111,6 +128,13 @@ class Bench:
         for call_id in ids:  # all at once, as a busy hour's hang-ups would
             await store.finish_call(call_id, stage="conversation", hangup_by="caller")
         return ids
+
+    async def decode_cpu(self, ids: list[str]) -> float:
+        """The CPU seconds the workers report for decoding the batch."""
+        assert self.pool is not None
+        return float(await self.pool.fetchval(
+            "SELECT coalesce(sum((data->>'cpu_s')::float), 0) FROM call_events"
+            " WHERE kind = 'processed' AND call_id = ANY($1::text[])", ids))
 
     async def connected(self, consumers: int) -> bool:
         assert self.pool is not None
@@ -147,23 +171,24 @@ async def run(args: argparse.Namespace) -> int:
         bench = Bench(Path(folder), args.calls)
         try:
             await bench.start()
-            results: dict[int, float] = {}
+            results: dict[int, Round] = {}
             for workers in args.workers:
                 log(f"{workers} worker(s): {args.calls} calls")
                 results[workers] = await bench.round(workers)
-                log(f"{workers} worker(s): {results[workers]:.1f} s")
+                log(f"{workers} worker(s): {results[workers].seconds:.1f} s")
         finally:
             await bench.close()
-    one = results.get(1)
+    one = results[1].seconds if 1 in results else None
     print(f"\n{args.calls} dev calls (both legs) per round, workers at --concurrency 1, "
-          f"{os.cpu_count()} CPUs")
-    for workers, seconds in results.items():
-        speedup = f"{one / seconds:.2f}x one worker" if one else ""
-        print(f"  {workers:>3} worker(s): {seconds:7.1f} s, {args.calls / seconds * 60:6.1f} "
-              f"calls/min  {speedup}")
+          f"{os.cpu_count()} CPUs; CPU seconds a call: the workers' in all, and the decode's")
+    for workers, r in results.items():
+        speedup = f"{one / r.seconds:.2f}x one worker" if one else ""
+        print(f"  {workers:>3} worker(s): {r.seconds:7.1f} s, "
+              f"{args.calls / r.seconds * 60:6.1f} calls/min  {speedup:17}  CPU a call "
+              f"{r.cpu_s / args.calls:5.2f} s, decode {r.decode_cpu_s / args.calls:5.2f} s")
     if one and 2 in results:
-        two = one / results[2]
-        print(f"verdict: 2 workers {two:.2f}x one (goal >= {GOAL_TWO}x): "
+        two = one / results[2].seconds
+        print(f"verdict: 2 workers {two:.3f}x one (goal >= {GOAL_TWO}x): "
               f"{'ok' if two >= GOAL_TWO else 'MISSED'}")
     return 0
 
