@@ -25,6 +25,7 @@ number words (about 0.2 % of real time in all).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from callcenter.core import LegName, Segment, Word
 
 if TYPE_CHECKING:
     from callcenter.settings import Settings
+
+log = logging.getLogger(__name__)
 
 CHUNK_S = 0.5  # audio fed per AcceptWaveform call (0.2 s cost 3-4 % more CPU, same words)
 MIN_RATE = 8000
@@ -104,7 +107,14 @@ class Transcriber:
         self.model_path = Path(model_path)
         self.search = SEARCHES[settings.asr_search] if settings else search
         cache_dir = settings.cache_dir if settings else default_cache_dir()
-        self.model = load_model(model_with_search(self.model_path, self.search, cache_dir))
+        try:
+            folder = model_with_search(self.model_path, self.search, cache_dir)
+        except OSError as exc:
+            # Slower, not broken: calls are still transcribed.
+            log.warning("no model folder for the decoder search in %s (%s): decoding with "
+                        "the model's own, slower search", cache_dir, exc)
+            self.search, folder = None, self.model_path
+        self.model = load_model(folder)
         self.feed_rate = feed_rate
         self.use_vad = use_vad
         self.vad = vad

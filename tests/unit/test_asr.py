@@ -176,3 +176,19 @@ def test_the_name_pass_decodes_the_callers_answer_with_the_surname_grammar(
     allowed = {*NAME_WORDS, *cues.surnames, UNKNOWN_WORD}
     for segment in heard:
         assert {w.w for w in segment.words} <= allowed
+
+
+def test_a_cache_it_cannot_write_leaves_the_models_own_search(
+    transcriber: Transcriber, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The narrower search needs a folder in the cache; without one the calls are
+    still transcribed, with the model's own search."""
+    from callcenter.settings import Settings
+
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    fallback = Transcriber(transcriber.model_path,
+                           settings=Settings(asr_search="narrow", cache_dir=not_a_folder))
+    assert fallback.search is None
+    assert "model's own, slower search" in caplog.text
+    assert fallback.transcribe(np.zeros(8000, dtype=np.int16), 8000, "agent") == []
