@@ -202,6 +202,15 @@ def redact(segments: Sequence[Segment], also: Sequence[Finding] = ()
     return out, sorted([*findings, *more], key=lambda f: (f.leg, f.start))
 
 
+def redacted_with_runs(segments: Sequence[Segment], also: Sequence[Finding] = ()
+                       ) -> tuple[list[Segment], list[MaskedRun]]:
+    """Every segment redacted (``also``: see :func:`redact_segment`), and the
+    stretches masking changed in them (for :func:`mask_quotes` of their quotes)."""
+    masked = [redact_segment(segment, also)[0] for segment in segments]
+    pairs = ((o.text, m.text) for o, m in zip(segments, masked, strict=True))
+    return masked, masked_runs(pairs)
+
+
 def number_findings(digit_segments: Sequence[Segment], said: Sequence[Segment] = ()
                     ) -> list[Finding]:
     """The personal numbers in the digit pass's segments (``Transcriber.numbers``).

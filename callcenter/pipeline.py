@@ -304,9 +304,7 @@ class Description:
     def masked(self) -> tuple[str, list[pii.MaskedRun]]:
         """Its text with the personal numbers masked, and the stretches masking
         changed (to mask the ticket's quotes of it the same way)."""
-        masked = pii.redact(self.segments, self.numbers)[0]
-        runs = pii.masked_runs((o.text, m.text) for o, m in zip(self.segments, masked,
-                                                                   strict=True))
+        masked, runs = pii.redacted_with_runs(self.segments, self.numbers)
         return pii.mask_text("".join(s.text for s in masked))[0], runs
 
 

@@ -17,9 +17,10 @@ realspeech CER at most +0.3 points): off by default. It saves less than the
 silence it skips: Vosk spends little on silence (few hypotheses stay in the
 beam), nearly all of it on speech.
 
-``numbers`` and ``addresses`` are the second pass (``asr/numbers.py``): the
-stretches where a number or an address is given, decoded again with a grammar of
-number words (about 0.2 % of real time in all).
+``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
+the stretches where a number, an address or the caller's name is given, decoded
+again with a grammar of number, address or name words (about 0.2 % of real time
+in all).
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues
     """Stretches of ``leg`` where an address is being given: a segment holding an
     address word or a room's worth of digits, and the caller's answer to the
     agent's address question."""
+    words = (*cues.address_words, *(n.replace(" ", "") for n in cues.building_names))
     chosen = []
     answer_until = -1.0
     for segment in segments:
@@ -117,8 +118,7 @@ def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues
         if segment.leg != leg:
             continue
         answering = leg == "caller" and segment.start <= answer_until
-        names = (n.replace(" ", "") for n in cues.building_names)
-        if (answering or any(w in segment.text for w in (*cues.address_words, *names))
+        if (answering or any(w in segment.text for w in words)
                 or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_ROOM_DIGITS):
             chosen.append(_padded(segment, length_s))
     return _merged(chosen)

@@ -578,9 +578,10 @@ async def _save_transcript(conn: asyncpg.Connection, call_id: str,
     """The call's transcript, masked, with the recognised text and words beside
     each segment where masking changed them; returns what masking changed (to mask
     quotes of it the same way)."""
+    originals = list(segments)
+    redacted, runs = pii.redacted_with_runs(originals, also)
     rows = []
-    for original in segments:
-        masked, _ = pii.redact_segment(original, also)
+    for original, masked in zip(originals, redacted, strict=True):
         changed = masked.text != original.text
         rows.append((call_id, original.leg, original.start, original.end, masked.text,
                      _words(masked), original.text if changed else None,
@@ -590,7 +591,7 @@ async def _save_transcript(conn: asyncpg.Connection, call_id: str,
         "INSERT INTO transcript_segments (call_id, leg, start_s, end_s, text, words,"
         " original_text, original_words, redacted)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)", rows)
-    return pii.masked_runs((r[6], r[4]) for r in rows if r[6] is not None)
+    return runs
 
 
 def _words(segment: Segment) -> list[dict[str, Any]]:
