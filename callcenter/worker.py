@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +28,10 @@ from typing import Any, TypeVar
 import asyncpg
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.executors import DatabaseRetryEntrypointExecutor, EntrypointExecutorParameters
-from pgqueuer.models import Job
+from pgqueuer.models import Context, Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
+from pgqueuer.types import JobId
 
 from callcenter import pii, residents
 from callcenter.asr.muting import write_muted_copy
@@ -160,14 +162,69 @@ def notifier_from(settings: Settings) -> Notifier:
 JOBS = (PROCESS_CALL_JOB, NOTIFY_CALLER_JOB)
 
 
+@dataclasses.dataclass
+class HoldingQueueManager(QueueManager):
+    """A queue manager that picks a job only while fewer than ``holding`` of its own
+    jobs run (None: pgqueuer's cap alone).
+
+    pgqueuer caps a worker's picked jobs at no fewer than two (twice its batch), so a
+    worker of one recognizer would hold a second call, waiting behind the first,
+    while another worker sat idle; and while at its cap with work queued, it re-polls
+    the database ten times a second. This one waits, without a query, until one of
+    its jobs ends, and leaves the queue to whichever worker frees first.
+    """
+
+    holding: int | None = None
+    _freed: asyncio.Event = dataclasses.field(init=False, default_factory=asyncio.Event)
+
+    async def fetch_jobs(
+        self, batch_size: int, global_concurrency_limit: int | None,
+        heartbeat_timeout: timedelta,
+    ) -> AsyncGenerator[Job, None]:
+        if self.holding is None:
+            async for job in super().fetch_jobs(batch_size, global_concurrency_limit,
+                                                heartbeat_timeout):
+                yield job
+            return
+        while not self.shutdown.is_set():
+            if len(self.job_context) >= self.holding:
+                await self._until_freed()
+                continue
+            # One job a dequeue: the run loop records it before asking for the next.
+            picked: Job | None = None
+            async with contextlib.aclosing(
+                super().fetch_jobs(1, global_concurrency_limit, heartbeat_timeout)
+            ) as ready:
+                async for job in ready:
+                    picked = job
+                    break
+            if picked is None:
+                return  # nothing queued: the run loop waits for a NOTIFY
+            yield picked
+
+    async def _until_freed(self) -> None:
+        self._freed.clear()
+        freed = asyncio.ensure_future(self._freed.wait())
+        stopping = asyncio.ensure_future(self.shutdown.wait())
+        try:
+            await asyncio.wait((freed, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            stopping.cancel()
+
+    def forget_job(self, job_id: JobId, context: Context, task: asyncio.Task[None]) -> None:
+        super().forget_job(job_id, context, task)
+        self._freed.set()
+
+
 def build_queue_manager(
     conn: asyncpg.Connection, store: PgStore, settings: Settings, transcribing: Transcribing,
     *, notifier: Notifier | None = None, jobs: Collection[str] = JOBS,
-    decoding: asyncio.Semaphore | None = None,
+    holding: int | None = None,
 ) -> QueueManager:
-    """A queue manager on ``conn`` for the ``jobs`` named (both kinds by default).
-    ``decoding``: held while a call is processed (how many decode at once)."""
-    qm = QueueManager(Queries(AsyncpgDriver(conn)))
+    """A queue manager on ``conn`` for the ``jobs`` named (both kinds by default);
+    ``holding``: the most jobs it picks and runs at once (None: no limit of its own)."""
+    qm = HoldingQueueManager(Queries(AsyncpgDriver(conn)), holding=holding)
     sender = notifier or notifier_from(settings)
 
     def retrying(params: EntrypointExecutorParameters) -> DatabaseRetryEntrypointExecutor:
@@ -178,8 +235,7 @@ def build_queue_manager(
     async def process_call_job(job: Job) -> None:
         call_id = (job.payload or b"").decode()
         try:
-            async with decoding or contextlib.nullcontext():
-                await process_call(store, settings, call_id, transcribing)
+            await process_call(store, settings, call_id, transcribing)
         except Exception as exc:
             if is_transient(exc):  # the database is away: not the call's fault
                 log.warning("processing call %s interrupted by the database: %r", call_id, exc)
@@ -212,8 +268,8 @@ def default_concurrency() -> int:
 
 def calls_cap(concurrency: int) -> int:
     """pgqueuer's per-worker cap on picked jobs (``max_concurrent_tasks``) must be at
-    least twice the batch (one job per dequeue here): a worker of one holds one more
-    call, picked and waiting, than it decodes."""
+    least twice the batch (one job per dequeue here); ``HoldingQueueManager`` keeps a
+    worker of one to one."""
     return max(2, concurrency)
 
 
@@ -234,18 +290,15 @@ async def run_supervised(
     await asyncio.to_thread(learned.trained)
     ticker = asyncio.create_task(SlaTicker(tickets, dsn).run(stopping), name="sla-ticker")
 
-    # pgqueuer lets a worker hold no fewer than two jobs (calls_cap): the gate makes
-    # the second of a worker of one wait instead of decoding beside the first.
-    decoding = asyncio.Semaphore(calls_at_once)
-
-    def manager(jobs: Collection[str]) -> Callable[[asyncpg.Connection], QueueManager]:
+    def manager(jobs: Collection[str], holding: int | None = None,
+                ) -> Callable[[asyncpg.Connection], QueueManager]:
         return lambda conn: build_queue_manager(conn, store, settings, transcribing,
-                                                notifier=notifier, jobs=jobs, decoding=decoding)
+                                                notifier=notifier, jobs=jobs, holding=holding)
 
     log.info("worker: %d calls at a time", calls_at_once)
     try:
         await asyncio.gather(
-            _consume(dsn, manager((PROCESS_CALL_JOB,)), stopping, "calls",
+            _consume(dsn, manager((PROCESS_CALL_JOB,), calls_at_once), stopping, "calls",
                      max_tasks=calls_cap(calls_at_once), heartbeat_s=settings.worker_heartbeat_s),
             _consume(dsn, manager((NOTIFY_CALLER_JOB,)), stopping, "notices",
                      heartbeat_s=settings.worker_heartbeat_s),
