@@ -12,7 +12,14 @@ workers are idle: with few calls per worker that tail, not the scaling, sets the
 figure (8 calls: 1.78-1.90x on two cores in runs minutes apart), so a round has
 16 calls by default.
 
-    .venv/bin/python bench/worker_scaling.py                   # 1,2 workers, 16 calls
+This machine's speed drifts by 10-15 % over minutes (one worker took 272 s and
+310 s for the same batch, a quarter of an hour apart), as much as the figure's
+margin. So each worker count runs twice, in mirrored order (1, 2, 2, 1 workers):
+a steady drift adds as much to each count's mean, and the figure compares the
+means; the two rounds of each count are printed, so what drift remained shows.
+``--once`` runs each count once.
+
+    .venv/bin/python bench/worker_scaling.py                   # 1,2,2,1 workers, 16 calls
     .venv/bin/python bench/worker_scaling.py --workers 1,2,16 --calls 64
 """
 
@@ -84,14 +91,14 @@ class Bench:
             for leg in ("caller", "agent"):
                 (self.recordings / folder.name / f"{leg}.wav").symlink_to(folder / f"{leg}.wav")
 
-    async def round(self, workers: int) -> Round:
+    async def round(self, workers: int, number: int) -> Round:
         """From queuing the batch to its last call processed: the seconds, the
         workers' CPU seconds, and the decode's (the workers' own figure)."""
         env = {**os.environ, "DATABASE_URL": self.dsn,
-               "CALLCENTER_DATA_DIR": str(self.work / f"data-{workers}"),
+               "CALLCENTER_DATA_DIR": str(self.work / f"data-{number}"),
                "CALLCENTER_RECORDINGS_DIR": str(self.recordings), "CALLCENTER_LOG_JSON": "true"}
         env.pop("CALLCENTER_CONFIG_FILE", None)
-        logs = self.work / f"workers-{workers}.log"
+        logs = self.work / f"round-{number}.log"
         procs = []
         with logs.open("wb") as out:
             for _ in range(workers):
@@ -102,7 +109,7 @@ class Bench:
         try:
             await self.until(lambda: self.connected(workers * CONSUMERS_PER_WORKER), 120,
                              f"{workers} workers to connect", procs)
-            ids = await self.queue(f"w{workers}")
+            ids = await self.queue(f"r{number}")
             began, cpu = time.perf_counter(), sum(tree_cpu_s(p.pid) for p in procs)
             await self.until(lambda: self.processed(ids), 3600, "the batch", procs)
             seconds = time.perf_counter() - began
@@ -166,37 +173,58 @@ class Bench:
             await asyncio.to_thread(self.pg.cleanup)  # type: ignore[attr-defined]
 
 
+def round_order(workers: Sequence[int], once: bool) -> list[int]:
+    """Each count once, or twice in mirrored order, so that a steady drift in the
+    machine's speed weighs the same on every count's mean."""
+    return list(workers) if once else [*workers, *reversed(workers)]
+
+
 async def run(args: argparse.Namespace) -> int:
+    rounds: dict[int, list[Round]] = {}
     with tempfile.TemporaryDirectory(prefix="worker-scaling-") as folder:
         bench = Bench(Path(folder), args.calls)
         try:
             await bench.start()
-            results: dict[int, Round] = {}
-            for workers in args.workers:
+            for number, workers in enumerate(round_order(args.workers, args.once)):
                 log(f"{workers} worker(s): {args.calls} calls")
-                results[workers] = await bench.round(workers)
-                log(f"{workers} worker(s): {results[workers].seconds:.1f} s")
+                done = await bench.round(workers, number)
+                rounds.setdefault(workers, []).append(done)
+                log(f"{workers} worker(s): {done.seconds:.1f} s")
         finally:
             await bench.close()
-    one = results[1].seconds if 1 in results else None
-    print(f"\n{args.calls} dev calls (both legs) per round, workers at --concurrency 1, "
-          f"{os.cpu_count()} CPUs; CPU seconds a call: the workers' in all, and the decode's")
-    for workers, r in results.items():
-        speedup = f"{one / r.seconds:.2f}x one worker" if one else ""
-        print(f"  {workers:>3} worker(s): {r.seconds:7.1f} s, "
-              f"{args.calls / r.seconds * 60:6.1f} calls/min  {speedup:17}  CPU a call "
-              f"{r.cpu_s / args.calls:5.2f} s, decode {r.decode_cpu_s / args.calls:5.2f} s")
-    if one and 2 in results:
-        two = one / results[2].seconds
+    report(rounds, args.calls)
+    return 0
+
+
+def report(rounds: dict[int, list[Round]], calls: int) -> None:
+    def mean(values: Sequence[float]) -> float:
+        return sum(values) / len(values)
+
+    seconds = {w: mean([r.seconds for r in rs]) for w, rs in rounds.items()}
+    one = seconds.get(1)
+    print(f"\n{calls} dev calls (both legs) per round, workers at --concurrency 1, "
+          f"{os.cpu_count()} CPUs; seconds: the mean of the rounds (each round's in "
+          "brackets); CPU seconds a call: the workers' in all, and the decode's")
+    for workers, rs in rounds.items():
+        speedup = f"{one / seconds[workers]:.2f}x one worker" if one else ""
+        each = ", ".join(f"{r.seconds:.1f}" for r in rs)
+        cpu = mean([r.cpu_s for r in rs]) / calls
+        decode = mean([r.decode_cpu_s for r in rs]) / calls
+        print(f"  {workers:>3} worker(s): {seconds[workers]:7.1f} s ({each}), "
+              f"{calls / seconds[workers] * 60:6.1f} calls/min  {speedup:17}  CPU a call "
+              f"{cpu:5.2f} s, decode {decode:5.2f} s")
+    if one and 2 in seconds:
+        two = one / seconds[2]
         print(f"verdict: 2 workers {two:.3f}x one (goal >= {GOAL_TWO}x): "
               f"{'ok' if two >= GOAL_TWO else 'MISSED'}")
-    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     parser.add_argument("--calls", type=int, default=16, help="calls per round")
+    parser.add_argument("--once", action="store_true",
+                        help="each worker count once, not twice in mirrored order")
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",") if w]
     if os.environ.get("DATABASE_URL"):
