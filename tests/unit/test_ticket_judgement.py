@@ -46,6 +46,19 @@ def test_models_explain_their_decisions() -> None:
     assert abs(sum(prediction.probabilities.values()) - 1.0) < 1e-3
 
 
+def test_the_models_hear_words_the_recogniser_spelt_wrong_by_their_sound() -> None:
+    # Homophones (头诉/投诉, 包安/保安) and the sounds accents merge (zh/z, -ng/-n)
+    # read alike; characters that are not Chinese have no sound.
+    assert learned.sounds("头诉包安") == learned.sounds("投诉保安") == "tou su bao an"
+    assert learned.sounds("找电梯") == learned.sounds("早点题") == "zao dian ti"
+    assert learned.sounds("应该") == learned.sounds("因该")
+    assert learned.sounds("7栋A座，") == "dong zuo"
+    prediction = learned.trained().category.predict(
+        learned.document("喂 我 要 头 诉 你 们 门 口 的 包 安 态 度 太 差", ""))
+    assert prediction.label == "complaint"
+    assert any(f.startswith("sounds like ") for f in prediction.features), prediction.features
+
+
 def test_suspected_danger_is_p1_with_its_evidence() -> None:
     j = judge("不知道是不是我鼻子出毛病了，进门就闻到一股子煤气的怪味", "1")
     assert (j.category, j.urgency) == ("engineering", "P1")
