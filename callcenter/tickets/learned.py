@@ -7,8 +7,9 @@ the models read how the words sound: syllable n-grams of toneless pinyin with th
 sounds many callers (and the recogniser) merge taken as one (zh/z, ch/c, sh/s,
 -ng/-n), so 头诉 reads as 投诉 and 包安 as 保安. A linear model explains itself: the
 n-grams that pushed a decision are listed with it.
-The models are trained when first needed (seconds) and kept for the life of the
-process and in the cache folder, so nothing trained is shipped as a binary.
+The models are trained when first needed (about half a minute) and kept for the
+life of the process and in the cache folder, so nothing trained is shipped as a
+binary.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class TextModel:
     ) -> None:
         # An n-gram seen in one document only says nothing general (min_df=2), and
         # the saga solver fits these sparse features about five times faster than
-        # lbfgs: training everything takes seconds.
+        # lbfgs: training all five takes about half a minute on two cores.
         self.chars = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True,
                                      lowercase=False, min_df=2)
         self.sounds = TfidfVectorizer(analyzer="word", token_pattern=r"\S+",
