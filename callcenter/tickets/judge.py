@@ -222,11 +222,11 @@ def judge(
     models = models or learned.trained()
     rules = rules or load_rules()
     t = rules.thresholds
-    doc = learned.document(caller_text, key)
+    doc = learned.reading(learned.document(caller_text, key))
     safety = read_safety(caller_text, safety_rules)
     cat_pred, urg_pred = models.category.predict(doc), models.urgency.predict(doc)
-    agent_doc = learned.agent_document(agent_text)
-    if agent_doc:
+    agent_doc = learned.reading(learned.agent_document(agent_text))
+    if agent_doc.chars:
         cat_pred = learned.blend(cat_pred, models.agent_category.predict(agent_doc),
                                  t.agent_weight)
         urg_pred = learned.blend(urg_pred, models.agent_urgency.predict(agent_doc),

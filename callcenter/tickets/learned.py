@@ -178,8 +178,10 @@ class TextModel:
     def _joined(chars: Any, voiced: Any) -> Any:
         return sparse.hstack([chars * _VIEW_WEIGHT, voiced * _VIEW_WEIGHT], format="csr")
 
-    def predict(self, doc: str, *, top: int = 5) -> Prediction:
-        read = reading(doc)
+    def predict(self, doc: str | Reading, *, top: int = 5) -> Prediction:
+        """``doc``: a ``document``, or its ``reading`` when several models judge the
+        same one (read once, the same sounds for each)."""
+        read = doc if isinstance(doc, Reading) else reading(doc)
         row = self._joined(self.chars.transform([read.chars]),
                            self.sounds.transform([read.sounds]))
         probs = self.classifier.predict_proba(row)[0]

@@ -44,6 +44,8 @@ def test_models_explain_their_decisions() -> None:
     assert prediction.label == "cleaning"
     assert prediction.features and all(isinstance(f, str) for f in prediction.features)
     assert abs(sum(prediction.probabilities.values()) - 1.0) < 1e-3
+    # A document read once and handed to several models is judged the same.
+    assert learned.trained().category.predict(learned.reading(doc)) == prediction
 
 
 def test_the_models_hear_words_the_recogniser_spelt_wrong_by_their_sound() -> None:
