@@ -7,7 +7,8 @@ address and name readings included, as the worker makes them) and analysed with
 ``callcenter.pipeline.analyze(..., source="asr")``. The system gets only the audio,
 ``ivr_digits`` and ``caller.phone``; labels and the other caller fields are used for
 scoring only. Transcripts are cached as JSON under ``Settings().cache_dir /
-"bench-asr"`` (keyed by call id, model name and decoder search), so only the first
+"bench-asr"`` (keyed by call id, model name, decoder search and whether silence
+was skipped: ``CALLCENTER_ASR_SKIP_SILENCE=true``), so only the first
 run decodes (about 12 s of CPU per call; ``--jobs`` runs calls in parallel).
 
     .venv/bin/python bench/asr_accuracy.py [--jobs 2] [--details] [--refresh]
@@ -65,10 +66,17 @@ def model_path() -> Path:
     return Path(resolve_model(None, allow_network=False))
 
 
+def skip_silence() -> bool:
+    """Whether the first pass decodes only the speech the VAD finds: the service's
+    own setting (``CALLCENTER_ASR_SKIP_SILENCE``), so a bench reads what it would."""
+    return Settings().asr_skip_silence
+
+
 def cache_file(call_id: str, model_name: str) -> Path:
     from callcenter.asr.search import NARROW
 
-    return cache_dir() / f"{call_id}--{model_name}+{NARROW.tag}.json"
+    vad = "+vad" if skip_silence() else ""
+    return cache_dir() / f"{call_id}--{model_name}+{NARROW.tag}{vad}.json"
 
 
 def _seg_to_json(seg: Segment) -> dict[str, Any]:
@@ -86,7 +94,7 @@ def _seg_from_json(d: dict[str, Any]) -> Segment:
     return Segment(d["leg"], float(d["start"]), float(d["end"]), str(d["text"]), words)
 
 
-def _transcribe_call(call_dir: str, model: str) -> dict[str, Any]:
+def _transcribe_call(call_dir: str, model: str, use_vad: bool) -> dict[str, Any]:
     """Worker: both legs of one call, as JSON-ready data (runs in a child process)."""
     from callcenter.asr.decoder import Transcriber
     from callcenter.pipeline import transcribe_two_legs
@@ -94,7 +102,7 @@ def _transcribe_call(call_dir: str, model: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     folder = Path(call_dir)
     timeline, _ = transcribe_two_legs(
-        folder / "caller.wav", folder / "agent.wav", Transcriber(Path(model))
+        folder / "caller.wav", folder / "agent.wav", Transcriber(Path(model), use_vad=use_vad)
     )
     return {
         "call": folder.name,
@@ -123,11 +131,14 @@ def transcripts(calls: list[dict[str, Any]], jobs: int, refresh: bool, *,
     todo = [m["id"] for m in calls if refresh or not cache_file(m["id"], model.name).is_file()]
     if todo:
         cache_dir().mkdir(parents=True, exist_ok=True)
-        print(f"transcribing {len(todo)} calls with {model.name}, {jobs} jobs ...", file=sys.stderr)
+        vad = " skipping silence" if skip_silence() else ""
+        print(f"transcribing {len(todo)} calls with {model.name}{vad}, {jobs} jobs ...",
+              file=sys.stderr)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [
-                pool.submit(_transcribe_call, str(DEV_DIR / cid), str(model)) for cid in todo
+                pool.submit(_transcribe_call, str(DEV_DIR / cid), str(model), skip_silence())
+                for cid in todo
             ]
             for fut in futures:
                 data = fut.result()
@@ -145,7 +156,7 @@ def transcripts(calls: list[dict[str, Any]], jobs: int, refresh: bool, *,
         from callcenter.audio import read_mono
         from callcenter.pipeline import with_numbers
 
-        transcriber = Transcriber(model)
+        transcriber = Transcriber(model, use_vad=skip_silence())
         for call_id, timeline in timelines.items():
             with_numbers(timeline, {leg: read_mono(DEV_DIR / call_id / f"{leg}.wav")
                                     for leg in ("caller", "agent")}, transcriber)

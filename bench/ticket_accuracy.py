@@ -142,7 +142,8 @@ def report(title: str, cases: Sequence[Case], goals: dict[str, float], details: 
     print(_confusion(cases, "severity", COMPLAINT_SEVERITIES))
     if details:
         for c in cases:
-            wrong = [k for k in ("category", "urgency", "severity") if c.got[k] != c.want[k]]
+            wrong = [k for k in ("category", "urgency", "severity", "address")
+                     if k in c.want and c.got[k] != c.want[k]]
             if wrong:
                 print(f"  {c.id}: " + ", ".join(f"{k} {c.got[k]} (label {c.want[k]})"
                                                 for k in wrong)
