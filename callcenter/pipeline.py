@@ -128,9 +128,10 @@ def spelt_building_name(name: str, model_path: Path) -> str | None:
     Vosk grammar phrase), or None when the model has no words for it (it is then
     read from the first pass only)."""
     from callcenter.ivr.grammars import GrammarError, segment
+    from callcenter.tickets.address import said_name
 
     try:
-        return " ".join(segment(name, _vocabulary(Path(model_path))))
+        return " ".join(segment(said_name(name), _vocabulary(Path(model_path))))
     except GrammarError:
         log.warning("building name %r is not in the speech model's words: "
                     "the address pass cannot hear it", name)

@@ -48,6 +48,9 @@ _NUM = f"[{NUMERAL_CHARS}]+"
 CONFIRMED_READ_BACK = 3.0
 CONFIRM_WITHIN_S = 4.0
 # Characters that separate clauses: the address of one clause never spans them.
+# Stands in for the characters of a building name already read (not a numeral, a
+# marker or a clause break), so that offsets stay as they were.
+_MASK = "□"
 PUNCT = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] \t\r\n")
 
 
@@ -70,6 +73,36 @@ def numeral_to_digits(token: str) -> str:
     except (ValueError, KeyError):  # KeyError: some malformed ones, 二十零
         return ""
     return str(value) if isinstance(value, int) and value >= 0 else ""
+
+
+def spoken_numbers(digits: str) -> list[str]:
+    """How a number written in Arabic digits is said: as written, positionally
+    (12 -> 十二; 2 also 两), digit by digit (12 -> 一二, 幺二). Most said first."""
+    forms = [digits]
+    if digits.isdigit() and not digits.startswith("0"):
+        forms.append(cn2an.an2cn(digits, "low"))
+    by_digit = "".join("零一二三四五六七八九"[int(d)] for d in digits)
+    forms += [by_digit, by_digit.replace("一", "幺")]
+    if digits == "2":
+        forms.append("两")
+    return list(dict.fromkeys(forms))
+
+
+def said_name(name: str) -> str:
+    """A building name as it is said: its numbers spelt positionally (紫荆苑3栋 ->
+    紫荆苑三栋), which the speech model has words for."""
+    return re.sub(r"\d+", lambda m: spoken_numbers(m.group(0))[1], name)
+
+
+def _name_pattern(name: str) -> str:
+    """A regular expression for a building name however its numbers are said or
+    written (紫荆苑3栋: 紫荆苑3栋, 紫荆苑三栋)."""
+    parts = re.split(r"(\d+)", compact(name))
+    return "".join(
+        "(?:" + "|".join(re.escape(f) for f in spoken_numbers(p)) + ")" if p.isdigit()
+        else re.escape(p)
+        for p in parts
+    )
 
 
 def compact(text: str) -> str:
@@ -146,11 +179,14 @@ def _mentions_in(
             score -= 3.0
         found.append(_Mention(field, value, score, (*order, pos)))
 
-    named = _alternation([compact(n) for n in terms.building_names])
+    named = [(n, re.compile(_name_pattern(n))) for n in
+             sorted(terms.building_names, key=len, reverse=True)]
     for off, clause in _clauses(text):
-        if named:
-            for m in re.finditer(named, clause):
-                add("building", m.group(0), off + m.start())
+        for name, pattern in named:
+            for m in pattern.finditer(clause):
+                add("building", name, off + m.start())
+                # Its numbers are the name's, not a building or a room of their own.
+                clause = clause[: m.start()] + _MASK * len(m.group(0)) + clause[m.end() :]
         for m in re.finditer(f"({_NUM})({b_alt})", clause):
             value = numeral_to_digits(m.group(1))
             if value and 0 < int(value) < 200:

@@ -139,6 +139,9 @@ def test_building_names_are_spelt_in_the_models_words_for_the_address_pass(
     spelt = spelt_building_name("商业街", transcriber.model_path)
     assert spelt and spelt.replace(" ", "") == "商业街"
     assert spelt_building_name("龘靐", transcriber.model_path) is None
+    # Its numbers as they are said: the model has no word "3".
+    numbered = spelt_building_name("商业街3栋", transcriber.model_path)
+    assert numbered and numbered.replace(" ", "") == "商业街三栋"
     cues = building_cues(["商业街", "龘靐"], transcriber.model_path)
     assert cues.building_names == (spelt,) and "单元" in cues.address_words
     if not LEG.is_file():

@@ -494,6 +494,22 @@ def test_a_named_building_of_the_estate_is_an_address_and_its_pass_hears_it() ->
         pytest.approx((9.7, 12.3))]
 
 
+def test_a_named_building_with_a_number_is_heard_however_the_number_is_said() -> None:
+    """紫荆苑3栋 in the directory is said 紫荆苑三栋: read as that building, and its
+    number is not also a building (or a room) of its own."""
+    from callcenter.tickets.address import said_name, spoken_numbers
+
+    assert spoken_numbers("12") == ["12", "十二", "一二", "幺二"]
+    assert said_name("紫荆苑3栋") == "紫荆苑三栋"
+    names = ("紫荆苑3栋", "紫荆苑12栋", "紫荆苑")
+    for said, building in (("我住紫荆苑三栋二单元五零二", "紫荆苑3栋"),
+                            ("我住紫荆苑3栋2单元502", "紫荆苑3栋"),
+                            ("我住紫荆苑十二栋二单元五零二", "紫荆苑12栋"),
+                            ("我住紫荆苑二单元五零二", "紫荆苑")):
+        tl = make_timeline([("agent", 0.5, 3.0, "请问您住哪里？"), ("caller", 3.5, 7.0, said)])
+        assert extract_address_heard(tl, buildings=names) == (building, "2", "502"), said
+
+
 def test_the_directory_address_is_checked_against_a_named_building() -> None:
     known = CallFacts(caller_number="13900000001", estate_buildings=("紫荆苑",),
                       resident={"building": "紫荆苑", "unit": "3", "room": "502"})
