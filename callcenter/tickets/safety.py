@@ -190,13 +190,37 @@ def negated(text: str, start: int, rules: SafetyRules | None = None) -> bool:
     return False
 
 
+def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
+    """Whether a negation inside a hit of several words negates the word that makes
+    it a danger (插座都好使没冒烟, 线都在里面没掉下来): what comes before the
+    negation is no hit alone, and with the negation taken out the hit still
+    matches, so the negated word is the danger word itself (出不来 and 止不住 do not
+    match without their 不; in 树倒了车过不去人 the tree fell before the 不)."""
+    hit, text, start = m.group(0), m.string, m.start()
+    for word in rules.negation_words:
+        at = hit.rfind(word, 1)
+        if at < 1 or len(hit) - at - len(word) > rules.negation_window:
+            continue
+        if text.startswith(_NOT_NEGATING, start + at) or _asks(text, start + at):
+            continue
+        if not m.re.search(hit[:at]) and m.re.fullmatch(hit[:at] + hit[at + len(word) :]):
+            return True
+    return False
+
+
+def _asks(text: str, at: int) -> bool:
+    """A negation that is half of a question (是不是, 有没有), not a negation."""
+    return text[max(0, at - 1) : at + 2] == "是不是" or text[max(0, at - 1) : at + 1] == "有没"
+
+
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     feared = text[max(0, start - rules.worry_window) : start]
     if rules.worry_window and any(m in feared for m in rules.worry_markers):
         return True
     w = rules.hypothetical_window
-    before = text[max(0, start - w) : start]
-    if not any(m in before for m in rules.hypothetical_markers):
+    # The clause may begin before the hit or inside it (报警器我想问问要是响了…).
+    opening = text[max(0, start - w) : end - 1]
+    if not any(m in opening for m in rules.hypothetical_markers):
         return False
     return any(q in text[start : end + w] for q in rules.question_markers)
 
@@ -225,7 +249,8 @@ def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules)
     start, end = m.start(), m.end()
     if _other_context(hazard, text, start, end, rules):
         return "context"
-    if negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE):
+    if (negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE)
+            or _negated_inside(m, rules)):
         return "negation"
     if _hypothetical(text, start, end, rules):
         return "hypothetical"

@@ -59,6 +59,20 @@ def test_not_p1(text: str) -> None:
     assert not read_safety(text).is_p1, read_safety(text).hits
 
 
+def test_a_negation_inside_a_hit_cancels_only_the_danger_word_it_negates() -> None:
+    # The danger word itself is negated, inside a hit that spans several words.
+    for calm in ("插座都好好的，没冒烟也没火花，就是灯不亮",
+                 "路灯杆被车蹭歪了，电线都在杆子里没露出来",
+                 "燃气报警器我想问问要是响了该怎么办"):
+        reading = read_safety(calm)
+        assert not reading.is_p1 and reading.doubtful, reading.hits
+    # A 不 that is part of the danger word, one after it, or half of a question.
+    for danger, hazard in (("水管爆了，水往外喷，关都关不住", "flood"),
+                           ("大树倒了压在路上，车过不去人也过不去", "tree_down"),
+                           ("屋里有没起味，很冲", "gas")):  # 煤气 misheard as 没起
+        assert hazard in read_safety(danger).hazards, read_safety(danger).hits
+
+
 def test_cancelled_danger_asks_the_agent_but_look_alikes_do_not() -> None:
     assert read_safety("要是电梯困人了找谁？").doubtful
     assert not read_safety("楼道里有人抽烟，烟味很大").doubtful
