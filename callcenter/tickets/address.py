@@ -47,10 +47,10 @@ _NUM = f"[{NUMERAL_CHARS}]+"
 # to the address question, after 我家/我住), within this pause.
 CONFIRMED_READ_BACK = 3.0
 CONFIRM_WITHIN_S = 4.0
-# Characters that separate clauses: the address of one clause never spans them.
 # Stands in for the characters of a building name already read (not a numeral, a
 # marker or a clause break), so that offsets stay as they were.
 _MASK = "□"
+# Characters that separate clauses: the address of one clause never spans them.
 PUNCT = set("，。！？、；：,.!?;:…—~～“”\"'()（）【】[] \t\r\n")
 
 
