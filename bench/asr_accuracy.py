@@ -166,6 +166,25 @@ def transcripts(calls: list[dict[str, Any]], jobs: int, refresh: bool, *,
 # --- scoring -------------------------------------------------------------------------
 
 
+def first_pass_cer(calls: list[dict[str, Any]], timelines: dict[str, Timeline]) -> str:
+    """The first pass's character error rate per leg against the timeline text (what
+    skipping silence, ``CALLCENTER_ASR_SKIP_SILENCE``, must not make worse)."""
+    from asr_cer import edit_distance, normalize
+
+    errors = {"caller": 0, "agent": 0}
+    chars = {"caller": 0, "agent": 0}
+    for m in calls:
+        for leg in errors:
+            ref = normalize("".join(t["text"] for t in m["timeline"] if t["who"] == leg))
+            hyp = normalize("".join(s.text for s in timelines[m["id"]].segments if s.leg == leg))
+            errors[leg] += edit_distance(ref, hyp)
+            chars[leg] += len(ref)
+    legs = ", ".join(f"{leg} {errors[leg] / max(1, chars[leg]):.2%}" for leg in errors)
+    vad = "skipping silence" if skip_silence() else "whole legs"
+    return (f"first pass CER ({vad}): {legs}, both "
+            f"{sum(errors.values()) / max(1, sum(chars.values())):.2%}")
+
+
 def rule_label(meta: dict[str, Any], rule: str) -> bool | None:
     """The label of a QA rule; speech_rate from ``agent_chars_per_min`` (README)."""
     if rule == "speech_rate" and meta.get("agent_chars_per_min") is not None:
@@ -284,6 +303,7 @@ def main() -> int:
         Row("qa: all labelled rules", len(pairs), t_ok, a_ok, f"false fails {ff}, missed {missed}")
     )
 
+    print(first_pass_cer(calls, timelines))
     print(f"{'field':28} {'text':>7} {'asr':>7} {'n':>4}")
     for row in rows:
         print(

@@ -189,7 +189,8 @@ def main() -> int:
     # One call, both legs, as the service would do it (sequentially, one thread).
     call = calls[0]
     t1 = time.perf_counter()
-    for leg in ("caller", "agent"):
+    legs: tuple[LegName, ...] = ("caller", "agent")
+    for leg in legs:
         tr8.transcribe_file(SHARED_DIR / "scenarios" / "dev" / call / f"{leg}.wav", leg)
     wall = time.perf_counter() - t1
     x, rate = read_mono(SHARED_DIR / "scenarios" / "dev" / call / "agent.wav")

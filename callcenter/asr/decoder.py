@@ -14,10 +14,11 @@ decoded (``asr/vad.py``; about half of each dev leg), back to back in one
 stream, each word's time mapped back to its place in the leg. Measured
 (bench/asr_throughput.py, the narrower search of ``asr/search.py``): 2.41x a
 plain Vosk loop's audio-seconds per CPU-second; realspeech CER -0.3 / +0.3
-points at 16 / 8 kHz; dev calls CER 15.4 % against 15.5 % whole. Still off by
-default: the dev calls' addresses, read by the second pass in windows the first
-pass's utterances choose, came out right on 68.9 % of the calls against 82.2 %
-with whole legs.
+points at 16 / 8 kHz; dev calls CER 15.4-15.5 %, as whole (bench/asr_accuracy.py).
+Still off by default: on the dev calls the addresses, read by the second pass in
+windows the first pass's utterances choose, came out right on 68.9-73.3 % of the
+calls against 82.2 % with whole legs, and QA agreed with the labels on 95.4 %
+against 96.5 %.
 
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded
@@ -31,7 +32,7 @@ import bisect
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_FRAME_S = 0.03  # the model's output frame (Vosk word times are multiples of it)
 CHUNK_S = 0.5  # audio fed per AcceptWaveform call (0.2 s cost 3-4 % more CPU, same words)
 MIN_RATE = 8000
 
@@ -243,7 +245,7 @@ class _Recognizer:
         Between spans the utterance is ended with ``Result()``, which keeps the
         recognizer's speaker adaptation; ``FinalResult()`` would drop it with the
         feature pipeline, so that every span started from nothing (the dev calls'
-        CER was 16.0 % so, 15.4 % without). After the last span it is dropped:
+        CER was 16.0 % so, 15.4-15.5 % without). After the last span it is dropped:
         the next leg is another speaker.
         """
         step = int(rate * CHUNK_S)
@@ -282,22 +284,29 @@ class _Recognizer:
 
 @dataclass(frozen=True, slots=True)
 class _StreamClock:
-    """Seconds in the recognizer's stream to seconds in the leg, for spans fed back
-    to back: a time belongs to the last span that began before it."""
+    """A word's times in the recognizer's stream to times in the leg, for spans fed
+    back to back."""
 
-    starts: list[tuple[int, int]]  # (stream sample, leg sample), in order
+    starts: list[tuple[int, int]]  # (stream sample, leg sample) of each span, in order
     rate: int
 
-    def __call__(self, stream_s: float) -> float:
-        sample = stream_s * self.rate
-        index = max(0, bisect.bisect_right([s for s, _ in self.starts], sample) - 1)
+    def word(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """(start, end) in the leg. A word belongs to the span its end is in (less
+        one frame: the last word of a span may end right at the next one). An
+        utterance's first word takes the frames before it, which in the stream are
+        the end of the span before: its start is then that of its own span."""
+        spans = [s for s, _ in self.starts]
+        index = max(0, bisect.bisect_right(spans, (end_s - _FRAME_S) * self.rate) - 1)
         stream_start, leg_start = self.starts[index]
-        return (sample - stream_start + leg_start) / self.rate
+
+        def leg(stream_s: float) -> float:
+            return (max(stream_s * self.rate, stream_start) - stream_start + leg_start) / self.rate
+
+        return leg(start_s), leg(end_s)
 
 
 def _segments_from_results(
-    results: Iterable[dict[str, Any]], leg: LegName, *, clock: Callable[[float], float],
-    limit: float
+    results: Iterable[dict[str, Any]], leg: LegName, *, clock: _StreamClock, limit: float
 ) -> list[Segment]:
     """Vosk final results to segments, times through ``clock`` (stream to leg);
     results without words (silence) are dropped."""
@@ -306,12 +315,13 @@ def _segments_from_results(
         words = [
             Word(
                 w=str(item["word"]),
-                start=round(min(limit, clock(float(item["start"]))), 3),
-                end=round(min(limit, clock(float(item["end"]))), 3),
+                start=round(min(limit, start), 3),
+                end=round(min(limit, end), 3),
                 conf=round(float(item.get("conf", 1.0)), 3),
             )
             for item in res.get("result") or []
             if str(item.get("word", "")).strip()
+            for start, end in [clock.word(float(item["start"]), float(item["end"]))]
         ]
         if not words:
             continue

@@ -107,6 +107,8 @@ def test_skipping_silence_keeps_times_from_the_legs_start() -> None:
     assert 0.3 <= segments[0].start <= 1.5  # ground truth: 0.5-6.0 s
     later = [s for s in segments if s.start > 10]
     assert later and 13.5 <= later[0].start <= 15.5  # the agent's next turn: 14.4 s
+    # No word reaches back over the silence skipped before its stretch.
+    assert all(w.end - w.start < 2.0 for s in segments for w in s.words)
 
 
 def test_the_narrow_search_and_the_models_own_hear_the_same_words(

@@ -42,11 +42,12 @@ class FakeVosk:
 def test_the_stream_clock_maps_each_span_back_to_its_place_in_the_leg() -> None:
     # Spans at 2-4 s and 10-11 s of the leg, fed back to back after 1 s fed before.
     clock = _StreamClock([(1 * RATE, 2 * RATE), (3 * RATE, 10 * RATE)], RATE)
-    assert clock(1.0) == 2.0
-    assert clock(2.5) == 3.5
-    assert clock(3.0) == 10.0
-    assert clock(3.75) == 10.75
-    assert clock(0.5) == 1.5  # before the first span: counted from it
+    assert clock.word(1.0, 1.5) == (2.0, 2.5)
+    assert clock.word(2.5, 3.0) == (3.5, 4.0)  # ends right where the next span begins
+    assert clock.word(3.25, 3.75) == (10.25, 10.75)
+    # The first word of an utterance in the second span, which Vosk starts in the
+    # frames before it (the end of the first span), starts with its span.
+    assert clock.word(2.97, 3.5) == (10.0, 10.5)
 
 
 def test_spans_end_utterances_without_dropping_the_adaptation_until_the_leg_ends() -> None:
