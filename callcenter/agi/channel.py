@@ -388,7 +388,9 @@ class AgiChannel:
         response = await self.execute(
             "RECORD FILE", *args, response_timeout_s=max_ms / 1000 + self.command_timeout_s
         )
-        return _digit_from_result(response)
+        # Only "(dtmf)" carries a key. After "(timeout)" the result is what Asterisk's
+        # last wait for a frame left over, in ms (16: the recording ran to max_ms).
+        return _digit_from_result(response) if response.data.startswith("dtmf") else ""
 
     async def get_data(
         self, prompt: str, timeout_ms: int = DEFAULT_TIMEOUT_MS, max_digits: int = 1

@@ -65,11 +65,14 @@ class SpeakingAsterisk(FakeAsterisk):
             return f"200 result={ord(step[4:])} (dtmf) endpos=800"
         path = self.recordings / (args[1].removeprefix(ASTERISK_DIR + "/") + ".wav")
         path.parent.mkdir(parents=True, exist_ok=True)
-        samples = voice(1.2) if step in ("speech", "HANGUP") else np.zeros(RATE, np.int16)
+        samples = voice(1.2) if step != "silence" else np.zeros(RATE, np.int16)
         write_wav(path, samples, RATE)
         if step == "HANGUP":
             self.dead = True
             return "HANGUP"
+        if step == "speech to the limit":
+            # Asterisk then answers with the ms its last wait for a frame had left.
+            return "200 result=16 (timeout) endpos=40000"
         return "200 result=0 (timeout) endpos=9600"
 
 
@@ -133,6 +136,14 @@ async def test_silence_before_speaking_is_waited_through(rig: Rig) -> None:
     assert len(record_args(peer)) == 2
     assert len(rig.recognizer.heard) == 1  # the silent recording was never decoded
     assert not list(rig.recordings.rglob("main-1.wav"))  # ... and not kept
+
+
+async def test_a_recording_that_ran_to_its_limit_is_speech_not_a_key(rig: Rig) -> None:
+    rig.recognizer.choices = ["consultation"]
+    peer = await rig.call(SpeakingAsterisk(records=["speech to the limit"]))
+    got = peer.vars_set()
+    assert (got[VAR_QUEUE], got[VAR_IVR_DIGITS], got[VAR_IVR_INTENT]) == (
+        "consultation", "", "consultation")
 
 
 async def test_a_key_during_listening_wins(rig: Rig) -> None:
