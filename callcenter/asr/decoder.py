@@ -268,7 +268,7 @@ class _Recognizer:
         if not starts:
             return []
         results.append(json.loads(self._finish(running, rate)))
-        return _segments_from_results(results, leg, clock=_StreamClock(starts, rate),
+        return _segments_from_results(results, leg, clock=_StreamClock.of(starts, rate),
                                       limit=total)
 
     def _finish(self, running: bool, rate: int) -> str:
@@ -287,17 +287,23 @@ class _StreamClock:
     """A word's times in the recognizer's stream to times in the leg, for spans fed
     back to back."""
 
-    starts: list[tuple[int, int]]  # (stream sample, leg sample) of each span, in order
+    stream_starts: tuple[int, ...]  # stream sample where each span begins, in order
+    leg_starts: tuple[int, ...]  # ... and the leg sample it begins at
     rate: int
+
+    @classmethod
+    def of(cls, starts: Sequence[tuple[int, int]], rate: int) -> _StreamClock:
+        """From (stream sample, leg sample) pairs, one per span."""
+        return cls(tuple(s for s, _ in starts), tuple(leg for _, leg in starts), rate)
 
     def word(self, start_s: float, end_s: float) -> tuple[float, float]:
         """(start, end) in the leg. A word belongs to the span its end is in (less
         one frame: the last word of a span may end right at the next one). An
         utterance's first word takes the frames before it, which in the stream are
         the end of the span before: its start is then that of its own span."""
-        spans = [s for s, _ in self.starts]
-        index = max(0, bisect.bisect_right(spans, (end_s - _FRAME_S) * self.rate) - 1)
-        stream_start, leg_start = self.starts[index]
+        at = (end_s - _FRAME_S) * self.rate
+        index = max(0, bisect.bisect_right(self.stream_starts, at) - 1)
+        stream_start, leg_start = self.stream_starts[index], self.leg_starts[index]
 
         def leg(stream_s: float) -> float:
             return (max(stream_s * self.rate, stream_start) - stream_start + leg_start) / self.rate

@@ -41,7 +41,7 @@ class FakeVosk:
 
 def test_the_stream_clock_maps_each_span_back_to_its_place_in_the_leg() -> None:
     # Spans at 2-4 s and 10-11 s of the leg, fed back to back after 1 s fed before.
-    clock = _StreamClock([(1 * RATE, 2 * RATE), (3 * RATE, 10 * RATE)], RATE)
+    clock = _StreamClock.of([(1 * RATE, 2 * RATE), (3 * RATE, 10 * RATE)], RATE)
     assert clock.word(1.0, 1.5) == (2.0, 2.5)
     assert clock.word(2.5, 3.0) == (3.5, 4.0)  # ends right where the next span begins
     assert clock.word(3.25, 3.75) == (10.25, 10.75)
