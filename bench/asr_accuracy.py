@@ -169,20 +169,17 @@ def transcripts(calls: list[dict[str, Any]], jobs: int, refresh: bool, *,
 def first_pass_cer(calls: list[dict[str, Any]], timelines: dict[str, Timeline]) -> str:
     """The first pass's character error rate per leg against the timeline text (what
     skipping silence, ``CALLCENTER_ASR_SKIP_SILENCE``, must not make worse)."""
-    from asr_cer import edit_distance, normalize
+    from asr_cer import Item, Tally
 
-    errors = {"caller": 0, "agent": 0}
-    chars = {"caller": 0, "agent": 0}
-    for m in calls:
-        for leg in errors:
-            ref = normalize("".join(t["text"] for t in m["timeline"] if t["who"] == leg))
-            hyp = normalize("".join(s.text for s in timelines[m["id"]].segments if s.leg == leg))
-            errors[leg] += edit_distance(ref, hyp)
-            chars[leg] += len(ref)
-    legs = ", ".join(f"{leg} {errors[leg] / max(1, chars[leg]):.2%}" for leg in errors)
+    legs = {leg: Tally(leg, [
+        Item(m["id"], "".join(t["text"] for t in m["timeline"] if t["who"] == leg),
+             "".join(s.text for s in timelines[m["id"]].segments if s.leg == leg))
+        for m in calls
+    ]) for leg in ("caller", "agent")}
+    both = Tally("both", [i for tally in legs.values() for i in tally.items])
     vad = "skipping silence" if skip_silence() else "whole legs"
-    return (f"first pass CER ({vad}): {legs}, both "
-            f"{sum(errors.values()) / max(1, sum(chars.values())):.2%}")
+    return f"first pass CER ({vad}): " + ", ".join(
+        f"{t.label} {t.cer:.2%}" for t in (*legs.values(), both))
 
 
 def rule_label(meta: dict[str, Any], rule: str) -> bool | None:
