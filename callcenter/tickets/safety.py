@@ -183,9 +183,7 @@ def negated(text: str, start: int, rules: SafetyRules | None = None) -> bool:
     lo = max(0, start - rules.negation_window)
     for word in rules.negation_words:
         at = text.rfind(word, lo, start)
-        # 是不是 (is it ...?) is a hedge, not a negation.
-        hedge = text[max(0, at - 1) : at + 2] == "是不是"
-        if at >= 0 and not hedge and not text.startswith(_NOT_NEGATING, at):
+        if at >= 0 and not _hedge(text, at) and not text.startswith(_NOT_NEGATING, at):
             return True
     return False
 
@@ -208,9 +206,15 @@ def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
     return False
 
 
+def _hedge(text: str, at: int) -> bool:
+    """The 不 of 是不是 (is it ...?): a hedge, not a negation."""
+    return text[max(0, at - 1) : at + 2] == "是不是"
+
+
 def _asks(text: str, at: int) -> bool:
-    """A negation that is half of a question (是不是, 有没有), not a negation."""
-    return text[max(0, at - 1) : at + 2] == "是不是" or text[max(0, at - 1) : at + 1] == "有没"
+    """A negation that is half of a question (是不是, 有没有), not a negation. Only
+    inside a hit: before one, 没有没有 would read as 有没."""
+    return _hedge(text, at) or text[max(0, at - 1) : at + 1] == "有没"
 
 
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
