@@ -58,6 +58,8 @@ class Thresholds:
 
     p1_probability: float = 0.4
     p1_possible: float = 0.15
+    p1_disputed: float = 0.05
+    basic_need_p2: float = 0.25
     agent_weight: float = 0.5
     statement: float = 0.8
     confidence: float = 0.5
@@ -106,12 +108,14 @@ def _category(
 ) -> tuple[str, list[str], bool]:
     """(category, evidence, unsure): the model's, which learned the corpus's
     conventions (several problems: the most urgent one's category; a complaint about
-    a danger not handled is a complaint). A danger is never just a question; a model
-    category that no hazard found supports is asked of the agent."""
+    a danger not handled is a complaint). A model category that no hazard found
+    supports is asked of the agent, a question included: on the corpus, taking the
+    hazard's category for a call the model read as a question mended 2 calls and
+    broke 38 (drills, past fires, what-ifs); the urgency stays P1 all the same."""
     evidence = _model_evidence(pred)
     if safety.is_p1 and pred.label == "consultation":
         category = HAZARD_CATEGORY[safety.hazards[0]]
-        return category, [f"safety {safety.hazards[0]} → {category}", *evidence], True
+        return pred.label, [*evidence, f"safety {safety.hazards[0]} points to {category}"], True
     hazard_categories = {HAZARD_CATEGORY[h] for h in safety.hazards if h in DEFINITE_HAZARDS}
     if hazard_categories and pred.label not in hazard_categories | {"complaint"}:
         names = "、".join(sorted(hazard_categories))
@@ -123,10 +127,15 @@ def _urgency(
     pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds
 ) -> tuple[str, list[str], bool]:
     """(urgency, evidence, unsure): recall first for P1; a basic need of the home
-    the caller lacks (``needs``) makes a problem at least P2."""
-    if safety.is_p1:
-        return "P1", ["safety " + "; ".join(safety.evidence())], False
+    the caller lacks (``needs``) makes a problem P2 where the model finds P2
+    plausible too."""
     p1 = pred.probabilities.get("P1", 0.0)
+    if safety.is_p1:
+        # Recall first: the rules' P1 stands; one the model finds unlikely is asked.
+        evidence = ["safety " + "; ".join(safety.evidence())]
+        if p1 < t.p1_disputed:
+            return "P1", [*evidence, f"model P1 only {p1:.2f}"], True
+        return "P1", evidence, False
     # The model alone: a likely P1, or a possible one where a danger was mentioned
     # (negated, hypothetical or without its second sign): the agent confirms.
     if p1 >= t.p1_probability or (p1 >= t.p1_possible and safety.doubtful):
@@ -139,7 +148,13 @@ def _urgency(
         # A question: nothing to fix, whatever the words resemble.
         return "P4", evidence, unsure or pred.label != "P4"
     if needs.is_p1:
-        return "P2", ["basic need " + "; ".join(needs.evidence()), *evidence], False
+        need = "basic need " + "; ".join(needs.evidence())
+        if pred.probabilities.get("P2", 0.0) >= t.basic_need_p2:
+            return "P2", [need, *evidence], False
+        # The model reads the words around it as less (one tap of several, a
+        # neighbour's outage): its urgency stands, and the agent is asked.
+        evidence, unsure = [*evidence, f"{need} (not counted: model P2 below "
+                            f"{t.basic_need_p2:g})"], True
     if pred.label == "P4":
         # Something to fix is at least an ordinary problem.
         return "P3", evidence, True

@@ -30,6 +30,7 @@ BASIC_NEEDS_FILE = Path(__file__).with_name("basic_needs.yaml")
 DEFINITE_HAZARDS = frozenset({
     "gas", "fire", "electrical_fire", "flood", "burst_pipe", "lift_trapped", "live_wire",
     "falling_object", "tree_down", "locked_in", "missing_person", "violence", "lift_fault",
+    "dog_attack",
 })
 HAZARD_CATEGORY = {
     "gas": "engineering",
@@ -47,6 +48,7 @@ HAZARD_CATEGORY = {
     "missing_person": "security",
     "violence": "security",
     "lift_fault": "engineering",
+    "dog_attack": "security",
     "urgent_plea": "engineering",
 }
 

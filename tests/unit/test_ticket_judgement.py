@@ -153,3 +153,49 @@ def test_trained_models_are_kept_on_disk_and_a_corrupt_copy_is_retrained(
         assert again.category.labels == first.category.labels
     finally:
         learned.trained.cache_clear()
+
+
+class _Fixed:
+    """A model that reads every document the same way (the rules are what is tested)."""
+
+    def __init__(self, probabilities: dict[str, float]) -> None:
+        self.probabilities = probabilities
+
+    def predict(self, doc: object, *, top: int = 5) -> learned.Prediction:
+        label = max(self.probabilities, key=lambda k: self.probabilities[k])
+        return learned.Prediction(label, self.probabilities, ("fixed",))
+
+
+def _models(urgency: dict[str, float]) -> learned.Models:
+    category = _Fixed({"engineering": 0.9, "consultation": 0.1})
+    fixed = _Fixed(urgency)
+    return learned.Models(category, fixed, _Fixed({"minor": 1.0}), category, fixed)  # type: ignore[arg-type]
+
+
+def test_a_safety_p1_the_model_finds_unlikely_stays_p1_and_is_asked() -> None:
+    text = "楼道里的插座冒烟了，一股焦味"
+    doubted = judge(text, "1", models=_models({"P1": 0.01, "P2": 0.04, "P3": 0.95}))
+    assert doubted.urgency == "P1" and "urgency" in doubted.needs_confirmation
+    assert "model P1 only 0.01" in doubted.evidence["urgency"]
+    agreed = judge(text, "1", models=_models({"P1": 0.3, "P2": 0.1, "P3": 0.6}))
+    assert agreed.urgency == "P1" and "urgency" not in agreed.needs_confirmation
+
+
+def test_a_basic_need_the_model_reads_as_less_keeps_the_model_urgency_and_asks() -> None:
+    text = "阳台那个龙头不出水了，厨房卫生间都有水"
+    less = judge(text, "1", models=_models({"P1": 0.0, "P2": 0.1, "P3": 0.85, "P4": 0.05}))
+    assert less.urgency == "P3" and "urgency" in less.needs_confirmation
+    assert any("basic need no_water" in e and "not counted" in e
+               for e in less.evidence["urgency"])
+    raised = judge(text, "1", models=_models({"P1": 0.0, "P2": 0.3, "P3": 0.65, "P4": 0.05}))
+    assert raised.urgency == "P2"
+
+
+def test_a_danger_in_a_call_the_model_reads_as_a_question_stays_p1_and_asks() -> None:
+    question = _Fixed({"consultation": 0.8, "engineering": 0.2})
+    urgency = _Fixed({"P1": 0.1, "P3": 0.2, "P4": 0.7})
+    models = learned.Models(question, urgency, _Fixed({"minor": 1.0}), question, urgency)  # type: ignore[arg-type]
+    j = judge("我想问问，楼道里的插座冒烟了，一股焦味", "3", models=models)
+    assert (j.category, j.urgency) == ("consultation", "P1")
+    assert "category" in j.needs_confirmation
+    assert "safety electrical_fire points to engineering" in j.evidence["category"]

@@ -29,6 +29,9 @@ from callcenter.tickets.safety import read_safety
         ("大风把门口那棵大树刮倒了，横在路上", "tree_down"),
         ("电 梯 困 人 了 快 来 人", "lift_trapped"),  # recognised speech: spaces
         ("没 起 味 好 大", "gas"),  # 煤气 misheard as 没起
+        ("整栋楼里烟越来越大，我们下不去", "fire"),
+        ("我们俩被困在这个铁盒子里头，不上不下的，按啥都没反应", "lift_trapped"),
+        ("那条大狗又没拴，刚才扑上来把我孙子咬了", "dog_attack"),
     ],
 )
 def test_hazards_make_p1(text: str, hazard: str) -> None:
@@ -53,6 +56,11 @@ def test_hazards_make_p1(text: str, hazard: str) -> None:
         "草坪边上的取水龙头断了，水一直往外冒",  # a garden tap, not a flood
         "水槽下面的管子脱了，水漏到柜子里了",  # a loose drain hose
         "有辆车的报警器一直响，吵得睡不着",  # a car alarm, not a gas alarm
+        "明天消防演练要放烟雾，我家孩子有哮喘，会不会飘进来",  # a drill, not a fire
+        "两天前我在台阶上摔骨折了，打了石膏，你们台阶上的冰也不扫",  # treated, past
+        "我妈摔伤了，现在住院了，就是那段楼梯的灯一直不亮",  # in care now
+        "上个月被狗咬了一口，疫苗打完了，想问问医药费找谁要",  # past, the dog not said loose
+        "对门的狗老冲人叫，她说狗不咬人，可我还是怕",  # negated
     ],
 )
 def test_not_p1(text: str) -> None:
