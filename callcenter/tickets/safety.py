@@ -49,6 +49,8 @@ HAZARD_CATEGORY = {
     "violence": "security",
     "lift_fault": "engineering",
     "dog_attack": "security",
+    "deep_water": "engineering",
+    "safety_equipment": "engineering",
     "urgent_plea": "engineering",
 }
 

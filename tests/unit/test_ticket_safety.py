@@ -32,6 +32,9 @@ from callcenter.tickets.safety import read_safety
         ("整栋楼里烟越来越大，我们下不去", "fire"),
         ("我们俩被困在这个铁盒子里头，不上不下的，按啥都没反应", "lift_trapped"),
         ("那条大狗又没拴，刚才扑上来把我孙子咬了", "dog_attack"),
+        ("地下车库进水了，水都到膝盖了，还有人在里面挪车", "deep_water"),
+        ("电梯门老夹人，今天又把一个小孩的胳膊夹了", "lift_fault"),
+        ("楼道的消火栓箱打开是空的，水带水枪都没了", "safety_equipment"),
     ],
 )
 def test_hazards_make_p1(text: str, hazard: str) -> None:
@@ -61,6 +64,8 @@ def test_hazards_make_p1(text: str, hazard: str) -> None:
         "我妈摔伤了，现在住院了，就是那段楼梯的灯一直不亮",  # in care now
         "上个月被狗咬了一口，疫苗打完了，想问问医药费找谁要",  # past, the dog not said loose
         "对门的狗老冲人叫，她说狗不咬人，可我还是怕",  # negated
+        "我家那个灭火器过期了，压力表指到红的了，扔哪里",  # the household's own
+        "淋浴房下水慢，洗个澡脚下的水能积到脚脖子",  # ankle-deep: a slow drain
     ],
 )
 def test_not_p1(text: str) -> None:
