@@ -56,8 +56,8 @@ _QUESTION = re.compile(
 class Thresholds:
     """The defaults are judgement.yaml's, which sets them all."""
 
-    p1_probability: float = 0.4
-    p1_possible: float = 0.15
+    p1_probability: float = 0.45
+    p1_possible: float = 0.2
     p1_disputed: float = 0.05
     basic_need_p2: float = 0.25
     agent_weight: float = 0.5
