@@ -60,6 +60,7 @@ class Thresholds:
     p1_possible: float = 0.2
     p1_disputed: float = 0.05
     basic_need_p2: float = 0.25
+    department_p4: float = 0.5
     agent_weight: float = 0.5
     statement: float = 0.8
     confidence: float = 0.5
@@ -155,9 +156,10 @@ def _urgency(
         # neighbour's outage): its urgency stands, and the agent is asked.
         evidence, unsure = [*evidence, f"{need} (not counted: model P2 below "
                             f"{t.basic_need_p2:g})"], True
-    if pred.label == "P4":
-        # Something to fix is at least an ordinary problem.
-        return "P3", evidence, True
+    if pred.label == "P4" and pred.probabilities.get("P4", 0.0) < t.department_p4:
+        # A department's service request (nothing wrong) is P4, but a problem read
+        # as one would wait twice as long: P4 needs the model's clear reading.
+        return "P3", [*evidence, f"model P4 below {t.department_p4:g}"], True
     return pred.label, evidence, unsure
 
 
@@ -270,6 +272,9 @@ def judge(
     severity, details = None, {}
     if category == "complaint":
         sev_pred = models.severity.predict(doc)
+        if agent_doc.chars:
+            sev_pred = learned.blend(sev_pred, models.agent_severity.predict(agent_doc),
+                                     t.agent_weight)
         severity, evidence["severity"], unsure["severity"] = _severity(
             sev_pred, normalise(caller_text), rules
         )

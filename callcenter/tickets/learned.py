@@ -217,6 +217,7 @@ class Models:
     # From the agent's words of whole calls: agents restate and name the problem.
     agent_category: TextModel
     agent_urgency: TextModel
+    agent_severity: TextModel
 
 
 def agent_document(text: str) -> str:
@@ -257,8 +258,10 @@ def train(examples: Sequence[Example]) -> Models:
         "severity": lambda: _model(said, complaints, lambda e: e.severity),
         "agent_category": lambda: _model(answered, calls, lambda e: e.category),
         "agent_urgency": lambda: _model(answered, calls, lambda e: e.urgency),
+        "agent_severity": lambda: _model(
+            answered, [e for e in calls if e.category == "complaint"], lambda e: e.severity),
     }
-    # The solver runs without the GIL: the five models train side by side.
+    # The solver runs without the GIL: the models train side by side.
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         return Models(**{name: f.result() for name, f in futures.items()})

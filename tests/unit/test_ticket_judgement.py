@@ -169,7 +169,8 @@ class _Fixed:
 def _models(urgency: dict[str, float]) -> learned.Models:
     category = _Fixed({"engineering": 0.9, "consultation": 0.1})
     fixed = _Fixed(urgency)
-    return learned.Models(category, fixed, _Fixed({"minor": 1.0}), category, fixed)  # type: ignore[arg-type]
+    severity = _Fixed({"minor": 1.0})
+    return learned.Models(category, fixed, severity, category, fixed, severity)  # type: ignore[arg-type]
 
 
 def test_a_safety_p1_the_model_finds_unlikely_stays_p1_and_is_asked() -> None:
@@ -194,8 +195,20 @@ def test_a_basic_need_the_model_reads_as_less_keeps_the_model_urgency_and_asks()
 def test_a_danger_in_a_call_the_model_reads_as_a_question_stays_p1_and_asks() -> None:
     question = _Fixed({"consultation": 0.8, "engineering": 0.2})
     urgency = _Fixed({"P1": 0.1, "P3": 0.2, "P4": 0.7})
-    models = learned.Models(question, urgency, _Fixed({"minor": 1.0}), question, urgency)  # type: ignore[arg-type]
+    models = learned.Models(question, urgency, _Fixed({"minor": 1.0}), question, urgency,
+                            _Fixed({"minor": 1.0}))  # type: ignore[arg-type]
     j = judge("我想问问，楼道里的插座冒烟了，一股焦味", "3", models=models)
     assert (j.category, j.urgency) == ("consultation", "P1")
     assert "category" in j.needs_confirmation
     assert "safety electrical_fire points to engineering" in j.evidence["category"]
+
+
+def test_a_department_request_is_p4_only_on_the_model_s_clear_reading() -> None:
+    # Outside consultation a P4 is a service request; a problem read as one would
+    # wait 48 h instead of 24, so a doubtful P4 becomes P3 and is asked.
+    text = "我们全家下个月出国，麻烦巡逻的保安帮忙看一下门窗"
+    clear = judge(text, "0", models=_models({"P1": 0.0, "P2": 0.0, "P3": 0.2, "P4": 0.8}))
+    assert clear.urgency == "P4"
+    doubtful = judge(text, "0", models=_models({"P1": 0.0, "P2": 0.1, "P3": 0.42, "P4": 0.48}))
+    assert doubtful.urgency == "P3" and "urgency" in doubtful.needs_confirmation
+    assert any("model P4 below 0.5" in e for e in doubtful.evidence["urgency"])
