@@ -72,6 +72,7 @@ class JudgementRules:
     thresholds: Thresholds
     major_signs: dict[str, re.Pattern[str]]
     details: dict[str, re.Pattern[str]]
+    all_clear: re.Pattern[str]
 
 
 @lru_cache(maxsize=2)
@@ -82,6 +83,7 @@ def load_rules(path: Path = JUDGEMENT_FILE) -> JudgementRules:
         thresholds=Thresholds(**{k: float(v) for k, v in data["thresholds"].items()}),
         major_signs={str(k): re.compile(str(v)) for k, v in data["major_signs"].items()},
         details={str(k): re.compile(str(v)) for k, v in data["complaint_details"].items()},
+        all_clear=re.compile(str(data["all_clear"])),
     )
 
 
@@ -125,13 +127,15 @@ def _category(
 
 
 def _urgency(
-    pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds
+    pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds,
+    all_clear: str | None = None,
 ) -> tuple[str, list[str], bool]:
     """(urgency, evidence, unsure): recall first for P1; a basic need of the home
     the caller lacks (``needs``) makes a problem P2 where the model finds P2
-    plausible too."""
+    plausible too; ``all_clear``: the words of a question's caller that nothing is
+    wrong now, which leave the safety rules' P1 to the model."""
     p1 = pred.probabilities.get("P1", 0.0)
-    if safety.is_p1:
+    if safety.is_p1 and not all_clear:
         # Recall first: the rules' P1 stands; one the model finds unlikely is asked.
         evidence = ["safety " + "; ".join(safety.evidence())]
         if p1 < t.p1_disputed:
@@ -139,12 +143,14 @@ def _urgency(
         return "P1", evidence, False
     # The model alone: a likely P1, or a possible one where a danger was mentioned
     # (negated, hypothetical or without its second sign): the agent confirms.
-    if p1 >= t.p1_probability or (p1 >= t.p1_possible and safety.doubtful):
+    danger_named = safety.doubtful or safety.is_p1
+    if p1 >= t.p1_probability or (p1 >= t.p1_possible and danger_named):
         return "P1", [*_model_evidence(pred), *safety.evidence()], True
     evidence = _model_evidence(pred)
-    unsure = _unsure(pred, t) or safety.doubtful
-    if safety.doubtful:
-        evidence.append("safety not counted: " + "; ".join(safety.evidence()))
+    unsure = _unsure(pred, t) or danger_named
+    if danger_named:
+        said = f" (the caller said {all_clear})" if safety.is_p1 else ""
+        evidence.append(f"safety not counted{said}: " + "; ".join(safety.evidence()))
     if category == "consultation":
         # A question: nothing to fix, whatever the words resemble.
         return "P4", evidence, unsure or pred.label != "P4"
@@ -239,6 +245,7 @@ def judge(
     models = models or learned.trained()
     rules = rules or load_rules()
     t = rules.thresholds
+    flat = normalise(caller_text)
     doc = learned.reading(learned.document(caller_text, key))
     safety = read_safety(caller_text, safety_rules)
     cat_pred, urg_pred = models.category.predict(doc), models.urgency.predict(doc)
@@ -250,7 +257,9 @@ def judge(
                                  t.agent_weight)
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
     needs = read_basic_needs(caller_text)
-    urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t)
+    clear = rules.all_clear.search(flat) if category == "consultation" else None
+    urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
+                                                 clear.group(0) if clear else None)
     if category == "consultation":
         turns = [s for turn in (statements or [caller_text]) for s in sentences(turn)]
         stated = _stated_problem(turns, key, models, t)
@@ -262,7 +271,7 @@ def judge(
         # The caller chose the IVR's safety emergency: P1 until a person says otherwise.
         urgency, urg_unsure = "P1", True
         urg_evidence = [f"IVR keys {key.strip()}: safety emergency", *urg_evidence]
-    if not normalise(caller_text):
+    if not flat:
         # Nothing heard from the caller: the IVR key is all there is to go on.
         cat_unsure = urg_unsure = True
         cat_evidence = ["nothing said by the caller: from the IVR key", *cat_evidence]
@@ -276,7 +285,7 @@ def judge(
             sev_pred = learned.blend(sev_pred, models.agent_severity.predict(agent_doc),
                                      t.agent_weight)
         severity, evidence["severity"], unsure["severity"] = _severity(
-            sev_pred, normalise(caller_text), rules
+            sev_pred, flat, rules
         )
         probabilities["severity"] = sev_pred.probabilities
         details = complaint_details(caller_text, rules)

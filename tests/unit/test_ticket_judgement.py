@@ -212,3 +212,19 @@ def test_a_department_request_is_p4_only_on_the_model_s_clear_reading() -> None:
     doubtful = judge(text, "0", models=_models({"P1": 0.0, "P2": 0.1, "P3": 0.42, "P4": 0.48}))
     assert doubtful.urgency == "P3" and "urgency" in doubtful.needs_confirmation
     assert any("model P4 below 0.5" in e for e in doubtful.evidence["urgency"])
+
+
+def test_a_question_whose_caller_says_nothing_is_wrong_now_leaves_p1_to_the_model() -> None:
+    question = _Fixed({"consultation": 0.9, "engineering": 0.1})
+    calm = _Fixed({"P1": 0.02, "P3": 0.08, "P4": 0.9})
+    models = learned.Models(question, calm, _Fixed({"minor": 1.0}), question, calm,
+                            _Fixed({"minor": 1.0}))  # type: ignore[arg-type]
+    past = "我想问一下，阳台着火那次，保险公司要一份火灾证明，在哪里开，我家现在都好好的"
+    j = judge(past, "3", models=models)
+    assert j.urgency == "P4" and "urgency" in j.needs_confirmation
+    assert any("the caller said 现在都好好的" in e for e in j.evidence["urgency"])
+    # The same words in a call judged a report: the rules' P1 stands.
+    report = _models({"P1": 0.02, "P3": 0.08, "P4": 0.9})
+    assert judge(past, "1", models=report).urgency == "P1"
+    # A question without the all-clear: recall first.
+    assert judge("我想问问，楼道里有煤气味怎么回事", "3", models=models).urgency == "P1"
