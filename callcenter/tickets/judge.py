@@ -57,7 +57,7 @@ class Thresholds:
     """The defaults are judgement.yaml's, which sets them all."""
 
     p1_probability: float = 0.45
-    p1_possible: float = 0.2
+    p1_possible: float = 0.15
     p1_disputed: float = 0.05
     basic_need_p2: float = 0.25
     department_p4: float = 0.5
