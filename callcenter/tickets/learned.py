@@ -248,6 +248,7 @@ def _model(
 def train(examples: Sequence[Example]) -> Models:
     complaints = [e for e in examples if e.category == "complaint"]
     calls = [e for e in examples if e.agent]
+    complaint_calls = [e for e in complaints if e.agent]
     # Each document is read (its sounds looked up) once, for all the models that learn
     # from it: the lookup is plain Python and would hold the others up.
     said = {e.id: reading(document(e.text, e.key)) for e in examples}
@@ -258,8 +259,7 @@ def train(examples: Sequence[Example]) -> Models:
         "severity": lambda: _model(said, complaints, lambda e: e.severity),
         "agent_category": lambda: _model(answered, calls, lambda e: e.category),
         "agent_urgency": lambda: _model(answered, calls, lambda e: e.urgency),
-        "agent_severity": lambda: _model(
-            answered, [e for e in calls if e.category == "complaint"], lambda e: e.severity),
+        "agent_severity": lambda: _model(answered, complaint_calls, lambda e: e.severity),
     }
     # The solver runs without the GIL: the models train side by side.
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
