@@ -118,9 +118,14 @@ async def test_an_agent_works_a_call_in_the_console(
         await page.click("button[data-action=logout]")
         await expect(page.locator("#state")).to_have_attribute("data-state", "logged_out")
         await expect(page.locator("#state")).to_have_text("已签出")
-        await page.click("button[data-action=login]")
-        # Out of the repair queue, and into it again (a queue of their own choosing).
+        # Live updates change the queue rows in place: a button replaced while the agent
+        # clicks it would swallow the click (the state change below re-renders them).
         repair = page.locator("tr[data-queue=repair]")
+        await repair.locator("button").evaluate("button => { button.dataset.kept = 'yes'; }")
+        await page.click("button[data-action=login]")
+        await expect(page.locator("#state")).to_have_attribute("data-state", "available")
+        await expect(repair.locator("button")).to_have_attribute("data-kept", "yes")
+        # Out of the repair queue, and into it again (a queue of their own choosing).
         await repair.locator("button[data-queue-action=leave]").click()
         await expect(repair).to_have_attribute("data-in", "false")
         await repair.locator("button[data-queue-action=join]").click()

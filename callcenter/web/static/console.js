@@ -22,18 +22,39 @@ function renderState(view) {
   $("state-reason").textContent = view.reason ? `(${say(`console.reason.${view.reason}`)})` : "";
   $("state-since").textContent = view.since ? new Date(view.since).toLocaleTimeString() : "";
   $("pending").textContent = view.pending ? say("console.pending", {action: view.pending[0]}) : "";
-  const rows = Object.entries(view.queues).map(([name, q]) =>
-    `<tr data-queue="${escape(name)}" data-in="${q.in}"><td>${escape(t[`queue.${name}`] || name)}</td>` +
-    `<td>${q.waiting}</td><td>${q.longest_wait_s}</td><td><button type="button" ` +
-    `data-queue-action="${q.in ? "leave" : "join"}">` +
-    `${escape(say(q.in ? "console.queue.leave" : "console.queue.join"))}</button></td></tr>`);
-  $("queue-rows").innerHTML = rows.join("");
+  renderQueues(view.queues);
 }
 
-function escape(text) {
-  const node = document.createElement("span");
-  node.textContent = text ?? "";
-  return node.innerHTML;
+// The queue rows are updated in place, never rebuilt: the figures change every few
+// seconds, and a button replaced between the agent's mouse-down and mouse-up
+// swallows the click.
+function renderQueues(queues) {
+  const body = $("queue-rows");
+  const rows = new Map([...body.rows].map((row) => [row.dataset.queue, row]));
+  Object.entries(queues).forEach(([name, q], index) => {
+    let row = rows.get(name);
+    rows.delete(name);
+    if (!row) row = newQueueRow(body, name);
+    row.dataset.in = String(q.in);
+    row.cells[1].textContent = q.waiting;
+    row.cells[2].textContent = q.longest_wait_s;
+    const button = row.querySelector("button");
+    button.dataset.queueAction = q.in ? "leave" : "join";
+    button.textContent = say(q.in ? "console.queue.leave" : "console.queue.join");
+    if (body.rows[index] !== row) body.insertBefore(row, body.rows[index] || null);
+  });
+  for (const gone of rows.values()) gone.remove();
+}
+
+function newQueueRow(body, name) {
+  const row = body.insertRow();
+  row.dataset.queue = name;
+  for (let i = 0; i < 4; i++) row.insertCell();
+  row.cells[0].textContent = t[`queue.${name}`] || name;
+  const button = document.createElement("button");
+  button.type = "button";
+  row.cells[3].append(button);
+  return row;
 }
 
 async function showPop(callId) {
@@ -58,7 +79,11 @@ async function showPop(callId) {
     item.textContent = `${ticket.number} · ${say(`category.${ticket.category}`)} · ${ticket.urgency} · ${ticket.status} · ${ticket.description}`;
     list.append(item);
   }
-  if (!pop.tickets.length) list.innerHTML = `<li>${escape(say("console.no_tickets"))}</li>`;
+  if (!pop.tickets.length) {
+    const item = document.createElement("li");
+    item.textContent = say("console.no_tickets");
+    list.append(item);
+  }
   fillForm(pop.form);
   showToConfirm(pop.confirm || {});
 }
