@@ -469,9 +469,10 @@ class Machine:
                                              state, spec.reason, spec.since or e.at,
                                              queues_off=spec.queues_off)
             else:
+                # Definitions only: the queues an agent left are the machine's own (the
+                # store's copy may lag behind a leave whose write is still under way).
                 agent.name, agent.endpoint, agent.skills = spec.name, spec.endpoint, dict(
                     spec.skills)
-                agent.queues_off = spec.queues_off
         known = {spec.id for spec in e.agents}
         for agent_id, agent in list(self.agents.items()):
             if agent_id not in known and agent.call_id is None:

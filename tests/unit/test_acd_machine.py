@@ -545,3 +545,11 @@ def test_an_agent_leaves_and_joins_one_queue() -> None:
     assert writes(out, "set_agent_queues_off")[0].kwargs == {"queues": []}
     assert [o.agent_id for o in of(cmd.Originate, out)] == ["a1"]  # the waiting call now
     assert not h.feed(ev.AgentRequest(h.at(4), "a1", "leave", "nowhere", "web:a1"))
+
+
+def test_a_reload_of_agent_definitions_keeps_the_queues_an_agent_left() -> None:
+    h = Harness()
+    h.agents(("a1", REPAIR))
+    h.feed(ev.AgentRequest(h.at(1), "a1", "leave", "repair", "web:a1"))
+    h.agents(("a1", REPAIR))  # read before the leave was written: no queues off there
+    assert not of(cmd.Originate, h.arrive("c1", t=2))  # still out of repair
