@@ -141,7 +141,9 @@ def _expand(pattern: str, concepts: dict[str, str]) -> re.Pattern[str]:
 
 
 def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
-    concepts = {str(k): str(v) for k, v in data["concepts"].items()}
+    concepts: dict[str, str] = {}
+    for name, words in data["concepts"].items():  # a concept may use those above it
+        concepts[str(name)] = _expand(str(words), concepts).pattern
 
     def compiled(items: list[str] | None) -> tuple[re.Pattern[str], ...]:
         return tuple(_expand(str(p), concepts) for p in items or [])
