@@ -43,6 +43,10 @@ DIGITS = {
 UNITS = {"十": 10, "百": 100, "千": 1000}
 NUMERAL_CHARS = "零〇一幺二两三四五六七八九十百千0123456789"
 _NUM = f"[{NUMERAL_CHARS}]+"
+# A room number is its floor, then the flat's place on that floor. Homes have a few
+# flats a floor (一梯两户 to 一梯八户, a tower a dozen), and no home is above the 80th.
+MAX_FLOOR = 80
+MAX_FLATS_PER_FLOOR = 12
 # A read-back the caller confirmed scores as the caller's best mention (an answer
 # to the address question, after 我家/我住), within this pause.
 CONFIRMED_READ_BACK = 3.0
@@ -231,21 +235,67 @@ def _mentions_in(
 
 def _room_value(before: str, token: str, after: str, terms: AddressTerms) -> str:
     """The room number a numeral token stands for, or "" when it is something else."""
-    if any(after.startswith(s) for s in terms.room_not_followed_by) and not any(
-        after.startswith(s) for s in terms.other_markers
-    ):
-        return ""
     if any(before.endswith(s) for s in terms.room_not_preceded_by):
         return ""
     if re.search(r"负[一二三四五六七八九1-9]层[，,、]?$", before):
         return ""
+    run_on = _room_run_into_floor(token, after)
+    if run_on:
+        return run_on
+    blocked = [s for s in terms.room_not_followed_by if after.startswith(s)]
+    if blocked and not any(after.startswith(s) for s in terms.other_markers) and not (
+        blocked == ["楼"] and _by_digit(token)
+    ):
+        # 四零二楼 is room 402 all the same: no floor or building is said digit by
+        # digit in three or four digits, so the 楼 begins the next words (楼上) or
+        # is the recogniser's.
+        return ""
     value = numeral_to_digits(token)
-    if not value or len(value) not in (3, 4):
+    if not _plausible_room(value):
         return ""
+    return _on_stated_floor(before, value)
+
+
+def _by_digit(token: str) -> bool:
+    return not any(ch in UNITS for ch in token)
+
+
+def _plausible_room(value: str) -> bool:
+    """A room number is its floor, then the flat's place on that floor (1702: floor
+    17, flat 02); a number whose last two digits no flat has is something else (119,
+    a parking space 226) or misheard (an extra digit: 4021)."""
+    if len(value) not in (3, 4):
+        return False
     floor, door = int(value[:-2]), int(value[-2:])
-    if floor < 1 or floor > 80 or door < 1 or door > 30:
+    return 1 <= floor <= MAX_FLOOR and 1 <= door <= MAX_FLATS_PER_FLOOR
+
+
+def _room_run_into_floor(token: str, after: str) -> str:
+    """A room said digit by digit run together with its floor said positionally
+    (一四零二十四楼: room 1402 on floor 14), read where the floor agrees with the
+    room; "" otherwise (一四零 then 二十四楼 would not)."""
+    if not after.startswith(("楼", "层")) or _by_digit(token):
         return ""
-    return value
+    for cut in range(len(token) - 1, 2, -1):
+        head, tail = token[:cut], token[cut:]
+        if not _by_digit(head) or _by_digit(tail):
+            continue
+        room, floor = numeral_to_digits(head), numeral_to_digits(tail)
+        if _plausible_room(room) and room[:-2] == floor:
+            return room
+    return ""
+
+
+def _on_stated_floor(before: str, room: str) -> str:
+    """The room on the floor the caller named right before it: 十一楼一零一 is 1101
+    (the recogniser lost a digit of the floor the room begins with); a room whose
+    floor is not part of the named floor's is left as said."""
+    m = re.search(f"({_NUM})[楼层]的?$", before)
+    floor = numeral_to_digits(m.group(1)) if m else ""
+    said = room[:-2]
+    if not floor or floor == said or not 1 <= int(floor) <= MAX_FLOOR:
+        return room
+    return floor + room[-2:] if floor.startswith(said) or floor.endswith(said) else room
 
 
 def _bare_number(after: str, terms: AddressTerms) -> bool:

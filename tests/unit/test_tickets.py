@@ -132,6 +132,13 @@ def test_any_run_of_numeral_characters_is_digits_or_no_number() -> None:
         # ...but 成/度 without a unit after them are no building
         ("打了一成折扣", ("", "", "")),
         ("室内三十度", ("", "", "")),
+        # a room is its floor and the flat's place on it (1703: floor 17, flat 03)
+        ("七栋二单元五零三楼道灯坏了", ("7", "2", "503")),  # 503 then 楼道, not a floor
+        ("我家十一楼一零一", ("", "", "1101")),  # the room lost a digit of its floor
+        ("三栋一单元一七零三十七楼", ("3", "1", "1703")),  # room and floor run together
+        ("三栋一单元一七零三二十七楼", ("3", "1", "")),  # ...and disagreeing: no guess
+        ("二号楼，我打了一二零", ("2", "", "")),  # no floor has 20 flats: 120 is no room
+        ("四号楼三单元七零二五", ("4", "3", "")),  # nor 25: a misheard room is no room
     ],
 )
 def test_extract_address(text: str, expected: tuple[str, str, str]) -> None:
