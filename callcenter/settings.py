@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         description="Decode only the stretches Silero's voice activity model finds in a "
                     "leg (about half of a call; bench/asr_throughput.py: 2.41x a plain "
                     "Vosk loop, realspeech CER at most +0.3 points; off by default: the "
-                    "dev calls' addresses and QA came out right less often, "
+                    "dev calls' addresses, urgency and QA came out right less often, "
                     "asr/decoder.py).")
     asr_search: Literal["narrow", "model"] = Field(
         default="narrow",

@@ -16,9 +16,9 @@ stream, each word's time mapped back to its place in the leg. Measured
 plain Vosk loop's audio-seconds per CPU-second; realspeech CER -0.3 / +0.3
 points at 16 / 8 kHz; dev calls CER 15.4-15.5 %, as whole (bench/asr_accuracy.py).
 Still off by default: on the dev calls the addresses, read by the second pass in
-windows the first pass's utterances choose, came out right on 68.9-73.3 % of the
-calls against 82.2 % with whole legs, and QA agreed with the labels on 95.4 %
-against 96.5 %.
+windows the first pass's utterances choose, came out right on 75.6 % of the calls
+against 86.7 % with whole legs, urgency on 88.9 % against 91.1 %, and QA agreed
+with the labels on 95.4 % against 96.5 % (bench/asr_accuracy.py, 2026-12-02).
 
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded
