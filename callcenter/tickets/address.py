@@ -244,16 +244,20 @@ def _room_value(before: str, token: str, after: str, terms: AddressTerms) -> str
         return run_on
     blocked = [s for s in terms.room_not_followed_by if after.startswith(s)]
     if blocked and not any(after.startswith(s) for s in terms.other_markers) and not (
-        blocked == ["楼"] and _by_digit(token)
+        blocked == ["楼"] and _by_digit(token) and not _names_a_unit(after[1:], terms)
     ):
-        # 四零二楼 is room 402 all the same: no floor or building is said digit by
-        # digit in three or four digits, so the 楼 begins the next words (楼上) or
-        # is the recogniser's.
+        # 四零二楼 is room 402 all the same: no floor is said digit by digit in three
+        # or four digits, so the 楼 begins the next words (楼上) or is the
+        # recogniser's; only a unit after it makes it a building (一零二楼三单元).
         return ""
     value = numeral_to_digits(token)
     if not _plausible_room(value):
         return ""
     return _on_stated_floor(before, value)
+
+
+def _names_a_unit(text: str, terms: AddressTerms) -> bool:
+    return re.match(f"{_NUM}({_alternation(terms.unit_markers)})", text) is not None
 
 
 def _by_digit(token: str) -> bool:

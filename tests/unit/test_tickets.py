@@ -134,6 +134,7 @@ def test_any_run_of_numeral_characters_is_digits_or_no_number() -> None:
         ("室内三十度", ("", "", "")),
         # a room is its floor and the flat's place on it (1703: floor 17, flat 03)
         ("七栋二单元五零三楼道灯坏了", ("7", "2", "503")),  # 503 then 楼道, not a floor
+        ("一零二楼三单元", ("102", "3", "")),  # ...but a building before a unit
         ("我家十一楼一零一", ("", "", "1101")),  # the room lost a digit of its floor
         ("三栋一单元一七零三十七楼", ("3", "1", "1703")),  # room and floor run together
         ("三栋一单元一七零三二十七楼", ("3", "1", "")),  # ...and disagreeing: no guess
