@@ -8,7 +8,9 @@ Numbers arrive in every spelling a call can produce: Arabic digits (``8栋``),
 digit-by-digit Chinese numerals (``一七零二``, ``幺零幺``), positional numerals
 (``六百零一``, ``一千七百零二``, ``二十三``) and, from the recognizer, numerals
 split by spaces (``一 七 零 二``). All are normalised to Arabic digit strings the
-way ``meta.json`` stores them (``"8"``, ``"2"``, ``"1702"``).
+way ``meta.json`` stores them (``"8"``, ``"2"``, ``"1702"``). A room number is
+read as homes are numbered, its floor then the flat's place on that floor (1702:
+floor 17, flat 02), which tells a room from other numbers and from a misheard one.
 
 Caller name: a call rarely yields a full name (callers say 我姓刘, agents then say
 刘女士), so ``extract_caller_name`` returns what the call gives: the full name when
