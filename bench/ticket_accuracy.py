@@ -67,6 +67,24 @@ class Case:
     got: dict[str, Any]
     want: dict[str, Any]
     needs_confirmation: Sequence[str] = ()
+    p1_by: str = ""  # what made a P1: the safety rules, the model, the IVR keys
+
+
+def p1_source(urgency: str, evidence: dict[str, list[str]], unsure: Sequence[str],
+              vip: str = "none") -> str:
+    """What decided a P1, from the judgement's first piece of urgency evidence; a
+    VIP caller's P2 raised one level is a P1 too."""
+    if urgency != "P1":
+        return ""
+    first = (evidence.get("urgency") or [""])[0]
+    if first.startswith("safety"):
+        # The rules' P1 that the model finds unlikely is sent to the agent to confirm.
+        return "rules, the model disputing" if "urgency" in unsure else "rules"
+    if first.startswith("IVR keys"):
+        return "IVR keys"
+    if vip != "none" and not first.startswith("model P1"):
+        return "a VIP's P2 raised"
+    return "model" if first.startswith("model") else "other"
 
 
 def baseline(case: Case) -> dict[str, Any]:
@@ -137,6 +155,11 @@ def report(title: str, cases: Sequence[Case], goals: dict[str, float], details: 
     sure = [c for c in cases if not c.needs_confirmation]
     sure_ok = sum(c.got["category"] == c.want["category"] and c.got["urgency"] == c.want["urgency"]
                   for c in sure)
+    sources = Counter((c.p1_by, c.want["urgency"] == "P1") for c in cases if c.p1_by)
+    if sources:
+        print("P1 by source (right/wrong): " + "; ".join(
+            f"{by} {sources[by, True]}/{sources[by, False]}"
+            for by in dict.fromkeys(b for b, _ in sorted(sources))))
     print(f"needs_confirmation on {len(flagged)}/{len(cases)} items; category and urgency both"
           f" right on {sure_ok}/{len(sure)} of the others")
     print(_confusion(cases, "category", CATEGORIES))
@@ -159,7 +182,7 @@ def _judged(e: Example, models: learned.Models) -> Case:
         e.id, e.key,
         {"category": j.category, "urgency": j.urgency, "severity": j.severity},
         {"category": e.category, "urgency": e.urgency, "severity": e.severity},
-        j.needs_confirmation,
+        j.needs_confirmation, p1_source(j.urgency, j.evidence, j.needs_confirmation),
     )
 
 
@@ -226,6 +249,7 @@ def dev_case(meta: dict[str, Any], ticket: Ticket) -> Case:
          "severity": labels["complaint_severity"],
          "address": (caller["building"], caller["unit"], caller["room"])},
         ticket.needs_confirmation,
+        p1_source(ticket.urgency, ticket.evidence, ticket.needs_confirmation, ticket.vip),
     )
 
 
