@@ -70,7 +70,7 @@ def numeral_to_digits(token: str) -> str:
     token = "".join(ch for ch in token if not ch.isspace())
     if not token:
         return ""
-    if not any(ch in UNITS for ch in token):
+    if _by_digit(token):
         if all(ch in DIGITS for ch in token):
             return "".join(str(DIGITS[ch]) for ch in token)
         return ""
