@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -27,7 +26,7 @@ from callcenter.web import i18n
 from callcenter.web.openapi import invalid
 from callcenter.web.pages import context
 from callcenter.web.queries import call_document
-from callcenter.web.ticket_view import local_time
+from callcenter.web.ticket_view import local_iso
 
 REVIEWERS = frozenset({Role.QA, Role.SUPERVISOR})
 SCRIPT_STRING_FAMILIES = ("qa.",)
@@ -40,7 +39,7 @@ async def _context(request: web.Request) -> dict[str, Any]:
     who = principal(request)
     t = ctx["t"]
     zone = request.app[TICKETS].policy.zone
-    ctx.update(local=lambda iso: _local(iso, zone), rule_ids=RULE_IDS,
+    ctx.update(local=lambda value: local_iso(value, zone), rule_ids=RULE_IDS,
                may_review=who.role in REVIEWERS,
                is_agent=who.role is Role.AGENT,
                rule_name=lambda rule_id: t(f"qa.rule.{rule_id}"),
@@ -48,14 +47,6 @@ async def _context(request: web.Request) -> dict[str, Any]:
                strings={k: v for k, v in i18n.table(ctx["lang"]).items()
                         if k.startswith(SCRIPT_STRING_FAMILIES)})
     return ctx
-
-
-def _local(value: str | datetime | None, zone: ZoneInfo) -> str:
-    """A time as the hotline reads it (its own time zone), to the minute."""
-    if not value:
-        return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return local_time(moment, zone)
 
 
 def _day(text: str | None) -> datetime | None:

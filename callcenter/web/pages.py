@@ -4,6 +4,7 @@ every string through the translation tables (``i18n/``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,13 +24,10 @@ from callcenter.auth.http import (
 )
 from callcenter.auth.model import Role, may_see_originals, own_agent
 from callcenter.errors import Forbidden, Unauthorized
-from callcenter.keys import POOL
-from callcenter.web import i18n, queries
+from callcenter.keys import POOL, TICKETS
+from callcenter.qa import view as qa_view
+from callcenter.web import i18n, queries, ticket_view
 from callcenter.web.api import call_for, limit_of
-
-TICKET_KEYS = ("number", "category", "urgency", "complaint_severity", "repeat_complaint", "vip",
-               "caller_name", "phone", "building", "unit", "room", "description", "deadline",
-               "escalate_to", "incomplete", "status")
 
 
 def language_of(request: web.Request) -> str:
@@ -125,19 +123,40 @@ async def language(request: web.Request) -> web.StreamResponse:
 async def calls_page(request: web.Request) -> web.Response:
     calls = await queries.list_calls(request.app[POOL], limit_of(request),
                                      agent_id=own_agent(principal(request)))
-    ctx = await context(request)
+    ctx = await _formatting_context(request)
     ctx["calls"] = calls
     return aiohttp_jinja2.render_template("calls.html", request, ctx)
 
 
 async def call_page(request: web.Request) -> web.Response:
     doc = await call_for(request)
-    ctx = await context(request)
-    ctx.update(call=doc["call"], recordings=doc["recordings"], ticket=doc["ticket"],
-               ticket_keys=TICKET_KEYS, qa=doc["qa"], transcript=doc["transcript"],
+    ctx = await _formatting_context(request)
+    t, lang = ctx["t"], ctx["lang"]
+    tickets = [doc["ticket"]] if doc["ticket"] else []
+    ctx.update(call=doc["call"], recordings=doc["recordings"],
+               tickets=[_ticket_row(x) for x in [*tickets, *doc["other_tickets"]]],
+               ticket=doc["ticket"], qa=doc["qa"], transcript=doc["transcript"],
                originals=not doc["transcript_masked"],
-               may_see_originals=may_see_originals(principal(request)))
+               may_see_originals=may_see_originals(principal(request)),
+               rule_name=lambda rule_id: t(f"qa.rule.{rule_id}"),
+               detail=lambda text: qa_view.translate_detail(text or "", lang))
     return aiohttp_jinja2.render_template("call.html", request, ctx)
+
+
+async def _formatting_context(request: web.Request) -> dict[str, Any]:
+    """The common context and the helpers that show ids by name and times in the
+    hotline's own zone, as the ticket and QA pages do."""
+    ctx = await context(request)
+    service = request.app[TICKETS]
+    ctx.update(ticket_view.formatters(ctx["t"], service.policy.zone, service.now()))
+    return ctx
+
+
+def _ticket_row(ticket: dict[str, Any]) -> dict[str, Any]:
+    """A ticket of the call as its row on the call page: the deadline as a time (the
+    countdown's), the values people set in place of the automatic ones."""
+    due = ticket.get("deadline")
+    return {**ticket, "deadline": datetime.fromisoformat(due) if isinstance(due, str) else due}
 
 
 async def users_page(request: web.Request) -> web.Response:

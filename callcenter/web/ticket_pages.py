@@ -94,15 +94,10 @@ async def _context(request: web.Request) -> dict[str, Any]:
         severities=COMPLAINT_SEVERITIES, vip_kinds=VIP_KINDS,
         channels=view.CHANNELS_RECEIVED, departments=list(departments.names),
         may_create=view.may_change(principal(request).role), me=principal(request).username,
-        label=lambda family, value: view.label(t, family, value),
-        field_value=lambda name, value: view.field_value(t, name, value),
         department=lambda d: view.department_label(t, d, departments.name_of),
         role_label=lambda role: view.role_label(t, role),
-        when=lambda value: view.local_time(value, zone),
-        countdown=lambda due: view.countdown(t, due, now),
         details=lambda entry: view.history_details(t, entry, zone, departments.name_of),
-        address=view.address,
-        strings=_script_strings(ctx["lang"]))
+        strings=_script_strings(ctx["lang"]), **view.formatters(t, zone, now))
     return ctx
 
 

@@ -80,6 +80,33 @@ def local_time(value: datetime | None, zone: ZoneInfo) -> str:
     return value.astimezone(zone).strftime(TIME_FORMAT) if value is not None else ""
 
 
+def local_iso(value: str | datetime | None, zone: ZoneInfo) -> str:
+    """A stored time (a datetime, or the ISO text the JSON documents carry) as the
+    hotline reads it, in its own time zone, to the minute; text that is no time is
+    shown as it is."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        return local_time(value, zone)
+    try:
+        return local_time(datetime.fromisoformat(str(value)), zone)
+    except ValueError:
+        return str(value)
+
+
+def formatters(t: Translate, zone: ZoneInfo, now: datetime) -> dict[str, Callable[..., Any]]:
+    """The helpers the pages format tickets and times with, for their templates
+    (``ticket_parts.html``'s macros use ``label``, ``when`` and ``countdown``)."""
+    return {
+        "label": lambda family, value: label(t, family, value),
+        "field_value": lambda name, value: field_value(t, name, value),
+        "when": lambda value: local_time(value, zone),
+        "local": lambda value: local_iso(value, zone),
+        "countdown": lambda due: countdown(t, due, now),
+        "address": address,
+    }
+
+
 # ---- countdowns -------------------------------------------------------------------
 
 
@@ -245,7 +272,7 @@ def _detail_value(t: Translate, key: str, value: Any, zone: ZoneInfo,
         case "kind":
             return label(t, "tickets.notice", value)
         case "due":
-            return _local_iso(value, zone)
+            return local_iso(value, zone)
         case "changes" if isinstance(value, Mapping):
             return "；".join(f"{t(f'tickets.field.{name}')}：{_change(t, name, change)}"
                             for name, change in value.items())
@@ -258,13 +285,6 @@ def _change(t: Translate, name: str, change: Any) -> str:
         before, after = change
         return f"{field_value(t, name, before)} → {field_value(t, name, after)}"
     return field_value(t, name, change)
-
-
-def _local_iso(value: Any, zone: ZoneInfo) -> str:
-    try:
-        return local_time(datetime.fromisoformat(str(value)), zone)
-    except ValueError:
-        return str(value)
 
 
 def department_label(t: Translate, department: str | None,

@@ -25,6 +25,7 @@ from callcenter.core import Evidence, QaResult, RuleResult, Segment, Ticket, Wor
 from callcenter.db.store import LegCheck, PgStore
 from callcenter.ivr.engine import NodeEvent
 from callcenter.ivr.stats import NodeCounts
+from callcenter.keys import TICKETS
 from callcenter.pii import Finding
 from callcenter.settings import Settings
 from callcenter.web.app import LIVE, POOL, create_app
@@ -414,10 +415,21 @@ async def test_index_page(web: Web) -> None:
     assert resp.status == 200
     assert resp.content_type == "text/html"
     html = await resp.text()
-    assert web.ticket_number in html
+    assert f'<a href="/tickets/{web.ticket_number}">{web.ticket_number}</a>' in html
     assert f'href="/calls/{CALL}"' in html
-    assert "<td>工程维修</td><td>P2</td>\n<td>82</td>" in html  # QA 82.5, rounded
+    assert ('<td>工程维修</td><td><span class="urgency urgency-P2">P2 影响基本生活</span></td>\n'
+            '<td>82</td>') in html  # QA 82.5, rounded
+    assert "<td>报修</td>" in html  # the queue by its name, not its id
+    assert f"<td>{await _started_here(web, CALL)}</td>" in html
     assert "通话记录" in html  # zh-CN by default
+
+
+async def _started_here(web: Web, call_id: str) -> str:
+    """When the call started, as the hotline's clock on the wall shows it."""
+    started = await web.server.app[POOL].fetchval(
+        "SELECT started_at FROM calls WHERE id = $1", call_id)
+    zone = web.server.app[TICKETS].policy.zone
+    return str(started.astimezone(zone).strftime("%Y-%m-%d %H:%M"))
 
 
 async def test_call_page_plays_evidence(web: Web) -> None:
@@ -425,8 +437,14 @@ async def test_call_page_plays_evidence(web: Web) -> None:
     assert resp.status == 200
     assert resp.content_type == "text/html"
     html = await resp.text()
-    assert web.ticket_number in html
+    assert f'<a href="/tickets/{web.ticket_number}">{web.ticket_number}</a>' in html
     assert '<script type="module" src="/static/call.js"></script>' in html
+    # Ids by their names, times on the hotline's clock, the QA review a click away.
+    assert '<span class="urgency urgency-P2">P2 影响基本生活</span>' in html
+    assert "<dd>报修</dd>" in html and "通话 · 来电方挂机" in html
+    assert f"<dd>{await _started_here(web, CALL)}</dd>" in html
+    assert "开头语<br><span class=\"muted\">greeting</span>" in html
+    assert f'href="/qa/calls/{CALL}"' in html
     assert "onclick" not in html and "<script>" not in html  # the CSP allows no inline code
     # A QA evidence item and a transcript line, each playing its leg at its time.
     assert 'data-leg="agent" data-start="9.0" data-end="10.0"' in html
