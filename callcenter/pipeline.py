@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callcenter import pii
+from callcenter.asr.model import cached_vocabulary
 from callcenter.asr.numbers import Cues, address_windows, name_windows, number_windows
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
@@ -115,13 +116,6 @@ def number_cues() -> Cues:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _vocabulary(model_path: Path) -> frozenset[str]:
-    from callcenter.ivr.speech import model_vocabulary
-
-    return model_vocabulary(model_path)
-
-
 @functools.lru_cache(maxsize=256)
 def spelt_building_name(name: str, model_path: Path) -> str | None:
     """A building name as words of the model's vocabulary, separated by spaces (a
@@ -131,7 +125,7 @@ def spelt_building_name(name: str, model_path: Path) -> str | None:
     from callcenter.tickets.address import said_name
 
     try:
-        return " ".join(segment(said_name(name), _vocabulary(Path(model_path))))
+        return " ".join(segment(said_name(name), cached_vocabulary(Path(model_path))))
     except GrammarError:
         log.warning("building name %r is not in the speech model's words: "
                     "the address pass cannot hear it", name)

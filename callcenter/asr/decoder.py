@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from callcenter.asr.model import cached_vocabulary, resolve_model
 from callcenter.asr.numbers import (
     DIGITS_GRAMMAR,
     Cues,
@@ -107,8 +108,6 @@ class Transcriber:
         from callcenter.settings import default_cache_dir
 
         if model_path is None:
-            from callcenter.asr.model import resolve_model
-
             model_path = resolve_model(settings, allow_network=allow_network)
         self.model_path = Path(model_path)
         self.search = SEARCHES[settings.asr_search] if settings else search
@@ -223,11 +222,36 @@ class Transcriber:
         import vosk
 
         built = (vosk.KaldiRecognizer(self.model, float(rate)) if grammar is None
-                 else vosk.KaldiRecognizer(self.model, float(rate), grammar))
+                 else vosk.KaldiRecognizer(self.model, float(rate), self._heard(grammar)))
         built.SetWords(True)
         with self._idle_lock:
             self.built += 1
         return _Recognizer(built)
+
+    def _heard(self, grammar: str) -> str:
+        """``grammar`` with each phrase spelt in this model's words (免贵 is 免 贵 to
+        it), and without those it has no words for: Vosk would leave them out too,
+        but warn on its console for each one, each time a recognizer is built (the
+        surname list alone held 33 such)."""
+        from callcenter.ivr.grammars import segment
+
+        try:
+            vocabulary = cached_vocabulary(self.model_path)
+        except (OSError, ValueError) as exc:
+            log.warning("could not read the speech model's words (%s): grammars are used "
+                        "as they are", exc)
+            return grammar
+        kept, unheard = [], []
+        for phrase in json.loads(grammar):
+            try:
+                kept.append(phrase if phrase.startswith("[") else
+                            " ".join(segment(phrase.replace(" ", ""), vocabulary)))
+            except ValueError:
+                unheard.append(phrase)
+        if unheard:
+            log.info("%d grammar phrases have words the speech model lacks and cannot be "
+                     "heard: %s", len(unheard), "、".join(unheard))
+        return json.dumps(kept, ensure_ascii=False)
 
 
 @dataclass(slots=True)

@@ -19,10 +19,12 @@ complete, so a crash or a concurrent process never leaves a half-unpacked model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -321,3 +323,48 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- the model's vocabulary (grammars may use only its words) ------------------
+
+_SYMBOL_TABLE_MAGIC = struct.pack("<i", 2125658996)  # OpenFst's SymbolTable header
+
+
+def model_vocabulary(model_path: Path) -> frozenset[str]:
+    """The words a Vosk model knows: ``graph/words.txt`` when the model ships it,
+    else the word symbol table stored inside ``graph/Gr.fst`` or ``graph/HCLG.fst``
+    (the small models keep it only there)."""
+    words_txt = model_path / "graph" / "words.txt"
+    if words_txt.is_file():
+        lines = words_txt.read_text(encoding="utf-8").splitlines()
+        return frozenset(line.split()[0] for line in lines if line.strip())
+    for name in ("Gr.fst", "HCLG.fst"):
+        fst = model_path / "graph" / name
+        if fst.is_file():
+            return _fst_symbols(fst)
+    raise FileNotFoundError(f"{model_path}: no graph/words.txt, Gr.fst or HCLG.fst")
+
+
+def _fst_symbols(path: Path, header_bytes: int = 1 << 16) -> frozenset[str]:
+    """The first symbol table of an OpenFst binary file (right after its header)."""
+    with path.open("rb") as fh:
+        data = fh.read(header_bytes)
+        at = data.find(_SYMBOL_TABLE_MAGIC)
+        if at < 0:
+            raise ValueError(f"{path}: no symbol table in its header")
+        fh.seek(at + 4)
+        (name_len,) = struct.unpack("<i", fh.read(4))
+        fh.seek(name_len + 8, 1)  # the table's name, then its next free key
+        (size,) = struct.unpack("<q", fh.read(8))
+        words = set()
+        for _ in range(size):
+            (length,) = struct.unpack("<i", fh.read(4))
+            words.add(fh.read(length).decode("utf-8"))
+            fh.seek(8, 1)  # the symbol's key
+        return frozenset(words)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_vocabulary(model_path: Path) -> frozenset[str]:
+    """``model_vocabulary``, read once per process and model."""
+    return model_vocabulary(Path(model_path))

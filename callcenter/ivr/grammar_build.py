@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=GRAMMARS_DIR)
     args = parser.parse_args(argv)
 
-    from callcenter.asr.model import resolve_model
-    from callcenter.ivr.speech import model_vocabulary
+    from callcenter.asr.model import model_vocabulary, resolve_model
 
     vocabulary = model_vocabulary(resolve_model(allow_network=False))
     stale = []

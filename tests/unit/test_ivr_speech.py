@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from callcenter.asr.model import ModelNotFound
+from callcenter.asr.model import ModelNotFound, model_vocabulary
 from callcenter.audio import AudioError, read_mono, resample, write_wav
 from callcenter.ivr.grammar_build import build_all
 from callcenter.ivr.grammars import (
@@ -43,7 +43,6 @@ from callcenter.ivr.speech import (
     MenuRecognizer,
     Recognition,
     SecondOpinion,
-    model_vocabulary,
 )
 from callcenter.prompts import EspeakEngine
 from callcenter.sandbox.asterisk import AsteriskSandbox
