@@ -113,6 +113,7 @@ def number_cues() -> Cues:
         address_questions=tuple(address.question_markers),
         name_questions=tuple(terms.names.question_markers),
         surnames=tuple(terms.names.surnames),
+        surname_readings=tuple(terms.names.surname_readings),
     )
 
 

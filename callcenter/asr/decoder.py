@@ -49,6 +49,8 @@ from callcenter.asr.numbers import (
     name_grammar,
     name_windows,
     number_windows,
+    surname_stand_ins,
+    with_surnames,
 )
 from callcenter.asr.search import NARROW, SEARCHES, DecoderSearch, model_with_search
 from callcenter.asr.vad import DEFAULT_VAD, VadSettings, speech_spans
@@ -174,7 +176,21 @@ class Transcriber:
         decoded with a grammar of the surnames (``cues.surnames``) and the words
         they are given with (我姓刘, 免贵姓王)."""
         windows = name_windows(segments, leg, len(samples) / rate, cues)
-        return self._second_pass(samples, rate, leg, name_grammar(cues.surnames), windows)
+        if not windows:
+            return []
+        stand_ins = self._surname_stand_ins(cues)
+        surnames = [s for s in cues.surnames if s not in stand_ins.values()]
+        heard = self._second_pass(samples, rate, leg, name_grammar([*surnames, *stand_ins]),
+                                  windows)
+        return with_surnames(heard, stand_ins)
+
+    def _surname_stand_ins(self, cues: Cues) -> dict[str, str]:
+        """``surname_stand_ins`` for this model's words (none if they cannot be read)."""
+        try:
+            vocabulary = cached_vocabulary(self.model_path)
+        except (OSError, ValueError):
+            return {}
+        return surname_stand_ins(cues.surnames, vocabulary, cues.surname_readings)
 
     def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                      grammar: str, windows: list[tuple[float, float]]) -> list[Segment]:

@@ -20,15 +20,22 @@ where one is being given are decoded again with a grammar of number words only
 - the caller's surname (``name_windows``, ``name_grammar``: 我/姓/叫/免贵/是 and the
   surname list; read by ``tickets/address.py``): the caller's answer to the
   agent's question for their name (``Cues.name_questions``), or a segment where
-  the first pass heard 姓.
+  the first pass heard 姓. A surname the model has no word for (倪, 聂, 樊: 30 of
+  the list's 274 in the small Chinese model, 23 of which sound like no other
+  surname) is listened for as a word it has that sounds the same
+  (``surname_stand_ins``: 尼 for 倪), and written back as the surname.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from pypinyin import Style, pinyin
 
 from callcenter.core import Segment
 
@@ -79,6 +86,8 @@ class Cues:
     building_names: tuple[str, ...] = ()
     name_questions: tuple[str, ...] = ()
     surnames: tuple[str, ...] = ()
+    # How a surname is said where that is not its everyday reading ("覃 qin2").
+    surname_readings: tuple[str, ...] = ()
 
 
 def names_a_number(text: str) -> bool:
@@ -151,4 +160,59 @@ def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
             out[-1] = (out[-1][0], max(out[-1][1], end))
         else:
             out.append((start, end))
+    return out
+
+
+# ---- surnames the model has no word for ---------------------------------------------
+
+
+def surname_stand_ins(surnames: Sequence[str], vocabulary: Collection[str],
+                      readings: Iterable[str] = ()) -> dict[str, str]:
+    """{a word of ``vocabulary``: the one-character surname it stands in for} for
+    each surname the model has no word for: the first (by code point) of its
+    one-character words said with the same syllable and tone. None for a surname
+    that sounds like one the model can hear (覃 and 秦 are both qin2: the model
+    hears 秦) or like another one it cannot (晏 and 彦): which one was said cannot
+    be told. ``readings``: "覃 qin2", how a surname is said where that is not its
+    everyday reading."""
+    said = dict(r.split(maxsplit=1) for r in readings)
+
+    def sound(word: str) -> str:
+        return said.get(word) or _sound(word)
+
+    heard = {sound(s) for s in surnames if s in vocabulary}
+    unheard = [s for s in surnames if len(s) == 1 and s not in vocabulary]
+    alike = Counter(sound(s) for s in unheard)
+    taken = {*surnames, *NAME_WORDS}
+    by_sound = _words_by_sound(frozenset(w for w in vocabulary if len(w) == 1) - taken)
+    stand_ins = {}
+    for surname in unheard:
+        syllable = sound(surname)
+        if syllable in heard or alike[syllable] > 1 or not by_sound.get(syllable):
+            continue
+        stand_ins[by_sound[syllable][0]] = surname
+    return stand_ins
+
+
+def _sound(word: str) -> str:
+    """Its everyday reading: syllables with their tone numbers (倪 -> "ni2")."""
+    return " ".join(p[0] for p in pinyin(word, style=Style.TONE3, heteronym=False,
+                                         neutral_tone_with_five=True))
+
+
+@lru_cache(maxsize=2)
+def _words_by_sound(characters: frozenset[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for char in sorted(characters):
+        out.setdefault(_sound(char), []).append(char)
+    return out
+
+
+def with_surnames(segments: Iterable[Segment], stand_ins: Mapping[str, str]
+                  ) -> list[Segment]:
+    """The name pass's segments with each stand-in word written as its surname."""
+    out = []
+    for segment in segments:
+        words = [replace(w, w=stand_ins.get(w.w, w.w)) for w in segment.words]
+        out.append(replace(segment, words=words, text="".join(w.w for w in words)))
     return out

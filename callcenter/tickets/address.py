@@ -142,6 +142,9 @@ class NameTerms:
     not_names: list[str]
     # The agent asking for the caller's name: the caller's answer gives it.
     question_markers: list[str] = field(default_factory=list)
+    # How a surname is said where that is not its everyday reading ("覃 qin2"):
+    # the name pass listens for it by its sound.
+    surname_readings: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -221,3 +221,21 @@ def test_grammar_phrases_the_model_has_no_words_for_are_left_out(
         kept = json.loads(transcriber._heard(grammar))
     assert kept == ["我 姓", "免 贵", "[unk]"]
     assert unheard[0] in caplog.text
+
+
+def test_a_surname_the_model_lacks_is_heard_through_a_word_that_sounds_the_same() -> None:
+    """倪 (ni2) is listened for as the first word of the model's that is said ni2, and
+    written back as 倪; 覃 is said qin2 like 秦, which the model hears, and 晏 like
+    彦: which of the two was said cannot be told, so neither gets a stand-in."""
+    from callcenter.asr.numbers import surname_stand_ins, with_surnames
+    from callcenter.core import Segment, Word
+
+    vocabulary = {"泥", "尼", "秦", "宴", "雁", "我", "姓", "王", "倪萍"}
+    stand_ins = surname_stand_ins(["王", "倪", "覃", "秦", "晏", "彦"], vocabulary,
+                                  ["覃 qin2"])
+    assert stand_ins == {"尼": "倪"}
+    heard = [Segment("caller", 1.0, 2.0, "我姓尼", [Word("我", 1.0, 1.2), Word("姓", 1.2, 1.5),
+                                                  Word("尼", 1.5, 2.0, 0.8)])]
+    [written] = with_surnames(heard, stand_ins)
+    assert written.text == "我姓倪"
+    assert [(w.w, w.start, w.conf) for w in written.words][-1] == ("倪", 1.5, 0.8)
