@@ -247,8 +247,7 @@ class Transcriber:
     def _heard(self, grammar: str) -> str:
         """``grammar`` with each phrase spelt in this model's words (免贵 is 免 贵 to
         it), and without those it has no words for: Vosk would leave them out too,
-        but warn on its console for each one, each time a recognizer is built (the
-        surname list alone held 33 such)."""
+        but warn on its console for each one, each time a recognizer is built."""
         from callcenter.ivr.grammars import segment
 
         try:

@@ -15,6 +15,7 @@ goes into a temporary folder beside the target, which is renamed into place only
 complete, so a crash or a concurrent process never leaves a half-unpacked model.
 
 ``python -m callcenter.asr.model`` prints the resolved folder (for set-up scripts).
+``model_vocabulary``: the words a model knows, which are all a grammar may use.
 """
 
 from __future__ import annotations
@@ -306,25 +307,6 @@ def resolve_model(settings: Settings | None = None, *, allow_network: bool = Tru
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Print the resolved Vosk model folder.")
-    parser.add_argument("--offline", action="store_true", help="do not try network sources")
-    args = parser.parse_args(argv)
-    try:
-        path = resolve_model(allow_network=not args.offline)
-    except ModelNotFound as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # -- the model's vocabulary (grammars may use only its words) ------------------
 
 _SYMBOL_TABLE_MAGIC = struct.pack("<i", 2125658996)  # OpenFst's SymbolTable header
@@ -368,3 +350,23 @@ def _fst_symbols(path: Path, header_bytes: int = 1 << 16) -> frozenset[str]:
 def cached_vocabulary(model_path: Path) -> frozenset[str]:
     """``model_vocabulary``, read once per process and model."""
     return model_vocabulary(Path(model_path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the resolved Vosk model folder.")
+    parser.add_argument("--offline", action="store_true", help="do not try network sources")
+    args = parser.parse_args(argv)
+    try:
+        path = resolve_model(allow_network=not args.offline)
+    except ModelNotFound as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
