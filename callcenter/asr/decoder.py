@@ -29,10 +29,11 @@ in all).
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,13 +185,19 @@ class Transcriber:
                                   windows)
         return with_surnames(heard, stand_ins)
 
-    def _surname_stand_ins(self, cues: Cues) -> dict[str, str]:
+    def _surname_stand_ins(self, cues: Cues) -> Mapping[str, str]:
         """``surname_stand_ins`` for this model's words (none if they cannot be read)."""
-        try:
-            vocabulary = cached_vocabulary(self.model_path)
-        except (OSError, ValueError):
+        vocabulary = self._vocabulary()
+        if vocabulary is None:
             return {}
-        return surname_stand_ins(cues.surnames, vocabulary, cues.surname_readings)
+        return _stand_ins(vocabulary, cues.surnames, cues.surname_readings)
+
+    def _vocabulary(self) -> frozenset[str] | None:
+        """The model's words (read once per process), None when they cannot be read."""
+        try:
+            return cached_vocabulary(self.model_path)
+        except (OSError, ValueError):
+            return None
 
     def _second_pass(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
                      grammar: str, windows: list[tuple[float, float]]) -> list[Segment]:
@@ -250,11 +257,10 @@ class Transcriber:
         but warn on its console for each one, each time a recognizer is built."""
         from callcenter.ivr.grammars import segment
 
-        try:
-            vocabulary = cached_vocabulary(self.model_path)
-        except (OSError, ValueError) as exc:
-            log.warning("could not read the speech model's words (%s): grammars are used "
-                        "as they are", exc)
+        vocabulary = self._vocabulary()
+        if vocabulary is None:
+            log.warning("could not read the speech model's words in %s: grammars are used "
+                        "as they are", self.model_path)
             return grammar
         kept, unheard = [], []
         for phrase in json.loads(grammar):
@@ -267,6 +273,14 @@ class Transcriber:
             log.info("%d grammar phrases have words the speech model lacks and cannot be "
                      "heard: %s", len(unheard), "、".join(unheard))
         return json.dumps(kept, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _stand_ins(vocabulary: frozenset[str], surnames: tuple[str, ...],
+               readings: tuple[str, ...]) -> Mapping[str, str]:
+    """``surname_stand_ins``, worked out once per model and surname list, not per call
+    (it reads the whole vocabulary)."""
+    return surname_stand_ins(surnames, vocabulary, readings)
 
 
 @dataclass(slots=True)
