@@ -17,16 +17,15 @@ from pydantic import ValidationError
 
 from callcenter.auth.http import principal
 from callcenter.auth.model import Role, own_agent
-from callcenter.keys import POOL, TICKETS
+from callcenter.keys import POOL
 from callcenter.qa import store, view
 from callcenter.qa.engine import RULE_IDS
 from callcenter.qa.http import CallListQuery, in_utc, read_review
 from callcenter.qa.store import ResultFilter
 from callcenter.web import i18n
 from callcenter.web.openapi import invalid
-from callcenter.web.pages import context
+from callcenter.web.pages import formatting_context
 from callcenter.web.queries import call_document
-from callcenter.web.ticket_view import local_iso
 
 REVIEWERS = frozenset({Role.QA, Role.SUPERVISOR})
 SCRIPT_STRING_FAMILIES = ("qa.",)
@@ -35,17 +34,14 @@ _FILTERS = ("agent", "since", "until", "min_score", "max_score", "rule", "needs_
 
 
 async def _context(request: web.Request) -> dict[str, Any]:
-    ctx = await context(request)
+    ctx = await formatting_context(request)
     who = principal(request)
-    t = ctx["t"]
-    zone = request.app[TICKETS].policy.zone
-    ctx.update(local=lambda value: local_iso(value, zone), rule_ids=RULE_IDS,
+    ctx.update(rule_ids=RULE_IDS,
                may_review=who.role in REVIEWERS,
                is_agent=who.role is Role.AGENT,
-               rule_name=lambda rule_id: t(f"qa.rule.{rule_id}"),
-               rule_names=lambda ids: "、".join(t(f"qa.rule.{r}") for r in ids),
                strings={k: v for k, v in i18n.table(ctx["lang"]).items()
-                        if k.startswith(SCRIPT_STRING_FAMILIES)})
+                        if k.startswith(SCRIPT_STRING_FAMILIES)},
+               **view.formatters(ctx["t"], ctx["lang"]))
     return ctx
 
 
@@ -98,8 +94,7 @@ async def qa_call_page(request: web.Request) -> web.Response:
         lines=view.marked_transcript(call["transcript"], review["rules"]),
         spans=spans, markers=markers, open_appeals=open_appeals,
         may_appeal=who.role is Role.AGENT and call["call"].get("agent_id") == who.agent_id,
-        ticket=call["ticket"],
-        detail=lambda text: view.translate_detail(text or "", ctx["lang"]))
+        ticket=call["ticket"])
     return aiohttp_jinja2.render_template("qa_call.html", request, ctx)
 
 

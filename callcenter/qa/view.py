@@ -9,7 +9,7 @@ line's characters with punctuation skipped.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -156,6 +156,15 @@ def _catalogue() -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
         entries.append((re.compile("^" + "".join(pieces) + "$"), str(chinese),
                         frozenset(nested)))
     return sorted(entries, key=lambda e: -len(e[0].pattern))
+
+
+def formatters(t: Callable[..., str], language: str) -> dict[str, Callable[..., str]]:
+    """How the pages name QA rules and word a check's detail, for their templates."""
+    return {
+        "rule_name": lambda rule_id: t(f"qa.rule.{rule_id}"),
+        "rule_names": lambda ids: "、".join(t(f"qa.rule.{r}") for r in ids),
+        "detail": lambda text: translate_detail(text or "", language),
+    }
 
 
 def translate_detail(detail: str, language: str) -> str:

@@ -123,29 +123,27 @@ async def language(request: web.Request) -> web.StreamResponse:
 async def calls_page(request: web.Request) -> web.Response:
     calls = await queries.list_calls(request.app[POOL], limit_of(request),
                                      agent_id=own_agent(principal(request)))
-    ctx = await _formatting_context(request)
+    ctx = await formatting_context(request)
     ctx["calls"] = calls
     return aiohttp_jinja2.render_template("calls.html", request, ctx)
 
 
 async def call_page(request: web.Request) -> web.Response:
     doc = await call_for(request)
-    ctx = await _formatting_context(request)
-    t, lang = ctx["t"], ctx["lang"]
+    ctx = await formatting_context(request)
     tickets = [doc["ticket"]] if doc["ticket"] else []
     ctx.update(call=doc["call"], recordings=doc["recordings"],
                tickets=[_ticket_row(x) for x in [*tickets, *doc["other_tickets"]]],
-               ticket=doc["ticket"], qa=doc["qa"], transcript=doc["transcript"],
+               qa=doc["qa"], transcript=doc["transcript"],
                originals=not doc["transcript_masked"],
                may_see_originals=may_see_originals(principal(request)),
-               rule_name=lambda rule_id: t(f"qa.rule.{rule_id}"),
-               detail=lambda text: qa_view.translate_detail(text or "", lang))
+               **qa_view.formatters(ctx["t"], ctx["lang"]))
     return aiohttp_jinja2.render_template("call.html", request, ctx)
 
 
-async def _formatting_context(request: web.Request) -> dict[str, Any]:
+async def formatting_context(request: web.Request) -> dict[str, Any]:
     """The common context and the helpers that show ids by name and times in the
-    hotline's own zone, as the ticket and QA pages do."""
+    hotline's own zone (``ticket_view.formatters``): the call and QA pages'."""
     ctx = await context(request)
     service = request.app[TICKETS]
     ctx.update(ticket_view.formatters(ctx["t"], service.policy.zone, service.now()))
