@@ -212,6 +212,15 @@ def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
     return False
 
 
+def _denied_after(text: str, end: int) -> bool:
+    """A hit that the words right after it deny (一点煤气味都没有, 烟也没有), but
+    not a new clause after a finished event (瓷砖撬松了也没有粘) or 也没有人管."""
+    rest = text[end : end + 6]
+    after = (rest[:2].lstrip("味儿道") + rest[2:])[:4]  # the smell word of 煤气|味都没有
+    return (after[:3] in ("都没有", "也没有", "都不是", "也不是") and after[3:] != "人"
+            and not text[:end].endswith("了"))
+
+
 def _hedge(text: str, at: int) -> bool:
     """The 不 of 是不是 (is it ...?): a hedge, not a negation."""
     return text[max(0, at - 1) : at + 2] == "是不是"
@@ -260,7 +269,7 @@ def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules)
     if _other_context(hazard, text, start, end, rules):
         return "context"
     if (negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE)
-            or _negated_inside(m, rules)):
+            or _negated_inside(m, rules) or _denied_after(text, end)):
         return "negation"
     if _hypothetical(text, start, end, rules):
         return "hypothetical"

@@ -115,3 +115,25 @@ def test_small_leak_is_not_p1_but_flooding_is() -> None:
 def test_evidence_names_the_words() -> None:
     evidence = read_safety("厨房煤气味特别重").evidence()
     assert evidence and evidence[0].startswith("gas: ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我上午报的修，你们说回电到现在也没人打过来",  # 回电, not an electric shock
+        "停电到晚上八点还没来，冰箱里的东西要坏了",  # a power cut, not a shock
+        "你们这个电到底什么时候能恢复",  # 到底: "after all"
+        "楼下那堆废纸板放了好久了，怕哪天有人扔个烟头着起来",  # feared
+        "我刚才还以为是煤气漏了，原来是垃圾桶里的臭鸡蛋",  # mistaken, then explained
+        "三个月前楼上水管爆了淹了我家，赔偿找谁谈",  # past, N months ago
+        "厨房我仔细闻了，一点煤气味都没有，就是打不着火",  # denied right after
+    ],
+)
+def test_look_alikes_fears_and_denials_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_a_denial_does_not_cancel_a_finished_event_or_nobody_coming() -> None:
+    # 也没有人 is about help not coming; 了也没有 starts a new clause.
+    assert read_safety("电梯困人了也没有人来管，我们在里面半小时了").is_p1
+    assert read_safety("插座被电了一下手都麻了，也没有人来看").is_p1
