@@ -217,6 +217,8 @@ def _denied_after(text: str, end: int) -> bool:
     not a new clause after a finished event (瓷砖撬松了也没有粘) or 也没有人管."""
     rest = text[end : end + 6]
     after = (rest[:2].lstrip("味儿道") + rest[2:])[:4]  # the smell word of 煤气|味都没有
+    if rest.startswith("不了"):  # the potential form: 水也烧不了 (cannot boil water)
+        return True
     return (after[:3] in ("都没有", "也没有", "都不是", "也不是") and after[3:] != "人"
             and not text[:end].endswith("了"))
 
@@ -233,6 +235,8 @@ def _asks(text: str, at: int) -> bool:
 
 
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    if text.startswith("的时候", end):  # 着火的时候才开: any time it might happen
+        return True
     feared = text[max(0, start - rules.worry_window) : start]
     if rules.worry_window and any(m in feared for m in rules.worry_markers):
         return True

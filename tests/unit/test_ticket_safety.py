@@ -137,3 +137,26 @@ def test_a_denial_does_not_cancel_a_finished_event_or_nobody_coming() -> None:
     # 也没有人 is about help not coming; 了也没有 starts a new clause.
     assert read_safety("电梯困人了也没有人来管，我们在里面半小时了").is_p1
     assert read_safety("插座被电了一下手都麻了，也没有人来看").is_p1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "厨房热水器旁边的电表箱门合不上了",  # 水 of 热水器, not water on the meter
+        "想请师傅来看看燃气管、电线、水管是不是老化了",  # a list of fixtures
+        "电梯到我们十五楼不停了，门不开直接过去了",  # 不停了: skips the floor
+        "我妈在楼梯摔骨折了，现在打着石膏，楼梯那个坑你们补一下",  # in care now
+        "卫生间下水往上返，返上来全是屎尿，都漫到门口了",  # sewage: a P2, not a flood
+        "楼上老往下扔烟头，我阳台的垫子烫了好几个洞",  # a nuisance, nothing heavy
+        "停电一上午了，电闸推不上去，饭也做不了水也烧不了",  # 烧不了: cannot boil
+        "楼道那个防火门是不是着火的时候才会自动关上",  # how a door works
+        "空开一推上去就掉下来，我一个人住弄不明白",  # living alone, nobody hit
+    ],
+)
+def test_words_that_only_look_like_a_danger_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_crackling_sockets_and_people_under_a_falling_branch_stay_p1() -> None:
+    assert "electrical_fire" in read_safety("卧室插座一开灯就噼里啪啦地响，还闪火花").hazards
+    assert "tree_down" in read_safety("大树枝子断了挂在上面，下面都是人在走").hazards
