@@ -20,9 +20,11 @@ in the same run.
 - audio: the dev calls' two legs through Vosk (what ``callcenter analyze
   --caller --agent`` reads); transcripts are cached by bench/asr_accuracy.py's
   cache (the first run decodes, about 13 s of CPU per call).
+- --unseen FILE...: a new batch in the corpus's format, not yet in the corpus,
+  judged by the production models; scored once, honestly, before it joins.
 
     .venv/bin/python bench/ticket_accuracy.py [--mode validation,cv,files,text,audio] [--jobs 2]
-        [--details]
+        [--details] [--unseen FILE...]
 """
 
 from __future__ import annotations
@@ -222,6 +224,16 @@ def files_cases() -> list[Case]:
     return cases
 
 
+def unseen_cases(path: Path) -> list[Case]:
+    """A corpus-format file that is not (yet) in the corpus, judged by the
+    production models: how a new batch is scored once, honestly, before it
+    joins the corpus and becomes training data."""
+    if path.resolve().parent == CORPUS_DIR.resolve():
+        raise SystemExit(f"{path.name} is already in the corpus: its figures would not be unseen")
+    models = learned.trained("all")
+    return [_judged(e, models) for e in load_file(path)]
+
+
 def details_report() -> None:
     """Complaint details (when/where/whom/ask) on the validation complaints."""
     found = Counter[str]()
@@ -265,10 +277,20 @@ def main() -> int:
     parser.add_argument("--mode", default="validation,text,audio")
     parser.add_argument("--jobs", type=int, default=2, help="decoding processes (audio)")
     parser.add_argument("--details", action="store_true", help="list every wrong item")
+    parser.add_argument("--unseen", type=Path, nargs="+", default=[], metavar="FILE",
+                        help="score corpus-format files that are not in the corpus (and nothing"
+                             " else unless --mode is given too)")
     args = parser.parse_args()
     modes = set(args.mode.split(","))
     print("baseline: category from the IVR key (none/0 -> engineering), urgency P3"
           " (P4 for consultation), severity important")
+    if args.unseen and "--mode" not in sys.argv:
+        modes = set()
+    for path in args.unseen:
+        report(f"unseen file {path.name} (production models)", unseen_cases(path),
+               GOALS["text"], args.details, address=False)
+    if not modes:
+        return 0
     if "validation" in modes:
         report("own corpus, validation split (trained on the train split)",
                validation_cases(), GOALS["text"], args.details, address=False)
