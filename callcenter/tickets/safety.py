@@ -127,6 +127,8 @@ class SafetyRules:
     hypothetical_window: int
     worry_markers: tuple[str, ...]
     worry_window: int
+    future_markers: tuple[str, ...]
+    future_window: int
     over_markers: tuple[str, ...]
     past_markers: tuple[str, ...]
     recurrence_markers: tuple[str, ...]
@@ -169,6 +171,8 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         hypothetical_window=int(hyp["window"]),
         worry_markers=tuple(map(str, hyp.get("worry_markers", []))),
         worry_window=int(hyp.get("worry_window", 0)),
+        future_markers=tuple(map(str, hyp.get("future_markers", []))),
+        future_window=int(hyp.get("future_window", 0)),
         over_markers=tuple(map(str, over["markers"])),
         past_markers=tuple(map(str, over["past_markers"])),
         recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
@@ -239,6 +243,9 @@ def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
         return True
     feared = text[max(0, start - rules.worry_window) : start]
     if rules.worry_window and any(m in feared for m in rules.worry_markers):
+        return True
+    someday = text[max(0, start - rules.future_window) : start]
+    if rules.future_window and any(m in someday for m in rules.future_markers):
         return True
     w = rules.hypothetical_window
     # The clause may begin before the hit or inside it (报警器我想问问要是响了…).

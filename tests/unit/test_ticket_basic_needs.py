@@ -39,6 +39,14 @@ def test_basic_needs_found(text: str, need: str) -> None:
         "电梯坏了，不过我住二楼，走楼梯就行",  # low floor
         "单元门关不上了，风一吹就开",  # the shared unit door, not the home's
         "上个月停电那次已经修好了，我想问问电费怎么算",  # over
+        "明天停水是全天都停吗，我家老人要做饭",  # tomorrow's stop: a question
+        "楼下贴的纸说下周二要停气，停多久",  # the same for gas
+        "地漏这两天一直往上返臭味，水下得挺快",  # a smell, not sewage
+        "看到公告说电梯要停两天做年检，我住十八楼",  # a planned stop, announced
+        "电梯到九楼停下来，门口有个台阶",  # 停下来: it stops, as lifts do
+        "墙根一直潮，但是没有水往下淌",  # no water running, not no water
+        "我在家等到下午，师傅都没来电话",  # 没来电话 is no phone call
+        "早上车在地库打不着火",  # a car, not the cooker
     ],
 )
 def test_look_alikes_are_not_basic_needs(text: str) -> None:

@@ -160,3 +160,58 @@ def test_words_that_only_look_like_a_danger_are_not_p1(text: str) -> None:
 def test_crackling_sockets_and_people_under_a_falling_branch_stay_p1() -> None:
     assert "electrical_fire" in read_safety("卧室插座一开灯就噼里啪啦地响，还闪火花").hazards
     assert "tree_down" in read_safety("大树枝子断了挂在上面，下面都是人在走").hazards
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "瓷砖还没掉，我就是担心万一哪天刮大风掉下来砸着人",  # a future that may never come
+        "楼前那根大枝子现在整根横在路上，人得绕着走",  # lying on the road: it blocks the way
+        "楼上装修把防水层砸坏了，水渗下来，我家吊顶泡塌了一块",  # 砸坏: damage, not a blow
+        "我家是六栋一单元1101，阳台栏杆松了",  # 110 inside a room number is no emergency call
+    ],
+)
+def test_a_feared_future_a_blocked_path_or_past_damage_is_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_a_branch_falling_on_the_road_and_a_loose_railing_over_people_stay_p1() -> None:
+    assert "tree_down" in read_safety("大风把树刮倒了，横在路上，车都过不去").hazards
+    assert "structure" in read_safety("阳台栏杆松了，晃得厉害，底下就是人行道").hazards
+    assert "falling_object" in read_safety("上面的瓷砖一直往下掉，下面人来人往的").hazards
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "草坪里的水管爆了，水一直往上冒，冲了个坑",  # a lawn's pipe wets no one's home
+        "阳台外面那根下水管裂开了，水一直往下滴",  # a drain pipe cracked: a leak
+        "灶台右边那个一打就着火，挺旺的，左边那个不行",  # a stove that lights
+        "井盖一直往外冒白气，远看跟冒烟似的，走近是水蒸气",  # steam, not smoke
+        "喷灭蚊的烟雾每回都顺着院子走一圈",  # fogging against mosquitoes
+        "出东门的时候道闸杆落下来砸到我车顶了",  # a barrier arm on a car
+        "上午电箱烧了，你们电工来过，现在就是没电",  # the electrician came: power out is P2
+    ],
+)
+def test_fixtures_tools_and_handled_faults_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_a_pipe_bursting_at_home_and_things_banging_down_from_a_roof_stay_p1() -> None:
+    assert read_safety("卫生间墙里的水管爆了，水哗哗往外喷，都流到客厅了").is_p1
+    assert "falling_object" in read_safety("楼顶上那个砖头一直往下掉，叮叮咣咣的").hazards
+    # Welding sets fires and a fall is heard: neither word cancels a danger.
+    assert read_safety("电焊的火星掉到楼下杂物堆上，着火了").is_p1
+    assert read_safety("砰的一声好大的声音，楼上的花盆掉下来了，差点砸到人").is_p1
+
+
+@pytest.mark.parametrize(
+    ("text", "hazard"),
+    [
+        ("电梯门就拿胶带一拦人就走了，门缝能钻进去个孩子，里面就是井道", "lift_fault"),
+        ("树枝砍到一半断了，那截卡在树杈上撂那儿了，下面就是滑梯", "tree_down"),
+        ("楼下窨井盖碎脱了，一只洞敞开，小囡放学侪从这走", "structure"),
+    ],
+)
+def test_an_open_shaft_a_hung_branch_and_an_open_manhole_are_p1(text: str, hazard: str) -> None:
+    assert hazard in read_safety(text).hazards, read_safety(text).hits
