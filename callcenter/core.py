@@ -72,6 +72,9 @@ class Timeline:
     numbers: list[Segment] = field(default_factory=list)
     addresses: list[Segment] = field(default_factory=list)
     names: list[Segment] = field(default_factory=list)
+    # The address read again with the windows shifted (asr/numbers.ADDRESS_SHIFTS_S),
+    # one list per shift: where they agree they fill what ``addresses`` left open.
+    address_variants: list[list[Segment]] = field(default_factory=list)
 
     def by_leg(self, leg: LegName) -> list[Segment]:
         return [s for s in self.segments if s.leg == leg]

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from callcenter import pii
 from callcenter.asr.model import cached_vocabulary
-from callcenter.asr.numbers import Cues, address_windows, name_windows, number_windows
+from callcenter.asr.numbers import (
+    ADDRESS_SHIFTS_S,
+    Cues,
+    address_windows,
+    name_windows,
+    number_windows,
+)
 from callcenter.audio import AudioError, read_mono, read_stereo_legs, speech_level
 from callcenter.core import CallFacts, QaResult, Segment, Ticket, Timeline
 from callcenter.dialogue import build_timeline, timeline_from_meta
@@ -82,11 +88,11 @@ class Transcribing:
         return list(self.get().numbers(samples, rate, leg, segments))
 
     def addresses(self, samples: Any, rate: int, leg: str, segments: list[Segment],
-                  cues: Cues) -> list[Segment]:
+                  cues: Cues, shift_s: float = 0.0) -> list[Segment]:
         """``Transcriber.addresses``; nothing is loaded when no address was given."""
         if not address_windows(segments, leg, len(samples) / rate, cues):
             return []
-        return list(self.get().addresses(samples, rate, leg, segments, cues))
+        return list(self.get().addresses(samples, rate, leg, segments, cues, shift_s))
 
     def names(self, samples: Any, rate: int, leg: str, segments: list[Segment],
               cues: Cues) -> list[Segment]:
@@ -146,11 +152,17 @@ def with_numbers(timeline: Timeline, audio: Mapping[str, tuple[Any, int]], trans
     ``.addresses``) of each leg in ``audio`` (leg -> samples, rate), the address
     cued by the ticket terms and the estate's ``buildings``."""
     cues = building_cues(buildings, transcriber.model_path) if buildings else number_cues()
+    variants: list[list[Segment]] = [[] for _ in ADDRESS_SHIFTS_S]
     for leg, (samples, rate) in audio.items():
         timeline.numbers += transcriber.numbers(samples, rate, leg, timeline.segments)
-        timeline.addresses += transcriber.addresses(samples, rate, leg, timeline.segments,
-                                                    cues)
+        heard = transcriber.addresses(samples, rate, leg, timeline.segments, cues)
+        timeline.addresses += heard
+        if heard:  # read again, the windows shifted, only where an address was heard
+            for reading, shift in zip(variants, ADDRESS_SHIFTS_S, strict=True):
+                reading += transcriber.addresses(samples, rate, leg, timeline.segments,
+                                                 cues, shift)
         timeline.names += transcriber.names(samples, rate, leg, timeline.segments, cues)
+    timeline.address_variants = [reading for reading in variants if reading]
     return timeline
 
 

@@ -23,7 +23,7 @@ with the labels on 95.4 % against 96.5 % (bench/asr_accuracy.py, 2026-12-02).
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded
 again with a grammar of number, address or name words (about 0.2 % of real time
-in all).
+in all before the address windows were read three times, ``ADDRESS_SHIFTS_S``).
 """
 
 from __future__ import annotations
@@ -163,11 +163,13 @@ class Transcriber:
         return self._second_pass(samples, rate, leg, DIGITS_GRAMMAR, windows)
 
     def addresses(self, samples: npt.NDArray[np.int16], rate: int, leg: LegName,
-                  segments: Sequence[Segment], cues: Cues) -> list[Segment]:
+                  segments: Sequence[Segment], cues: Cues, shift_s: float = 0.0
+                  ) -> list[Segment]:
         """The second pass for the address: where an address is being given on
         ``leg``, decoded with a grammar of number and address words and the
-        estate's building names (``cues.building_names``)."""
-        windows = address_windows(segments, leg, len(samples) / rate, cues)
+        estate's building names (``cues.building_names``); ``shift_s`` moves each
+        window's start (``asr/numbers.ADDRESS_SHIFTS_S``)."""
+        windows = address_windows(segments, leg, len(samples) / rate, cues, shift_s)
         return self._second_pass(samples, rate, leg, address_grammar(cues.building_names),
                                  windows)
 

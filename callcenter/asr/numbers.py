@@ -74,6 +74,12 @@ MIN_DIGITS = 5  # a segment holding this many digit characters is looked at agai
 MIN_ROOM_DIGITS = 3  # ... for an address (a room: 3-4 digits)
 FOLLOW_S = 3.0  # the segment after a naming one (or the question), within this pause
 PAD_S = 0.3  # decoded around each segment: words at its edges are not cut
+# The address is read again with each window starting this much earlier and later:
+# where a window starts moves the recognizer's utterance ends, and with them a digit
+# of the room may fall in the gap (二单元|零一 for 二单元五零一). A field the
+# unshifted reading left open is filled where the shifted readings agree
+# (tickets/address.py); they never overrule what it heard.
+ADDRESS_SHIFTS_S = (-0.2, 0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +119,11 @@ def number_windows(segments: Sequence[Segment], leg: str, length_s: float
     return _merged(chosen)
 
 
-def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues: Cues
-                    ) -> list[tuple[float, float]]:
+def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues: Cues,
+                    shift_s: float = 0.0) -> list[tuple[float, float]]:
     """Stretches of ``leg`` where an address is being given: a segment holding an
     address word or a room's worth of digits, and the caller's answer to the
-    agent's address question."""
+    agent's address question; ``shift_s`` moves each one's start (ADDRESS_SHIFTS_S)."""
     words = (*cues.address_words, *(n.replace(" ", "") for n in cues.building_names))
     chosen = []
     answer_until = -1.0
@@ -130,7 +136,7 @@ def address_windows(segments: Sequence[Segment], leg: str, length_s: float, cues
         if (answering or any(w in segment.text for w in words)
                 or len(_DIGIT_CHARACTERS.findall(segment.text)) >= MIN_ROOM_DIGITS):
             chosen.append(_padded(segment, length_s))
-    return _merged(chosen)
+    return [(min(max(0.0, start + shift_s), end), end) for start, end in _merged(chosen)]
 
 
 def name_windows(segments: Sequence[Segment], leg: str, length_s: float, cues: Cues

@@ -402,8 +402,11 @@ def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None,
                           buildings: Sequence[str] = ()) -> tuple[str, str, str]:
     """The caller's home address, from the second pass's readings where there are
     some (``Timeline.addresses``: the first pass writes numbers as homophones), each
-    field the first pass's where the readings leave it open. ``buildings``: the
-    estate's named buildings, which an address may give instead of a number."""
+    field the first pass's where the readings leave it open. Where the address was
+    read again with shifted windows (``Timeline.address_variants``), a field the
+    unshifted reading left open is the value those readings all agree on, before
+    the first pass's. ``buildings``: the estate's named buildings, which an address
+    may give instead of a number."""
     terms = terms or _default_address_terms()
     if buildings:
         terms = replace(terms, building_names=[*terms.building_names, *buildings])
@@ -411,19 +414,32 @@ def extract_address_heard(timeline: Timeline, terms: AddressTerms | None = None,
     if not timeline.addresses:
         return first
     heard = extract_address_from_timeline(with_address_readings(timeline), terms)
-    building, unit, room = (h or f for h, f in zip(heard, first, strict=True))
+    shifted = [extract_address_from_timeline(with_address_readings(timeline, reading), terms)
+               for reading in timeline.address_variants]
+    building, unit, room = (h or _agreed([s[i] for s in shifted]) or f
+                            for i, (h, f) in enumerate(zip(heard, first, strict=True)))
     return building, unit, room
 
 
-def with_address_readings(timeline: Timeline) -> Timeline:
+def _agreed(values: Sequence[str]) -> str:
+    """The value every shifted reading of a field heard alike (two at least), else
+    none: a lone reading is no surer than the unshifted one that heard nothing."""
+    return values[0] if len(values) >= 2 and len(set(values)) == 1 else ""
+
+
+def with_address_readings(timeline: Timeline, readings: Sequence[Segment] | None = None
+                          ) -> Timeline:
     """The timeline with each segment the address pass read again replaced by those
-    readings (their unknown words as pauses)."""
+    readings (``timeline.addresses`` unless others are given; their unknown words as
+    pauses)."""
+    if readings is None:
+        readings = timeline.addresses
     segments = []
     for seg in timeline.segments:
-        readings = [n for n in timeline.addresses
-                    if n.leg == seg.leg and n.start < seg.end and seg.start < n.end]
-        if readings:
-            text = "，".join(n.text.replace(UNKNOWN_WORD, "，") for n in readings)
+        overlapping = [n for n in readings
+                       if n.leg == seg.leg and n.start < seg.end and seg.start < n.end]
+        if overlapping:
+            text = "，".join(n.text.replace(UNKNOWN_WORD, "，") for n in overlapping)
             seg = replace(seg, text=text, words=[])
         segments.append(seg)
     return Timeline(segments, timeline.duration)

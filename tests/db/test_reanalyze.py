@@ -42,7 +42,7 @@ class SaysANumber(Transcribing):
         return []  # the number is legible in the first pass already
 
     def addresses(self, samples: Any, rate: int, leg: str, segments: list[Segment],
-                  cues: Any) -> list[Segment]:
+                  cues: Any, shift_s: float = 0.0) -> list[Segment]:
         return []
 
 

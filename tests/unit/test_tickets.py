@@ -480,6 +480,74 @@ def test_the_address_pass_reading_wins_field_by_field() -> None:
     assert extract_phone(tl) == "15806127394"
 
 
+def test_readings_with_shifted_windows_fill_what_the_unshifted_one_left_open() -> None:
+    """Where an address window starts moves the recognizer's utterance ends: the
+    unshifted reading lost the 五 of 五零一 in the gap, the two shifted ones heard it.
+    They fill a field only where they agree, and never overrule a field the
+    unshifted reading heard."""
+    tl = make_timeline([
+        ("agent", 0.5, 3.0, "请问您住哪里？"),
+        ("caller", 3.5, 8.0, "十六洞二单元不铃音"),
+    ])
+    tl.addresses = [Segment("caller", 3.6, 6.5, "[unk]十六洞二单元"),
+                    Segment("caller", 7.0, 7.9, "零一")]
+    assert extract_address_heard(tl) == ("16", "2", "")
+    tl.address_variants = [[Segment("caller", 3.4, 7.9, "十六洞二单元五零一")],
+                           [Segment("caller", 3.8, 7.9, "十六洞二单元五零一")]]
+    assert extract_address_heard(tl) == ("16", "2", "501")
+    tl.address_variants = [[Segment("caller", 3.4, 7.9, "十五洞二单元五零一")],
+                           [Segment("caller", 3.8, 7.9, "十五洞二单元五零七")]]
+    assert extract_address_heard(tl) == ("16", "2", "")  # 15 is not heard; 501/507
+
+
+def test_address_windows_shift_their_starts_within_the_leg() -> None:
+    from callcenter.asr.numbers import Cues, address_windows
+
+    said = [Segment("caller", 0.1, 2.0, "三栋二单元", []),
+            Segment("caller", 5.0, 7.0, "五零一室", [])]
+    cues = Cues(address_words=("栋", "单元", "室"))
+    assert address_windows(said, "caller", 7.2, cues) == [
+        pytest.approx((0.0, 2.3)), pytest.approx((4.7, 7.2))]
+    assert address_windows(said, "caller", 7.2, cues, -0.2) == [
+        pytest.approx((0.0, 2.3)), pytest.approx((4.5, 7.2))]
+    assert address_windows(said, "caller", 7.2, cues, 0.2) == [
+        pytest.approx((0.2, 2.3)), pytest.approx((4.9, 7.2))]
+
+
+def test_the_address_is_read_again_with_shifted_windows_only_where_one_was_heard() -> None:
+    from callcenter.asr.numbers import ADDRESS_SHIFTS_S
+    from callcenter.pipeline import with_numbers
+
+    class Recorded:
+        """A second pass that hears an address on the caller's leg only."""
+
+        def __init__(self) -> None:
+            self.shifts: list[tuple[str, float]] = []
+
+        def numbers(self, samples: object, rate: int, leg: str, segments: object) -> list:
+            return []
+
+        def names(self, samples: object, rate: int, leg: str, segments: object,
+                  cues: object) -> list:
+            return []
+
+        def addresses(self, samples: object, rate: int, leg: str, segments: object,
+                      cues: object, shift_s: float = 0.0) -> list[Segment]:
+            self.shifts.append((leg, shift_s))
+            if leg != "caller":
+                return []
+            return [Segment("caller", 3.6 + shift_s, 7.9, "十六洞二单元五零一")]
+
+    tl = make_timeline([("caller", 3.5, 8.0, "十六洞二单元不铃音")])
+    heard = Recorded()
+    with_numbers(tl, {"caller": (None, 8000), "agent": (None, 8000)}, heard)
+    assert heard.shifts == [("caller", 0.0), *(("caller", s) for s in ADDRESS_SHIFTS_S),
+                            ("agent", 0.0)]
+    assert len(tl.addresses) == 1
+    assert len(tl.address_variants) == len(ADDRESS_SHIFTS_S)
+    assert extract_address_heard(tl) == ("16", "2", "501")
+
+
 def test_a_named_building_of_the_estate_is_an_address_and_its_pass_hears_it() -> None:
     """Estates name some buildings (紫荆苑, 商业街): the residents directory's names
     are read as the building, and they join the address pass's grammar and cues."""
