@@ -274,18 +274,20 @@ def dev_cases(calls: list[dict[str, Any]], timelines: dict[str, Timeline]) -> li
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", default="validation,text,audio")
+    parser.add_argument("--mode", help="sections to run, comma-separated (default:"
+                        " validation,text,audio; none with --unseen)")
     parser.add_argument("--jobs", type=int, default=2, help="decoding processes (audio)")
     parser.add_argument("--details", action="store_true", help="list every wrong item")
     parser.add_argument("--unseen", type=Path, nargs="+", default=[], metavar="FILE",
                         help="score corpus-format files that are not in the corpus (and nothing"
                              " else unless --mode is given too)")
     args = parser.parse_args()
-    modes = set(args.mode.split(","))
+    if args.mode:
+        modes = set(args.mode.split(","))
+    else:  # a new batch alone is scored on its own
+        modes = set() if args.unseen else {"validation", "text", "audio"}
     print("baseline: category from the IVR key (none/0 -> engineering), urgency P3"
           " (P4 for consultation), severity important")
-    if args.unseen and "--mode" not in sys.argv:
-        modes = set()
     for path in args.unseen:
         report(f"unseen file {path.name} (production models)", unseen_cases(path),
                GOALS["text"], args.details, address=False)

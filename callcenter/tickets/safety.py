@@ -142,6 +142,12 @@ def _expand(pattern: str, concepts: dict[str, str]) -> re.Pattern[str]:
     return re.compile(re.sub(r"\{([A-Z_]+)\}", concept, pattern))
 
 
+def _words(items: list[Any]) -> tuple[str, ...]:
+    """A word list, where an item may be a whole shared list (a YAML alias)."""
+    return tuple(str(w) for item in items
+                 for w in (item if isinstance(item, list) else [item]))
+
+
 def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
     concepts: dict[str, str] = {}
     for name, words in data["concepts"].items():  # a concept may use those above it
@@ -160,7 +166,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         hazards={str(h): compiled(p) for h, p in data["hazards"].items()},
         requires={str(h): tuple(map(str, s)) for h, s in (data.get("requires") or {}).items()},
         signs={str(s): compiled(p) for s, p in signs.items()},
-        unless={str(h): tuple(map(str, w)) for h, w in unless.items()},
+        unless={str(h): _words(w) for h, w in unless.items()},
         unless_window=window,
         unless_anywhere={str(h): tuple(map(str, w)) for h, w in anywhere.items()},
         sign_window=sign_window,
@@ -241,11 +247,8 @@ def _asks(text: str, at: int) -> bool:
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if text.startswith("的时候", end):  # 着火的时候才开: any time it might happen
         return True
-    feared = text[max(0, start - rules.worry_window) : start]
-    if rules.worry_window and any(m in feared for m in rules.worry_markers):
-        return True
-    someday = text[max(0, start - rules.future_window) : start]
-    if rules.future_window and any(m in someday for m in rules.future_markers):
+    if (_said_before(text, start, rules.worry_markers, rules.worry_window)
+            or _said_before(text, start, rules.future_markers, rules.future_window)):
         return True
     w = rules.hypothetical_window
     # The clause may begin before the hit or inside it (报警器我想问问要是响了…).
@@ -253,6 +256,11 @@ def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if not any(m in opening for m in rules.hypothetical_markers):
         return False
     return any(q in text[start : end + w] for q in rules.question_markers)
+
+
+def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -> bool:
+    """Whether one of ``markers`` stands in the ``window`` characters before ``start``."""
+    return any(m in text[max(0, start - window) : start] for m in markers)
 
 
 def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
