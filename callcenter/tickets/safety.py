@@ -133,6 +133,9 @@ class SafetyRules:
     past_markers: tuple[str, ...]
     recurrence_markers: tuple[str, ...]
     over_window: int
+    story_window: int = 0
+    present_markers: tuple[str, ...] = ()
+    still_markers: tuple[str, ...] = ()
 
 
 def _expand(pattern: str, concepts: dict[str, str]) -> re.Pattern[str]:
@@ -183,6 +186,9 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         past_markers=tuple(map(str, over["past_markers"])),
         recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
         over_window=int(over["window"]),
+        story_window=int(over.get("story_window", 0)),
+        present_markers=tuple(map(str, over.get("present_markers", []))),
+        still_markers=tuple(map(str, over.get("still_markers", []))),
     )
 
 
@@ -269,9 +275,33 @@ def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if any(r in around for r in rules.recurrence_markers):
         return False
     before, after = text[max(0, start - w) : start], text[end : end + w]
-    return any(p in before for p in rules.past_markers) or any(
-        o in after for o in rules.over_markers
-    )
+    return (any(p in before for p in rules.past_markers)
+            or any(o in after for o in rules.over_markers)
+            or _told_as_past(text, start, end, rules))
+
+
+def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
+    """Whether the caller says, after a hit told in the past, that what it left is
+    there now (昨晚台风把树掀起来了…现在学生从底下过)."""
+    return any(m in text[end : end + rules.story_window * 2] for m in rules.still_markers)
+
+
+def _told_as_past(text: str, start: int, end: int, rules: SafetyRules) -> bool:
+    """A hit inside a story the caller began in the past (去年楼上报停，结果管子冻裂
+    了把楼下都淹了): a time in the past reaches further than ``over_window`` while
+    the caller has not come back to now (现在, 今天, 还, 又) on the way to the hit or
+    right after it (昨晚台风把树掀起来了…现在学生从底下钻过去: what the past did is
+    still there)."""
+    if not rules.story_window:
+        return False
+    lo = max(0, start - rules.story_window)
+    told = [text.rfind(p, lo, start) for p in rules.past_markers]
+    since = max(told, default=-1)
+    if since < 0:
+        return False
+    way = text[since:end]
+    return not (any(m in way for m in (*rules.present_markers, *rules.recurrence_markers))
+                or _still_there(text, end, rules))
 
 
 def _other_context(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> bool:

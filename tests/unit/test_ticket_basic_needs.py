@@ -57,3 +57,10 @@ def test_a_basic_need_raises_an_ordinary_report_to_p2() -> None:
     judged = judge("你好，我们家停电了，一屋子黑，三号楼二单元501", "1")
     assert judged.urgency == "P2"
     assert any(e.startswith("basic need no_power") for e in judged.evidence["urgency"])
+
+
+def test_a_home_with_every_radiator_cold_is_a_basic_need() -> None:
+    assert "no_heating" in read_basic_needs("家里暖气片全都是凉的，屋里才十一度").hazards
+    assert "no_heating" in read_basic_needs("地 暖 一 点 温 度 都 没 有 了").hazards
+    # One radiator lukewarm is an ordinary repair.
+    assert not read_basic_needs("卧室那组暖气片上面有点不热，可能要放气").is_p1

@@ -215,3 +215,28 @@ def test_a_pipe_bursting_at_home_and_things_banging_down_from_a_roof_stay_p1() -
 )
 def test_an_open_shaft_a_hung_branch_and_an_open_manhole_are_p1(text: str, hazard: str) -> None:
     assert hazard in read_safety(text).hazards, read_safety(text).hits
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A story begun in the past stays past while the caller tells it.
+        "前年冬天隔壁单元有户人家没人住，结果水管冻裂了，把楼下整个都淹了，我想问问今年要不要放水",
+        "上个月初那场暴风雨，我们小区门口那排广告牌被风吹翻了好几块，我就想问那个保险怎么报",
+        # A car's damage is not a person's danger.
+        "我停在负二层的车全泡了，水都淹到座椅了，发动机也进水了，4S店说要大修",
+        # Praise for staff who already saw to a danger.
+        "我想表扬一下你们值班的保安，那天半夜我爸在楼道里摔了，他帮忙叫了救护车",
+    ],
+)
+def test_a_past_story_a_car_under_water_or_praise_is_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_a_past_storm_whose_damage_is_still_there_stays_p1() -> None:
+    # The past made the danger; the caller says it is there now.
+    assert read_safety("昨晚大风把那棵大树刮断了，整根斜着搭在路边电线上，现在还有人从下面走").is_p1
+    wall = "前天下了一整天的大雨以后，小区那面围墙裂开一条大缝，往路上歪，这会儿学生都从底下过"
+    assert read_safety(wall).is_p1
+    # Back to now on the way to the danger: not a past story.
+    assert read_safety("上礼拜修过的水管今天又爆了，水哗哗往外喷").is_p1
