@@ -71,8 +71,11 @@ class Thresholds:
 class JudgementRules:
     thresholds: Thresholds
     major_signs: dict[str, re.Pattern[str]]
+    important_signs: dict[str, re.Pattern[str]]
     details: dict[str, re.Pattern[str]]
     all_clear: re.Pattern[str]
+    declared_complaint: re.Pattern[str]
+    not_declared: re.Pattern[str]
 
 
 @lru_cache(maxsize=2)
@@ -82,8 +85,12 @@ def load_rules(path: Path = JUDGEMENT_FILE) -> JudgementRules:
     return JudgementRules(
         thresholds=Thresholds(**{k: float(v) for k, v in data["thresholds"].items()}),
         major_signs={str(k): re.compile(str(v)) for k, v in data["major_signs"].items()},
+        important_signs={str(k): re.compile(str(v))
+                         for k, v in data["important_signs"].items()},
         details={str(k): re.compile(str(v)) for k, v in data["complaint_details"].items()},
         all_clear=re.compile(str(data["all_clear"])),
+        declared_complaint=re.compile(str(data["declared_complaint"])),
+        not_declared=re.compile(str(data["not_declared"])),
     )
 
 
@@ -169,6 +176,15 @@ def _urgency(
     return pred.label, evidence, unsure
 
 
+def _declared_complaint(flat: str, rules: JudgementRules) -> str | None:
+    """The caller's words that call the call a complaint (我要投诉), unless they take
+    it back or only tell of or suppose one (``judgement.yaml``)."""
+    said = rules.declared_complaint.search(flat)
+    if said is None or rules.not_declared.search(flat):
+        return None
+    return said.group(0)
+
+
 def _major_sign(text: str, rules: JudgementRules) -> str | None:
     for name, pattern in rules.major_signs.items():
         for m in pattern.finditer(text):
@@ -183,6 +199,11 @@ def _severity(
     sign = _major_sign(text, rules)
     if sign:
         return "major", [f"sign {sign}", *_model_evidence(pred)], False
+    if pred.label == "minor":
+        for name, pattern in rules.important_signs.items():
+            m = pattern.search(text)
+            if m and not negated(text, m.start()):
+                return "important", [f"sign {name}: {m.group(0)}", *_model_evidence(pred)], False
     return pred.label, _model_evidence(pred), _unsure(pred, rules.thresholds)
 
 
@@ -260,6 +281,12 @@ def judge(
     clear = rules.all_clear.search(flat) if category == "consultation" else None
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
                                                  clear.group(0) if clear else None)
+    declared = _declared_complaint(flat, rules)
+    if declared and category != "complaint" and urgency != "P1":
+        # The caller's own word for the call; the agent confirms it. Not for a danger
+        # now: the blind batches file those under the danger's category as often.
+        cat_evidence = [f"caller calls it a complaint: {declared}", *cat_evidence]
+        category, cat_unsure = "complaint", True
     if category == "consultation":
         turns = [s for turn in (statements or [caller_text]) for s in sentences(turn)]
         stated = _stated_problem(turns, key, models, t)

@@ -10,7 +10,7 @@ import pytest
 from callcenter.core import CATEGORIES, URGENCIES
 from callcenter.tickets import learned
 from callcenter.tickets.corpus import CorpusError, load_corpus, load_file
-from callcenter.tickets.judge import complaint_details, judge
+from callcenter.tickets.judge import _declared_complaint, complaint_details, judge, load_rules
 
 
 def test_corpus_is_large_labelled_and_split_by_situation() -> None:
@@ -228,3 +228,17 @@ def test_a_question_whose_caller_says_nothing_is_wrong_now_leaves_p1_to_the_mode
     assert judge(past, "1", models=report).urgency == "P1"
     # A question without the all-clear: recall first.
     assert judge("我想问问，楼道里有煤气味怎么回事", "3", models=models).urgency == "P1"
+
+
+def test_a_caller_who_calls_it_a_complaint_is_complaining() -> None:
+    # A facility's inconvenience, called a complaint by the caller (spec: minor).
+    j = judge("我要投诉一下，我们楼道那个感应灯坏了好几天了，晚上黑乎乎的", "1")
+    assert j.category == "complaint" and j.severity is not None
+    rules = load_rules()
+    assert _declared_complaint("我投诉你们电工，线头露在外面没装盖子", rules) == "我投诉"
+    # Taken back, only supposed, or only a past one: not a declared complaint.
+    for text in ("不是投诉啊，就是我家厨房水龙头一直滴水", "我想投诉一下，哦不对，就是报个修",
+                 "万一我投诉了你们不处理找谁", "上个月我投诉过一次楼上装修"):
+        assert _declared_complaint(text, rules) is None, text
+    repair = judge("不是投诉啊，就是我家厨房水龙头一直滴水，麻烦来修一下", "1")
+    assert repair.category == "engineering"
