@@ -185,8 +185,9 @@ def _declared_complaint(flat: str, rules: JudgementRules) -> str | None:
     return said.group(0)
 
 
-def _major_sign(text: str, rules: JudgementRules) -> str | None:
-    for name, pattern in rules.major_signs.items():
+def _sign(text: str, signs: dict[str, re.Pattern[str]]) -> str | None:
+    """The first of ``signs`` said and not negated (``name: words``)."""
+    for name, pattern in signs.items():
         for m in pattern.finditer(text):
             if not negated(text, m.start()):
                 return f"{name}: {m.group(0)}"
@@ -196,14 +197,12 @@ def _major_sign(text: str, rules: JudgementRules) -> str | None:
 def _severity(
     pred: Prediction, text: str, rules: JudgementRules
 ) -> tuple[str, list[str], bool]:
-    sign = _major_sign(text, rules)
+    sign = _sign(text, rules.major_signs)
     if sign:
         return "major", [f"sign {sign}", *_model_evidence(pred)], False
-    if pred.label == "minor":
-        for name, pattern in rules.important_signs.items():
-            m = pattern.search(text)
-            if m and not negated(text, m.start()):
-                return "important", [f"sign {name}: {m.group(0)}", *_model_evidence(pred)], False
+    sign = _sign(text, rules.important_signs) if pred.label == "minor" else None
+    if sign:
+        return "important", [f"sign {sign}", *_model_evidence(pred)], False
     return pred.label, _model_evidence(pred), _unsure(pred, rules.thresholds)
 
 
