@@ -7,9 +7,9 @@ address and name readings included, as the worker makes them) and analysed with
 ``callcenter.pipeline.analyze(..., source="asr")``. The system gets only the audio,
 ``ivr_digits`` and ``caller.phone``; labels and the other caller fields are used for
 scoring only. Transcripts are cached as JSON under ``Settings().cache_dir /
-"bench-asr"`` (keyed by call id, model name, decoder search and whether silence
-was skipped: ``CALLCENTER_ASR_SKIP_SILENCE=true``), so only the first
-run decodes (about 12 s of CPU per call; ``--jobs`` runs calls in parallel).
+"bench-asr"`` (keyed by call id, model name, decoder search, the decoder's own
+dither and whether silence was skipped: ``CALLCENTER_ASR_SKIP_SILENCE=true``), so
+only the first run decodes (about 12 s of CPU per call; ``--jobs`` runs calls in parallel).
 
     .venv/bin/python bench/asr_accuracy.py [--jobs 2] [--details] [--refresh]
     .venv/bin/python bench/asr_accuracy.py --show d007   # print a cached transcript
@@ -73,10 +73,11 @@ def skip_silence() -> bool:
 
 
 def cache_file(call_id: str, model_name: str) -> Path:
+    from callcenter.asr.decoder import DITHER
     from callcenter.asr.search import NARROW
 
     vad = "+vad" if skip_silence() else ""
-    return cache_dir() / f"{call_id}--{model_name}+{NARROW.tag}{vad}.json"
+    return cache_dir() / f"{call_id}--{model_name}+{NARROW.tag}-d{DITHER:g}{vad}.json"
 
 
 def _seg_to_json(seg: Segment) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from callcenter.asr.numbers import (
     surname_stand_ins,
     with_surnames,
 )
-from callcenter.asr.search import NARROW, SEARCHES, DecoderSearch, model_with_search
+from callcenter.asr.search import FEATURES, NARROW, SEARCHES, DecoderSearch, model_with_search
 from callcenter.asr.vad import DEFAULT_VAD, VadSettings, speech_spans
 from callcenter.audio import read_mono, resample
 from callcenter.core import LegName, Segment, Word
@@ -67,6 +67,14 @@ log = logging.getLogger(__name__)
 _FRAME_S = 0.03  # the model's output frame (Vosk word times are multiples of it)
 CHUNK_S = 0.5  # audio fed per AcceptWaveform call (0.2 s cost 3-4 % more CPU, same words)
 MIN_RATE = 8000
+
+# The dither Kaldi would add (asr/search.py turns its own off): noise of this
+# standard deviation in sample units, from a generator seeded the same for every
+# leg, so that a leg decodes to the same words every time. Without any, stretches
+# of digital silence (zeros) have no log energy and the model heard words in
+# them (a greeting said at 0.5 s began at 0.0).
+DITHER = 1.0
+DITHER_SEED = 0
 
 _models: dict[Path, Any] = {}
 _models_lock = threading.Lock()
@@ -89,12 +97,12 @@ def load_model(path: Path) -> Any:
 class Transcriber:
     """Speech to segments for one leg at a time.
 
-    ``feed_rate``: the rate audio is given to Vosk at. None feeds it as recorded
-    (8 kHz telephone legs stay 8 kHz, which measured as good as upsampling them);
-    a number resamples to it first. ``use_vad``: decode only the stretches with
-    speech (``vad`` tunes how they are found). ``search``: how wide the decoder
-    searches (``asr/search.py``; None: the model's own conf), or ``settings``'s
-    ``asr_search`` when settings are given.
+    ``feed_rate``: the rate audio is given to Vosk at. None: the model's own
+    (16 kHz), to which 8 kHz telephone legs are upsampled, because the dither
+    (``DITHER``) must cover the model's whole band; a number resamples to it.
+    ``use_vad``: decode only the stretches with speech (``vad`` tunes how they are
+    found). ``search``: how wide the decoder searches (``asr/search.py``; None: the
+    model's own conf), or ``settings``'s ``asr_search`` when settings are given.
     ``allow_network``: whether resolving the model may download it.
     """
 
@@ -121,10 +129,11 @@ class Transcriber:
         except OSError as exc:
             # Slower, not broken: calls are still transcribed.
             log.warning("no model folder for the decoder search in %s (%s): decoding with "
-                        "the model's own, slower search", cache_dir, exc)
+                        "the model's folder as shipped (its slower search, and dither)",
+                        cache_dir, exc)
             self.search, folder = None, self.model_path
         self.model = load_model(folder)
-        self.feed_rate = feed_rate
+        self.feed_rate = feed_rate or _model_rate(folder)
         self.use_vad = use_vad
         self.vad = vad
         # (sample rate, grammar) -> the recognizers not in use
@@ -141,9 +150,7 @@ class Transcriber:
             raise ValueError(f"sample rate {rate} Hz is too low for speech recognition")
         if len(x) == 0:
             return []
-        if self.feed_rate and self.feed_rate != rate:
-            x = resample(x, rate, self.feed_rate)
-            rate = self.feed_rate
+        x, rate = self._fed(x, rate)
         total = len(x) / rate
         if self.use_vad:
             spans = [
@@ -207,12 +214,15 @@ class Transcriber:
         """``windows`` (seconds in the leg) through a recognizer for ``grammar``."""
         if not windows:
             return []
-        x = np.asarray(samples, dtype=np.int16)
-        if self.feed_rate and self.feed_rate != rate:
-            x = resample(x, rate, self.feed_rate)
-            rate = self.feed_rate
+        x, rate = self._fed(np.asarray(samples, dtype=np.int16), rate)
         spans = [(int(a * rate), min(len(x), round(b * rate))) for a, b in windows]
         return self._decode(x, rate, spans, leg, len(x) / rate, grammar=grammar)
+
+    def _fed(self, x: npt.NDArray[np.int16], rate: int) -> tuple[npt.NDArray[np.int16], int]:
+        """The signal and its rate as Vosk is given them (``feed_rate``)."""
+        if self.feed_rate != rate:
+            return resample(x, rate, self.feed_rate), self.feed_rate
+        return x, rate
 
     def transcribe_file(self, path: str | Path, leg: LegName) -> list[Segment]:
         samples, rate = read_mono(path)
@@ -305,6 +315,7 @@ class _Recognizer:
         the next leg is another speaker.
         """
         step = int(rate * CHUNK_S)
+        noise = np.random.default_rng(DITHER_SEED)
         starts: list[tuple[int, int]] = []  # (stream sample, leg sample) of each span
         results: list[dict[str, Any]] = []
         running = False  # an utterance is open (not ended at a pause Vosk heard)
@@ -313,8 +324,8 @@ class _Recognizer:
                 continue
             starts.append((self.fed, lo))
             for i in range(lo, hi, step):
-                chunk = x[i : min(hi, i + step)]
-                running = not self.vosk.AcceptWaveform(chunk.astype("<i2").tobytes())
+                chunk = _dithered(x[i : min(hi, i + step)], noise)
+                running = not self.vosk.AcceptWaveform(chunk.tobytes())
                 if not running:
                     results.append(json.loads(self.vosk.Result()))
             self.fed += hi - lo
@@ -336,6 +347,25 @@ class _Recognizer:
             self.vosk.AcceptWaveform(pause.tobytes())
             self.fed += len(pause)
         return str(self.vosk.FinalResult())
+
+
+def _model_rate(folder: Path) -> int:
+    """The sample rate the model's features are computed at (``--sample-frequency``
+    in its features conf; Kaldi's default when it has none)."""
+    for conf in FEATURES:
+        path = folder / conf
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                name, _, value = line.strip().partition("=")
+                if name == "--sample-frequency":
+                    return int(float(value))
+    return 16000
+
+
+def _dithered(chunk: npt.NDArray[np.int16], noise: np.random.Generator) -> npt.NDArray[np.int16]:
+    """``chunk`` with ``DITHER`` noise added, as little-endian 16-bit samples."""
+    added = chunk.astype(np.int32) + np.rint(noise.normal(0.0, DITHER, len(chunk))).astype(np.int32)
+    return np.clip(added, -32768, 32767).astype("<i2")
 
 
 @dataclass(frozen=True, slots=True)

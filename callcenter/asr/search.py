@@ -14,6 +14,13 @@ words: two QA rules failed agents who had passed).
 model's files linked, only ``conf/model.conf`` rewritten. It lives in the cache
 folder (the model's own folder may be read-only) and is built once, atomically,
 so processes starting together never see half of one.
+
+The folder also turns off Kaldi's dither (``--dither=0`` in ``conf/mfcc.conf``).
+Kaldi adds noise to every frame from the C library's process-wide ``rand()``, so
+the same leg decoded twice in one process, or after another leg, gave other
+words. The decoder adds the same amount of noise itself, from a generator seeded
+alike for every leg (``asr/decoder.DITHER``), so a leg decodes to the same
+transcript every time, whatever ran before or beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONF = Path("conf") / "model.conf"
+# The feature options, whichever the model has (Vosk picks its features by which
+# of these files exists, so none is ever added).
+FEATURES = (Path("conf") / "mfcc.conf", Path("conf") / "fbank.conf")
+# Features computed the same on every run (see the module doc).
+NO_DITHER = {"--dither": "0"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +91,23 @@ def _has_options(conf_text: str, options: dict[str, str]) -> bool:
 
 
 def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir: Path) -> Path:
-    """A model folder decoding with ``search`` (None: the model's own search, its
-    folder as it is)."""
+    """A model folder decoding with ``search`` (None: the model's own search) and
+    without dither; the model's own folder when it already is one."""
     model_path = Path(model_path).resolve()
-    if search is None:
+    rewrites = _rewrites(model_path, search)
+    if not rewrites:
         return model_path
-    conf = (model_path / CONF).read_text(encoding="utf-8")
-    if _has_options(conf, search.options()):
-        return model_path
-    wanted = with_options(conf, search.options())
+    tag = search.tag if search and CONF.name in rewrites else "own-search"
+    wanted = "\n".join(f"{name}\n{text}" for name, text in sorted(rewrites.items()))
     digest = hashlib.sha256(f"{model_path}\n{wanted}".encode()).hexdigest()[:12]
-    target = cache_dir / "model-searches" / f"{model_path.name}+{search.tag}-{digest}"
+    target = cache_dir / "model-searches" / f"{model_path.name}+{tag}-{digest}"
     if (target / CONF).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         building.chmod(0o755)  # as readable as the model it links to
-        _link_model(model_path, building, wanted)
+        _link_model(model_path, building, rewrites)
         os.rename(building, target)
     except OSError:
         shutil.rmtree(building, ignore_errors=True)
@@ -105,15 +116,29 @@ def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir:
     return target
 
 
-def _link_model(model_path: Path, folder: Path, conf_text: str) -> None:
+def _rewrites(model_path: Path, search: DecoderSearch | None) -> dict[str, str]:
+    """The conf files (by name) whose text the decoding folder changes, as they
+    should read; empty when the model's folder already decodes that way."""
+    wanted = {CONF: search.options() if search else {}}
+    wanted |= {path: NO_DITHER for path in FEATURES if (model_path / path).is_file()}
+    rewrites = {}
+    for path, options in wanted.items():
+        text = (model_path / path).read_text(encoding="utf-8")
+        if not _has_options(text, options):
+            rewrites[path.name] = with_options(text, options)
+    return rewrites
+
+
+def _link_model(model_path: Path, folder: Path, rewrites: dict[str, str]) -> None:
     """Every entry of the model linked into ``folder``, except the conf folder,
-    whose files are linked but for model.conf, written as ``conf_text``."""
+    whose files are linked but for those in ``rewrites``, written as given there."""
     for entry in model_path.iterdir():
         if entry.name != CONF.parent.name:
             (folder / entry.name).symlink_to(entry)
     conf_dir = folder / CONF.parent
     conf_dir.mkdir()
     for entry in (model_path / CONF.parent).iterdir():
-        if entry.name != CONF.name:
+        if entry.name not in rewrites:
             (conf_dir / entry.name).symlink_to(entry)
-    (folder / CONF).write_text(conf_text, encoding="utf-8")
+    for name, text in rewrites.items():
+        (conf_dir / name).write_text(text, encoding="utf-8")
