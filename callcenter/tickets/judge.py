@@ -76,6 +76,7 @@ class JudgementRules:
     all_clear: re.Pattern[str]
     declared_complaint: re.Pattern[str]
     not_declared: re.Pattern[str]
+    denied_complaint: re.Pattern[str]
 
 
 @lru_cache(maxsize=2)
@@ -91,6 +92,7 @@ def load_rules(path: Path = JUDGEMENT_FILE) -> JudgementRules:
         all_clear=re.compile(str(data["all_clear"])),
         declared_complaint=re.compile(str(data["declared_complaint"])),
         not_declared=re.compile(str(data["not_declared"])),
+        denied_complaint=re.compile(str(data["denied_complaint"])),
     )
 
 
@@ -174,6 +176,12 @@ def _urgency(
         # as one would wait twice as long: P4 needs the model's clear reading.
         return "P3", [*evidence, f"model P4 below {t.department_p4:g}"], True
     return pred.label, evidence, unsure
+
+
+def _best_but_complaint(pred: Prediction) -> str:
+    """The model's likeliest category other than a complaint."""
+    others = {k: v for k, v in pred.probabilities.items() if k != "complaint"}
+    return max(others, key=lambda k: others[k])
 
 
 def _declared_complaint(flat: str, rules: JudgementRules) -> str | None:
@@ -280,6 +288,11 @@ def judge(
     clear = rules.all_clear.search(flat) if category == "consultation" else None
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
                                                  clear.group(0) if clear else None)
+    denied = rules.denied_complaint.search(flat)
+    if denied and category == "complaint":
+        category = _best_but_complaint(cat_pred)
+        cat_evidence = [f"caller says it is no complaint: {denied.group(0)}", *cat_evidence]
+        cat_unsure = True
     declared = _declared_complaint(flat, rules)
     if declared and category != "complaint" and urgency != "P1":
         # The caller's own word for the call; the agent confirms it. Not for a danger

@@ -67,6 +67,8 @@ _NOT_A_DANGER_ALONE = frozenset({"urgent_plea"})
 # A strong negation inside a hit that spans several words negates its second part
 # (横在路上？没有，倒在草坪里).
 _NEGATION_INSIDE = ("没有", "不是", "并没", "没在", "不在")
+# How far after a "now" (现在, 今天) a caller says it is over (现在是不漏了).
+_NOW_OVER_WINDOW = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +284,17 @@ def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
 
 def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
     """Whether the caller says, after a hit told in the past, that what it left is
-    there now (昨晚台风把树掀起来了…现在学生从底下过)."""
-    return any(m in text[end : end + rules.story_window * 2] for m in rules.still_markers)
+    there now (昨晚台风把树掀起来了…现在学生从底下过), and not that it is over now
+    (现在是不漏了, 现在已经修好了)."""
+    after = text[end : end + rules.story_window * 2]
+    for marker in rules.still_markers:
+        at = after.find(marker)
+        while at >= 0:
+            told = after[at + len(marker) : at + len(marker) + _NOW_OVER_WINDOW]
+            if not any(o in told for o in rules.over_markers):
+                return True
+            at = after.find(marker, at + 1)
+    return False
 
 
 def _told_as_past(text: str, start: int, end: int, rules: SafetyRules) -> bool:

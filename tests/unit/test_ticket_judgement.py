@@ -242,3 +242,14 @@ def test_a_caller_who_calls_it_a_complaint_is_complaining() -> None:
         assert _declared_complaint(text, rules) is None, text
     repair = judge("不是投诉啊，就是我家厨房水龙头一直滴水，麻烦来修一下", "1")
     assert repair.category == "engineering"
+
+
+def test_a_caller_who_says_it_is_no_complaint_is_not_filed_as_one() -> None:
+    j = judge("我昨天报过修的，师傅说好今天来，等到现在也没人。我不是要投诉啊，你别给我记投诉，"
+              "我就想知道师傅还来不来，家里厨房一直没电", "1")
+    assert j.category != "complaint" and "category" in j.needs_confirmation
+    assert any("no complaint" in e for e in j.evidence["category"])
+    rules = load_rules()
+    # A hedge, or the caller naming what the complaint is about, is no denial.
+    for text in ("我想反映个小事，也不算投诉吧", "我要投诉，不是投诉装修的，是投诉你们物业"):
+        assert rules.denied_complaint.search(text) is None, text

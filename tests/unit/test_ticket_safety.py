@@ -227,6 +227,10 @@ def test_an_open_shaft_a_hung_branch_and_an_open_manhole_are_p1(text: str, hazar
         "我停在负二层的车全泡了，水都淹到座椅了，发动机也进水了，4S店说要大修",
         # Praise for staff who already saw to a danger.
         "我想表扬一下你们值班的保安，那天半夜我爸在楼道里摔了，他帮忙叫了救护车",
+        # Back to now only to say it is over.
+        "上个月十号，楼上那家热水器管子爆了，水漏到我家，地板全泡了，现在是不漏了，可赔偿没人管",
+        # A topic named, not a danger told.
+        "我想提个建议，关于高空抛物的，能不能在楼下多贴点告示",
     ],
 )
 def test_a_past_story_a_car_under_water_or_praise_is_not_p1(text: str) -> None:
