@@ -35,6 +35,8 @@ from callcenter.tickets.safety import read_safety
         ("地下车库进水了，水都到膝盖了，还有人在里面挪车", "deep_water"),
         ("电梯门老夹人，今天又把一个小孩的胳膊夹了", "lift_fault"),
         ("楼道的消火栓箱打开是空的，水带水枪都没了", "safety_equipment"),
+        ("消防通道让车堵死了，救护车进不来，楼上老人脑梗了", "injury"),
+        ("对门大爷胸口疼，他老伴打的120", "injury"),
     ],
 )
 def test_hazards_make_p1(text: str, hazard: str) -> None:
@@ -151,6 +153,7 @@ def test_a_denial_does_not_cancel_a_finished_event_or_nobody_coming() -> None:
         "停电一上午了，电闸推不上去，饭也做不了水也烧不了",  # 烧不了: cannot boil
         "楼道那个防火门是不是着火的时候才会自动关上",  # how a door works
         "空开一推上去就掉下来，我一个人住弄不明白",  # living alone, nobody hit
+        "电梯里空调坏了，闷得人喘不过气",  # stuffy, not a person short of breath
     ],
 )
 def test_words_that_only_look_like_a_danger_are_not_p1(text: str) -> None:
