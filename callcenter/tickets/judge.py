@@ -16,6 +16,7 @@ A judgement the sources disagree on, or one the model is unsure of, is listed in
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class JudgementRules:
     declared_complaint: re.Pattern[str]
     not_declared: re.Pattern[str]
     denied_complaint: re.Pattern[str]
+    next_problem: re.Pattern[str]
 
 
 @lru_cache(maxsize=2)
@@ -93,6 +95,7 @@ def load_rules(path: Path = JUDGEMENT_FILE) -> JudgementRules:
         declared_complaint=re.compile(str(data["declared_complaint"])),
         not_declared=re.compile(str(data["not_declared"])),
         denied_complaint=re.compile(str(data["denied_complaint"])),
+        next_problem=re.compile(str(data["next_problem"])),
     )
 
 
@@ -176,6 +179,37 @@ def _urgency(
         # as one would wait twice as long: P4 needs the model's clear reading.
         return "P3", [*evidence, f"model P4 below {t.department_p4:g}"], True
     return pred.label, evidence, unsure
+
+
+_URGENCY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+_MIN_PART = 6  # characters: shorter parts are a word or two, not a problem told
+
+
+def problem_parts(flat: str, rules: JudgementRules) -> list[str]:
+    """The caller's words cut where they go on to another problem (还有, 另外);
+    none when they do not."""
+    cuts = [m.start() for m in rules.next_problem.finditer(flat)]
+    bounds = [0, *cuts, len(flat)]
+    parts = [flat[a:b] for a, b in itertools.pairwise(bounds)]
+    return [p for p in parts if len(p) >= _MIN_PART] if cuts else []
+
+
+def _most_urgent_problem(flat: str, key: str, models: Models,
+                         rules: JudgementRules) -> tuple[str, str] | None:
+    """(category, part) of a call with several problems of different departments:
+    the most urgent part's, the first told on a tie (``next_problem``)."""
+    found = []
+    for index, part in enumerate(problem_parts(flat, rules)):
+        doc = learned.reading(learned.document(part, key))
+        cat = models.category.predict(doc)
+        if cat.label == "consultation" or cat.confidence < rules.thresholds.statement:
+            continue
+        urgency = models.urgency.predict(doc).label
+        found.append((_URGENCY_RANK[urgency], index, cat.label, part))
+    if len({f[2] for f in found}) < 2:
+        return None
+    _, _, category, part = min(found)
+    return category, part
 
 
 def _best_but_complaint(pred: Prediction) -> str:
@@ -288,6 +322,11 @@ def judge(
     clear = rules.all_clear.search(flat) if category == "consultation" else None
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
                                                  clear.group(0) if clear else None)
+    if urgency != "P1" and category != "complaint":
+        first = _most_urgent_problem(flat, key, models, rules)
+        if first and first[0] != category:
+            category, cat_unsure = first[0], True
+            cat_evidence = [f"several problems, the most urgent first: {first[1]}", *cat_evidence]
     denied = rules.denied_complaint.search(flat)
     if denied and category == "complaint":
         category = _best_but_complaint(cat_pred)

@@ -10,7 +10,13 @@ import pytest
 from callcenter.core import CATEGORIES, URGENCIES
 from callcenter.tickets import learned
 from callcenter.tickets.corpus import CorpusError, load_corpus, load_file
-from callcenter.tickets.judge import _declared_complaint, complaint_details, judge, load_rules
+from callcenter.tickets.judge import (
+    _declared_complaint,
+    complaint_details,
+    judge,
+    load_rules,
+    problem_parts,
+)
 
 
 def test_corpus_is_large_labelled_and_split_by_situation() -> None:
@@ -253,3 +259,10 @@ def test_a_caller_who_says_it_is_no_complaint_is_not_filed_as_one() -> None:
     # A hedge, or the caller naming what the complaint is about, is no denial.
     for text in ("我想反映个小事，也不算投诉吧", "我要投诉，不是投诉装修的，是投诉你们物业"):
         assert rules.denied_complaint.search(text) is None, text
+
+
+def test_a_call_with_several_problems_is_cut_where_the_caller_goes_on() -> None:
+    rules = load_rules()
+    parts = problem_parts("地库我车位上面那一排灯都不亮了还有今天我车位被一辆陌生的车占了", rules)
+    assert parts == ["地库我车位上面那一排灯都不亮了", "还有今天我车位被一辆陌生的车占了"]
+    assert problem_parts("楼道的灯不亮了好几天了", rules) == []
