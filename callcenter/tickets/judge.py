@@ -10,6 +10,9 @@ Pure. Two sources combine:
   hazards (``safety.py``) make a call P1 recall first, and the spec's structural
   signs of a major complaint (repeated requests, a month unresolved, injury or
   loss) make it major.
+The caller's own structure comes on top: a call with several problems takes the
+most urgent one's category (the first told on a tie), and a caller who says the
+call is, or is not, a complaint is taken at their word (``judgement.yaml``).
 A judgement the sources disagree on, or one the model is unsure of, is listed in
 ``needs_confirmation``; the agent confirms or corrects it at wrap-up.
 """
