@@ -101,7 +101,7 @@ def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir:
     wanted = "\n".join(f"{name}\n{text}" for name, text in sorted(rewrites.items()))
     digest = hashlib.sha256(f"{model_path}\n{wanted}".encode()).hexdigest()[:12]
     target = cache_dir / "model-searches" / f"{model_path.name}+{tag}-{digest}"
-    if (target / CONF).is_file():
+    if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -111,7 +111,7 @@ def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir:
         os.rename(building, target)
     except OSError:
         shutil.rmtree(building, ignore_errors=True)
-        if not (target / CONF).is_file():  # not just another process finishing first
+        if not target.is_dir():  # not just another process finishing first
             raise
     return target
 
@@ -119,7 +119,7 @@ def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir:
 def _rewrites(model_path: Path, search: DecoderSearch | None) -> dict[str, str]:
     """The conf files (by name) whose text the decoding folder changes, as they
     should read; empty when the model's folder already decodes that way."""
-    wanted = {CONF: search.options() if search else {}}
+    wanted = {CONF: search.options()} if search else {}
     wanted |= {path: NO_DITHER for path in FEATURES if (model_path / path).is_file()}
     rewrites = {}
     for path, options in wanted.items():

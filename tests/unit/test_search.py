@@ -62,6 +62,14 @@ def test_a_model_that_already_decodes_so_is_its_own_folder(model: Path, tmp_path
     assert not (tmp_path / "model-searches").exists()
 
 
+def test_the_models_own_search_needs_no_model_conf(model: Path, tmp_path: Path) -> None:
+    (model / "conf" / "model.conf").unlink()
+    folder = model_with_search(model, None, tmp_path)
+    assert model_with_search(model, None, tmp_path) == folder  # built once
+    assert not (folder / "conf" / "model.conf").exists()
+    assert "--dither=0\n" in (folder / "conf" / "mfcc.conf").read_text()
+
+
 def test_features_conf_is_never_added(model: Path, tmp_path: Path) -> None:
     """Vosk picks MFCC or filter-bank features by which conf file exists."""
     (model / "conf" / "mfcc.conf").unlink()
