@@ -83,11 +83,28 @@ def with_options(conf_text: str, options: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conf_options(conf_text: str) -> dict[str, str]:
+    """The options a Kaldi conf sets (``--name=value`` lines), by name."""
+    return {m.group(1): m.group(2) for line in conf_text.splitlines()
+            if (m := _OPTION.match(line.strip()))}
+
+
 def _has_options(conf_text: str, options: dict[str, str]) -> bool:
     """Whether ``conf_text`` sets every option to the same number already."""
-    found = {m.group(1): m.group(2) for line in conf_text.splitlines()
-             if (m := _OPTION.match(line.strip()))}
+    found = conf_options(conf_text)
     return all(k in found and float(found[k]) == float(v) for k, v in options.items())
+
+
+def feature_rate(folder: Path) -> int:
+    """The sample rate a model folder computes its features at (``--sample-frequency``
+    in its features conf; Kaldi's default when it has none)."""
+    for conf in FEATURES:
+        path = folder / conf
+        if path.is_file():
+            rate = conf_options(path.read_text(encoding="utf-8")).get("--sample-frequency")
+            if rate is not None:
+                return int(float(rate))
+    return 16000
 
 
 def model_with_search(model_path: Path, search: DecoderSearch | None, cache_dir: Path) -> Path:

@@ -244,3 +244,28 @@ def test_a_surname_the_model_lacks_is_heard_through_a_word_that_sounds_the_same(
     [written] = with_surnames(heard, stand_ins)
     assert written.text == "我姓倪"
     assert [(w.w, w.start, w.conf) for w in written.words][-1] == ("倪", 1.5, 0.8)
+
+
+def test_a_leg_is_resampled_once_for_all_its_passes(
+    transcriber: Transcriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass and the second passes of one leg are fed the same upsampled
+    signal, resampled once; another leg is resampled for itself."""
+    import callcenter.asr.decoder as decoder
+
+    calls: list[int] = []
+    real = decoder.resample
+
+    def counted(x: np.ndarray, src: int, dst: int) -> np.ndarray:
+        calls.append(len(x))
+        return real(x, src, dst)
+
+    monkeypatch.setattr(decoder, "resample", counted)
+    rate = 8000
+    leg = np.zeros(2 * rate, dtype=np.int16)
+    other = np.zeros(3 * rate, dtype=np.int16)
+    transcriber.transcribe(leg, rate, "caller")
+    transcriber.transcribe(other, rate, "agent")
+    transcriber.transcribe(leg, rate, "caller")
+    transcriber.transcribe(other, rate, "agent")
+    assert calls == [len(leg), len(other)]
