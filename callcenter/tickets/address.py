@@ -53,6 +53,11 @@ MAX_FLATS_PER_FLOOR = 12
 # to the address question, after 我家/我住), within this pause.
 CONFIRMED_READ_BACK = 3.0
 CONFIRM_WITHIN_S = 4.0
+# A caller's value the agent also says (the spec's read-back, 复述确认) was heard
+# twice, by two voices on two legs: it outranks the caller's other values of that
+# field, as an answer to the address question outranks a passing mention, though
+# not a correction (a read-back may repeat what the caller then corrects).
+READ_BACK_AGREES = 1.5
 # Stands in for the characters of a building name already read (not a numeral, a
 # marker or a clause break), so that offsets stay as they were.
 _MASK = "□"
@@ -328,18 +333,21 @@ def extract_address(text: str, terms: AddressTerms | None = None) -> tuple[str, 
 
 
 def _scan_text(text: str, terms: AddressTerms, base: float, seg_index: int) -> list[_Mention]:
-    parts = _split_corrections(text, terms.correction_markers)
     found: list[_Mention] = []
-    for p_index, part in enumerate(parts):
-        # A correction outranks what it corrects.
-        found += _mentions_in(part, terms, base + 3.0 * p_index, (seg_index, p_index))
+    for p_index, part in enumerate(_split_corrections(text, terms.correction_markers)):
+        # A correction outranks what it corrects; a turn that opens with one (不对，
+        # 是十九栋) corrects the turn before, the agent's read-back or the caller's own.
+        if part:
+            found += _mentions_in(part, terms, base + 3.0 * p_index, (seg_index, p_index))
     return found
 
 
 def _split_corrections(text: str, markers: Sequence[str]) -> list[str]:
+    """``text`` cut at each correction marker (the first part empty when it opens
+    with one)."""
     if not markers:
         return [text]
-    return [p for p in re.split(_alternation(markers), text) if p] or [text]
+    return re.split(_alternation(markers), text)
 
 
 def _resolve(mentions: Sequence[_Mention]) -> tuple[str, str, str]:
@@ -365,22 +373,43 @@ def extract_address_from_timeline(
     agent's words (the read-back) only fill fields the caller never gave, unless
     the caller's next turn confirms them and nothing else (对, 是的): then they are
     the address both agreed on, as strong as the caller's best (a correction the
-    caller makes after it still wins, being later).
+    caller makes after it still wins, being later). A value of the caller's that
+    the agent repeats later counts more (``READ_BACK_AGREES``): from speech,
+    where the caller gave two readings of a field, the one the agent repeats is
+    the one both heard. The caller's reply to a read-back counts as much for the
+    fields read back (it confirms or corrects them).
     """
     terms = terms or _default_address_terms()
-    mentions: list[_Mention] = []
+    callers: list[_Mention] = []
+    agents: list[_Mention] = []
     prev_agent = ""
+    read_back: set[str] = set()  # fields the agent's last turn said, until the reply
+    read_back_end = 0.0
+    replies: list[_Mention] = []  # the caller's mentions of the fields read back to them
     for index, seg in enumerate(timeline.segments):
         text = compact(seg.text)
         if seg.leg == "agent":
             prev_agent = text
             confirmed = _confirmed_by_caller(timeline.segments, index, terms)
-            mentions += _scan_text(text, terms, CONFIRMED_READ_BACK if confirmed else -10.0,
-                                   index)
+            said = _scan_text(text, terms, CONFIRMED_READ_BACK if confirmed else -10.0, index)
+            agents += said
+            read_back, read_back_end = {m.field for m in said}, seg.end
             continue
         base = 1.0 if any(q in prev_agent for q in terms.question_markers) else 0.0
-        mentions += _scan_text(text, terms, base, index)
-    return _resolve(mentions)
+        replying = read_back if seg.start - read_back_end <= CONFIRM_WITHIN_S else set()
+        said = _scan_text(text, terms, base, index)
+        callers += said
+        replies += [m for m in said if m.field in replying]
+        read_back = set()
+    callers = [replace(m, score=m.score + READ_BACK_AGREES)
+               if m in replies or _repeated(m, agents) else m for m in callers]
+    return _resolve([*callers, *agents])
+
+
+def _repeated(mention: _Mention, agents: Sequence[_Mention]) -> bool:
+    """Whether the agent says the caller's ``mention`` again later in the call."""
+    return any(a.field == mention.field and a.value == mention.value
+               and a.order > mention.order for a in agents)
 
 
 def _confirmed_by_caller(segments: Sequence[Segment], index: int, terms: AddressTerms

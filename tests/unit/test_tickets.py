@@ -186,6 +186,34 @@ def test_a_read_back_the_caller_confirms_is_the_address() -> None:
     assert heard("好的，师傅几点来？") == ("12", "2", "1701")
 
 
+
+
+def test_of_the_callers_two_readings_the_one_the_agent_repeats_wins() -> None:
+    """From speech the caller's address can come out twice, differently (十八栋 once,
+    八座 later). The value the agent reads back was heard on both legs: it wins over
+    the caller's later reading, but not over the caller's correction of it."""
+    def heard(later: str) -> tuple[str, str, str]:
+        return extract_address_from_timeline(make_timeline([
+            ("agent", 0.5, 3.0, "请问您家住哪一户？"),
+            ("caller", 3.5, 6.0, "十八栋三单元五零六"),
+            ("caller", 6.5, 9.0, later),
+            ("agent", 10.0, 14.0, "好的，十八栋三单元五零六，师傅下午过去。"),
+            ("caller", 14.5, 15.5, "好的，师傅几点来？"),
+        ]))
+
+    assert heard("八座四楼那个管子") == ("18", "3", "506")
+    corrected = extract_address_from_timeline(make_timeline([
+        ("agent", 0.5, 3.0, "请问您家住哪一户？"),
+        ("caller", 3.5, 6.0, "十八栋三单元五零六"),
+        ("agent", 6.5, 10.0, "十八栋三单元五零六，对吗？"),
+        ("caller", 10.5, 12.0, "不对，是十九栋"),
+    ]))
+    assert corrected == ("19", "3", "506")
+    # Nothing repeated: the later reading still wins, as before.
+    assert extract_address_from_timeline(make_timeline([
+        ("caller", 3.5, 6.0, "十八栋三单元五零六"),
+        ("caller", 6.5, 9.0, "八座四楼那个管子"),
+    ]))[0] == "8"
 def test_the_name_pass_gives_the_surname_only_where_nothing_else_did() -> None:
     """The caller's answer to 您贵姓 was heard as other words; the name pass (a
     grammar of 我/姓/叫 and the surname list) read 我姓刘 there. A surname the first
