@@ -107,8 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("files", type=Path, nargs="+", metavar="FILE")
     transcribe.add_argument("--json", action="store_true",
                             help="one JSON object per file and line, with word times")
-    transcribe.add_argument("--skip-silence", action="store_true",
-                            help="decode only the stretches with speech (faster)")
+    transcribe.add_argument("--skip-silence", action=argparse.BooleanOptionalAction,
+                            default=None,
+                            help="decode only the stretches with speech (default: the "
+                                 "asr_skip_silence setting, on); --no-skip-silence: "
+                                 "whole legs")
     transcribe.set_defaults(func=_transcribe)
 
     demo = sub.add_parser("demo", help="place scenario calls through the sandboxed Asterisk")
@@ -268,7 +271,8 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         transcriber = Transcriber(settings=settings, allow_network=False,
-                                  use_vad=args.skip_silence or settings.asr_skip_silence)
+                                  use_vad=settings.asr_skip_silence if args.skip_silence is None
+                                  else args.skip_silence)
     except ModelNotFound as exc:
         raise CliError(str(exc)) from None
     return run(args.files, transcriber, as_json=args.json)

@@ -7,20 +7,19 @@ words. Each ``transcribe`` takes an idle recognizer for its sample rate (or
 builds one), so one Transcriber serves several threads at once and holds at most
 as many recognizers as ran together.
 
-The whole leg is decoded by default. Vosk returns empty results on the near-silent
-stretches of a leg (while the other side talks) and those are dropped. With
-``use_vad=True`` only the stretches Silero's voice activity model finds are
-decoded (``asr/vad.py``; about half of each dev leg), back to back in one
-stream, each word's time mapped back to its place in the leg. Measured
-(bench/asr_throughput.py, the narrower search of ``asr/search.py``): 2.04x a
-plain Vosk loop's audio-seconds per CPU-second (1.61x with whole legs);
-realspeech CER 5.6 / 5.9 % at 16 / 8 kHz, as whole; dev calls CER 15.28 % against 15.57 %
-(bench/asr_accuracy.py). Still off by default: on the dev calls the addresses,
-read by the second pass in windows the first pass's utterances choose, came out
-right on 77.8 % of the calls against 88.9 % with whole legs, and category on
-93.3 % against 95.6 %; urgency 91.1 % either way, QA agreed with the labels on
-95.9 % against 95.6 % (bench/asr_accuracy.py, 2026-12-03, both decoded
-deterministically: ``DITHER``).
+``use_vad=True`` (the service's default, ``Settings.asr_skip_silence``) decodes
+only the stretches Silero's voice activity model finds (``asr/vad.py``; about
+half of each dev leg), back to back in one stream, each word's time mapped back
+to its place in the leg; otherwise the whole leg is decoded, and Vosk's empty
+results on the near-silent stretches (while the other side talks) are dropped.
+Measured (bench/asr_throughput.py, the narrower search of ``asr/search.py``):
+2.04x a plain Vosk loop's audio-seconds per CPU-second (1.61x with whole legs);
+realspeech CER 5.6 / 5.9 % at 16 / 8 kHz, as whole; dev calls CER 15.28 % against
+15.57 %, QA agreement 95.9 against 95.6 %, urgency 91.1 % either way, category
+93.3 against 95.6 %, addresses 84.4 against 88.9 % (bench/asr_accuracy.py,
+2026-12-03, both decoded deterministically: ``DITHER``). The second pass reads
+the whole leg's audio either way; only where its windows fall follows the first
+pass's utterances.
 
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded
