@@ -231,11 +231,14 @@ def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
 
 
 def _denied_after(text: str, end: int) -> bool:
-    """A hit that the words right after it deny (一点煤气味都没有, 烟也没有), but
+    """A hit that the words right after it deny (一点煤气味都没有, 烟也没有; the
+    agent's question said back and answered, 焦味？没有，没闻到), but
     not a new clause after a finished event (瓷砖撬松了也没有粘) or 也没有人管."""
     rest = text[end : end + 6]
     after = (rest[:2].lstrip("味儿道") + rest[2:])[:4]  # the smell word of 煤气|味都没有
     if rest.startswith("不了"):  # the potential form: 水也烧不了 (cannot boil water)
+        return True
+    if rest.startswith(("没有没", "没没", "没有不")):  # 焦味？没有，没闻到: asked back, denied
         return True
     return (after[:3] in ("都没有", "也没有", "都不是", "也不是") and after[3:] != "人"
             and not text[:end].endswith("了"))

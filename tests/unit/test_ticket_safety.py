@@ -129,6 +129,8 @@ def test_evidence_names_the_words() -> None:
         "我刚才还以为是煤气漏了，原来是垃圾桶里的臭鸡蛋",  # mistaken, then explained
         "三个月前楼上水管爆了淹了我家，赔偿找谁谈",  # past, N months ago
         "厨房我仔细闻了，一点煤气味都没有，就是打不着火",  # denied right after
+        "糊味？没有，没闻到，就是插座不通电",  # the agent's question said back, denied
+        "两个人在楼下吵，没动手，我就怕等会儿真打起来",  # a fight feared for later
     ],
 )
 def test_look_alikes_fears_and_denials_are_not_p1(text: str) -> None:
