@@ -8,8 +8,7 @@ address and name readings included, as the worker makes them) and analysed with
 ``ivr_digits`` and ``caller.phone``; labels and the other caller fields are used for
 scoring only. Transcripts are cached as JSON under ``Settings().cache_dir /
 "bench-asr"`` (keyed by call id, model name, decoder search, the decoder's own
-dither and whether silence was skipped: ``CALLCENTER_ASR_SKIP_SILENCE=false`` for
-whole legs), so
+dither and whether silence was skipped: ``CALLCENTER_ASR_SKIP_SILENCE=true``), so
 only the first run decodes (about 12 s of CPU per call; ``--jobs`` runs calls in parallel).
 
     .venv/bin/python bench/asr_accuracy.py [--jobs 2] [--details] [--refresh]

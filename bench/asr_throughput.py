@@ -5,15 +5,15 @@ the service's pipeline, in one run, on one thread each.
   leg in 0.5 s chunks (4,000 frames at 8 kHz), final result;
 - pipeline: ``callcenter.asr.decoder.Transcriber`` as the worker runs it (one
   recognizer per process, reset between legs, the narrower decoder search of
-  ``asr/search.py``; only the voiced stretches, as the service's default, or with
-  ``--no-vad`` whole legs).
+  ``asr/search.py``; whole legs, as the service's default, or with ``--vad`` only
+  the voiced stretches).
 
 Prints audio-seconds per CPU-second for both and their ratio (goals: >= 1.0x
 without VAD, >= 1.8x with it), and the character error rate of both on
 ../shared/realspeech at 16 and 8 kHz (goal: the pipeline at most 0.5 points worse).
 
     .venv/bin/python bench/asr_throughput.py              # 6 dev calls, about 4 minutes
-    .venv/bin/python bench/asr_throughput.py --no-vad --calls 12
+    .venv/bin/python bench/asr_throughput.py --vad --calls 12
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=6, help="dev calls (both legs each)")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=None,
                         help="the pipeline skips silence (default: as the service does, "
-                             "CALLCENTER_ASR_SKIP_SILENCE, on); --no-vad: whole legs")
+                             "CALLCENTER_ASR_SKIP_SILENCE, off); --no-vad: whole legs")
     args = parser.parse_args(argv)
     if args.vad is None:
         from callcenter.settings import Settings

@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--skip-silence", action=argparse.BooleanOptionalAction,
                             default=None,
                             help="decode only the stretches with speech (default: the "
-                                 "asr_skip_silence setting, on); --no-skip-silence: "
+                                 "asr_skip_silence setting, off); --no-skip-silence: "
                                  "whole legs")
     transcribe.set_defaults(func=_transcribe)
 

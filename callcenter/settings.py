@@ -73,13 +73,14 @@ class Settings(BaseSettings):
         description="Unpacked Vosk model folder. Unset: resolved from ../shared/models.",
     )
     asr_skip_silence: bool = Field(
-        default=True,
+        default=False,
         description="Decode only the stretches Silero's voice activity model finds in a "
                     "leg (about half of a call; bench/asr_throughput.py: about 2x a plain "
                     "Vosk loop's audio per CPU-second against 1.6x with whole legs, "
                     "realspeech CER at most +0.3 points; the dev calls' CER, QA and "
-                    "urgency as good, addresses 84 against 89 %: asr/decoder.py). False: "
-                    "whole legs.")
+                    "urgency as good, addresses 84 against 89 %: asr/decoder.py). Off by "
+                    "default: after a burst of 100 calls the first one's result came 1.9x "
+                    "its time alone with it, 1.06x without (bench/analysis_burst.py).")
     asr_search: Literal["narrow", "model"] = Field(
         default="narrow",
         description="How wide the recogniser searches: 'narrow' (beam 10, asr/search.py: "

@@ -7,7 +7,7 @@ words. Each ``transcribe`` takes an idle recognizer for its sample rate (or
 builds one), so one Transcriber serves several threads at once and holds at most
 as many recognizers as ran together.
 
-``use_vad=True`` (the service's default, ``Settings.asr_skip_silence``) decodes
+``use_vad=True`` (``Settings.asr_skip_silence``, off by default) decodes
 only the stretches Silero's voice activity model finds (``asr/vad.py``; about
 half of each dev leg), back to back in one stream, each word's time mapped back
 to its place in the leg; otherwise the whole leg is decoded, and Vosk's empty
@@ -19,7 +19,10 @@ realspeech CER 5.6 / 5.9 % at 16 / 8 kHz, as whole; dev calls CER 15.28 % agains
 93.3 against 95.6 %, addresses 84.4 against 88.9 % (bench/asr_accuracy.py,
 2026-12-03, both decoded deterministically: ``DITHER``). The second pass reads
 the whole leg's audio either way; only where its windows fall follows the first
-pass's utterances.
+pass's utterances. Off by default all the same: after a burst of 100 calls through
+one worker (bench/analysis_burst.py) the first call's result came 14.7 s after
+hang-up against 7.5 s alone (1.94x, goal 1.5x), with whole legs 9.1 against 8.5 s;
+with 8 calls 1.06x either way. Not yet understood.
 
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded

@@ -1,6 +1,6 @@
 """``callcenter transcribe`` as a user runs it: text or JSON per file, a stereo call
 as two legs, G.711 and raw formats, a broken file reported and the rest done,
-silence skipped or (``--no-skip-silence``) whole legs."""
+whole legs or (``--skip-silence``) only the stretches with speech."""
 
 from __future__ import annotations
 
@@ -60,6 +60,6 @@ def test_text_output_and_no_files_is_a_usage_error(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == f"{tmp_path / 'leg.wav'} (8.0 s)"
     assert lines[1].startswith("  [00:00.") and "mono: 您好" in lines[1]
-    whole = _transcribe("--no-skip-silence", tmp_path / "leg.wav", tmp_path=tmp_path)
-    assert whole.returncode == 0 and "mono: 您好" in whole.stdout.splitlines()[1], whole.stderr
+    voiced = _transcribe("--skip-silence", tmp_path / "leg.wav", tmp_path=tmp_path)
+    assert voiced.returncode == 0 and "mono: 您好" in voiced.stdout.splitlines()[1], voiced.stderr
     assert _transcribe(tmp_path=tmp_path).returncode == 2
