@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CATEGORIES = ("engineering", "cleaning", "security", "landscaping", "complaint", "consultation")
-URGENCIES = ("P1", "P2", "P3", "P4")
+from callcenter.core import CATEGORIES, URGENCIES
+from callcenter.core import COMPLAINT_SEVERITIES as SEVERITIES
+
 # How the call ended, said by the agent at wrap-up.
 DISPOSITIONS = ("resolved", "ticket", "callback", "transferred", "no_issue", "wrong_number")
 TICKET_FIELDS = ("category", "urgency", "complaint_severity", "caller_name", "building", "unit",
                  "room", "description")
-SEVERITIES = ("minor", "important", "major")
 _LIMITS = {"caller_name": 50, "building": 20, "unit": 20, "room": 20, "description": 2000}
 
 # The IVR choice says what the call is probably about; the agent corrects it.

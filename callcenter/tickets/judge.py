@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from callcenter.core import URGENCIES
 from callcenter.ivr.menu import default_menu
 from callcenter.text import normalise
 from callcenter.tickets import learned
@@ -184,7 +185,6 @@ def _urgency(
     return pred.label, evidence, unsure
 
 
-_URGENCY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
 _MIN_PART = 6  # characters: shorter parts are a word or two, not a problem told
 
 
@@ -208,7 +208,7 @@ def _most_urgent_problem(flat: str, key: str, models: Models,
         if cat.label == "consultation" or cat.confidence < rules.thresholds.statement:
             continue
         urgency = models.urgency.predict(doc).label
-        found.append((_URGENCY_RANK[urgency], index, cat.label, part))
+        found.append((URGENCIES.index(urgency), index, cat.label, part))
     if len({f[2] for f in found}) < 2:
         return None
     _, _, category, part = min(found)
