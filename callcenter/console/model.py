@@ -8,6 +8,7 @@ from typing import Any
 
 from callcenter.core import CATEGORIES, URGENCIES
 from callcenter.core import COMPLAINT_SEVERITIES as SEVERITIES
+from callcenter.tickets.sla import raise_for_vip
 
 # How the call ended, said by the agent at wrap-up.
 DISPOSITIONS = ("resolved", "ticket", "callback", "transferred", "no_issue", "wrong_number")
@@ -21,20 +22,15 @@ _BY_QUEUE = {"repair": ("engineering", "P3"), "complaint": ("complaint", "P3"),
 SAFETY_PRIORITY = 2  # menu.yaml priority.safety: a P1 choice (keys 1-1, a spoken emergency)
 
 
-def raise_one_level(urgency: str) -> str:
-    """VIP callers are raised one level (spec section 5); P1 stays P1."""
-    return URGENCIES[max(0, URGENCIES.index(urgency) - 1)]
-
-
 def prefill(*, queue: str | None, priority: int, resident: dict[str, Any] | None,
             caller_number: str) -> dict[str, Any]:
     """The ticket fields the wrap-up form shows when the call has no ticket yet."""
     category, urgency = _BY_QUEUE.get(queue or "", ("", "P3"))
     if priority >= SAFETY_PRIORITY:
         category, urgency = category or "engineering", "P1"
+    # The classifier's rule (sla.yaml vip_raise): one level up, a P4 question stays P4.
     vip = (resident or {}).get("vip", "none")
-    if vip != "none":
-        urgency = raise_one_level(urgency)
+    urgency = raise_for_vip(urgency, vip)
     resident = resident or {}
     return {"category": category, "urgency": urgency, "caller_name": resident.get("name", ""),
             "phone": caller_number, "building": resident.get("building", ""),

@@ -68,16 +68,20 @@ def _hang_up_everything(sandbox: AsteriskSandbox, within_s: float = 15.0) -> Non
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], within_s: float, what: str, *, every_s: float = 0.1
+    check: Callable[[], Awaitable[Any]], within_s: float, what: str, *, every_s: float = 0.1,
+    explain: Callable[[], Awaitable[str]] | None = None,
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``within_s``."""
+    """Poll ``check`` until it returns something truthy; fail after ``within_s``,
+    saying how loaded the machine was and what ``explain`` finds (where it got to)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         value = await check()
         if value:
             return value
         await asyncio.sleep(every_s)
-    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+    state = f"; {await explain()}" if explain else ""
+    raise AssertionError(f"timed out after {within_s}s waiting for {what} "
+                         f"(load average {os.getloadavg()}){state}")
 
 
 @pytest.fixture

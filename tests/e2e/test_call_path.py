@@ -83,7 +83,14 @@ async def test_a_call_becomes_recordings_transcript_ticket_and_qa(
         row = await _call_on(pool, channel)
         return row if row and row["status"] in ("processed", "failed") else None
 
-    call = await eventually(processed, 420, "the call to be processed")
+    async def where() -> str:
+        row = await _call_on(pool, channel)
+        call = {k: row[k] for k in ("status", "stage", "error")} if row else None
+        jobs = [{k: v for k, v in r.items() if k != "payload"}
+                for r in await pool.fetch("SELECT * FROM pgqueuer")]
+        return f"call {call}, jobs {jobs}"
+
+    call = await eventually(processed, 420, "the call to be processed", explain=where)
     assert call["status"] == "processed", call["error"]
     assert (call["stage"], call["hangup_by"], call["queue"], call["ivr_digits"]) == (
         "conversation", "caller", "repair", "12")

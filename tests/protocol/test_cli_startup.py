@@ -5,6 +5,7 @@ password (README: CLI errors are one line and exit status 2)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,10 +42,19 @@ def serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess
                   "DATABASE_URL": CLOSED_DSN,
                   "CALLCENTER_DATABASE_CONNECT_ATTEMPTS": "1"})
     clean.update(env)
-    return subprocess.run(
+    clean["PYTHONFAULTHANDLER"] = "1"  # a hang is reported with where it hung
+    with subprocess.Popen(
         [sys.executable, "-m", "callcenter", "serve", *args], env=clean, cwd=tmp_path,
-        capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,
-    )
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack on stderr
+            out, err = proc.communicate()
+            pytest.fail(f"serve did not end within {TIMEOUT_S} s (load average "
+                        f"{os.getloadavg()}); where it was:\n{err[-6000:]}\n{out[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def one_line_failure(proc: subprocess.CompletedProcess[str]) -> str:

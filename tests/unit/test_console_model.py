@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from callcenter.console.model import check_wrap_up, effective_ticket, prefill, raise_one_level
+from callcenter.console.model import check_wrap_up, effective_ticket, prefill
 from callcenter.residents import normalise_phone, parse_csv
 
 ELDERLY = {"name": "赵阿姨", "building": "3", "unit": "2", "room": "501", "vip": "elderly"}
@@ -27,7 +27,10 @@ def test_prefill_uses_the_resident_and_raises_a_vip() -> None:
     assert (form["caller_name"], form["building"], form["unit"], form["room"]) == (
         "赵阿姨", "3", "2", "501")
     assert form["urgency"] == "P2" and form["vip"] == "elderly"
-    assert raise_one_level("P1") == "P1" and raise_one_level("P4") == "P3"
+    question = prefill(queue="consultation", priority=0, resident=ELDERLY, caller_number="1")
+    assert question["urgency"] == "P4"  # as the classifier: a VIP's question stays P4
+    safety = prefill(queue="repair", priority=2, resident=ELDERLY, caller_number="1")
+    assert safety["urgency"] == "P1"
 
 
 def test_a_complete_wrap_up() -> None:
