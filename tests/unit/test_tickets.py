@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -14,7 +15,7 @@ import pytest
 
 from callcenter.core import CallFacts, Segment, Timeline, Word
 from callcenter.settings import SHARED_DIR
-from callcenter.tickets import sla
+from callcenter.tickets import learned, sla
 from callcenter.tickets.address import (
     extract_address,
     extract_address_from_timeline,
@@ -24,7 +25,7 @@ from callcenter.tickets.address import (
     numeral_to_digits,
     with_address_readings,
 )
-from callcenter.tickets.classifier import PriorTicket, classify, read_call
+from callcenter.tickets.classifier import PriorTicket, classify, detect_vip, read_call
 
 DEV_DIR = SHARED_DIR / "scenarios" / "dev"
 NOW = datetime(2025, 6, 1, 10, 0, 0)
@@ -288,6 +289,26 @@ def test_disabled_caller_raises_ordinary_repair() -> None:
         call("厨房水龙头关不紧，一直滴水。", "我下半身瘫痪，坐轮椅的。"), facts("1"), now=NOW
     )
     assert (t.category, t.urgency, t.vip) == ("engineering", "P2", "disabled")
+
+
+@pytest.mark.parametrize(("words", "kind"), [
+    # Said in ways no term list held: the VIP model learned them from the corpus.
+    ("我家暖气不热了。我今年七十多了，家里就剩我自己，孩子们都在外地工作。", "elderly"),
+    ("卫生间的灯不亮了。我腿脚不能动，出门全靠轮椅，够不着那个灯。", "disabled"),
+    # Old, but not alone; alone, but young; an old neighbour is not the caller.
+    ("我家暖气不热了。我七十多了，跟儿子儿媳一起住。", "none"),
+    ("厨房水管漏水了。我刚毕业，自己住在这边，白天要上班。", "none"),
+])
+def test_vip_is_heard_in_the_callers_own_words(words: str, kind: str) -> None:
+    vip, why = detect_vip(words)
+    assert vip == kind, why
+    assert bool(why) == (kind != "none")
+
+
+def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
+    models = dataclasses.replace(learned.trained(), vip=None)
+    assert detect_vip("我一个人住，七十八了。", models=models)[0] == "elderly"
+    assert detect_vip("我坐轮椅的。", models=models) == ("disabled", ["terms: 轮椅"])
 
 
 def test_ivr_digit_is_only_a_hint() -> None:
