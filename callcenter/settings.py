@@ -79,8 +79,9 @@ class Settings(BaseSettings):
                     "Vosk loop's audio per CPU-second against 1.6x with whole legs, "
                     "realspeech CER at most +0.3 points; the dev calls' CER, QA and "
                     "urgency as good, addresses 84 against 89 %: asr/decoder.py). Off by "
-                    "default: after a burst of 100 calls the first one's result came 1.9x "
-                    "its time alone with it, 1.06x without (bench/analysis_burst.py).")
+                    "default for those addresses; after a burst of 100 calls the first "
+                    "one's result came 1.07x its time alone with it, 1.11x without "
+                    "(bench/analysis_burst.py).")
     asr_search: Literal["narrow", "model"] = Field(
         default="narrow",
         description="How wide the recogniser searches: 'narrow' (beam 10, asr/search.py: "

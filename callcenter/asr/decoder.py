@@ -19,10 +19,12 @@ realspeech CER 5.6 / 5.9 % at 16 / 8 kHz, as whole; dev calls CER 15.28 % agains
 93.3 against 95.6 %, addresses 84.4 against 88.9 % (bench/asr_accuracy.py,
 2026-12-03, both decoded deterministically: ``DITHER``). The second pass reads
 the whole leg's audio either way; only where its windows fall follows the first
-pass's utterances. Off by default all the same: after a burst of 100 calls through
-one worker (bench/analysis_burst.py) the first call's result came 14.7 s after
-hang-up against 7.5 s alone (1.94x, goal 1.5x), with whole legs 9.1 against 8.5 s;
-with 8 calls 1.06x either way. Not yet understood.
+pass's utterances. Off by default because whole legs give the addresses and the
+category more often; the CPU is not the reason: after a burst of 100 calls through
+one worker (bench/analysis_burst.py, 2026-12-03, a quiet machine) the first call's
+result came 4.6 s after hang-up against 4.3 s alone (1.07x) with silence skipped,
+5.6 against 5.0 s (1.11x) with whole legs. (A 1.94x measured once before was a
+loaded machine: the same bench, alone, did not repeat it.)
 
 ``numbers``, ``addresses`` and ``names`` are the second pass (``asr/numbers.py``):
 the stretches where a number, an address or the caller's name is given, decoded
