@@ -16,7 +16,7 @@ Pure: a timeline and the call facts in, a ``Ticket`` out.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -64,25 +64,21 @@ class TermList:
             self.terms.append((raw, re.compile(pattern), float(weight)))
         self.negations = sorted(negations, key=len, reverse=True)
 
-    def hits(self, text: str) -> dict[str, float]:
-        """Distinct terms found (not negated) in text, with their weights."""
-        found: dict[str, float] = {}
+    def _found(self, text: str) -> Iterator[tuple[str, str, float]]:
+        """(term, the words it matched, weight) for each term found, not negated."""
         for raw, pattern, weight in self.terms:
             for m in pattern.finditer(text):
                 if not self._negated(text, m.start(), m.group(0)):
-                    found[raw] = weight
+                    yield raw, m.group(0), weight
                     break
-        return found
+
+    def hits(self, text: str) -> dict[str, float]:
+        """Distinct terms found (not negated) in text, with their weights."""
+        return {raw: weight for raw, _words, weight in self._found(text)}
 
     def matches(self, text: str) -> list[str]:
-        """The words each found term matched (not negated): evidence a person reads."""
-        found = []
-        for _raw, pattern, _weight in self.terms:
-            for m in pattern.finditer(text):
-                if not self._negated(text, m.start(), m.group(0)):
-                    found.append(m.group(0))
-                    break
-        return found
+        """The words each found term matched: evidence a person reads."""
+        return [words for _raw, words, _weight in self._found(text)]
 
     def score(self, text: str) -> float:
         return sum(self.hits(text).values())
