@@ -107,6 +107,16 @@ def test_complaint_severity_from_the_spec_signs_and_details() -> None:
     assert "道歉" in details["ask"]
 
 
+def test_a_babys_age_is_not_a_month_of_waiting() -> None:
+    """The spec's major sign "unresolved for a month or more" needs a wait: a month
+    count after 才/刚/满 is an age or "only"."""
+    sign = load_rules().major_signs["long_unresolved"]
+    assert not sign.search("清运车一直轰着我们家宝宝才四个月天天被吵醒")
+    assert not sign.search("楼上装修一直吵孩子刚满两个月")
+    assert sign.search("漏水报了以后一直没人来两个多月了")
+    assert sign.search("等了三个月还没修好")
+
+
 def test_unsure_judgements_ask_the_agent() -> None:
     # Nothing but a greeting and an address: the model cannot know.
     j = judge("喂你好，我是三栋二单元的", "0")
