@@ -277,6 +277,9 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
 def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     w = rules.over_window
     around = text[max(0, start - w) : end + w]
+    # 还在 of 还在医院 is care going on, not the danger: over markers are read first.
+    for marker in rules.over_markers:
+        around = around.replace(marker, "_" * len(marker))
     if any(r in around for r in rules.recurrence_markers):
         return False
     before, after = text[max(0, start - w) : start], text[end : end + w]

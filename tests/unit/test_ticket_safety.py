@@ -109,6 +109,19 @@ def test_a_danger_back_again_is_not_over() -> None:
     assert read_safety("上次煤气漏的事修好了，今天又闻到煤气味了").is_p1
 
 
+def test_a_smell_gone_and_an_injured_person_in_hospital_are_over() -> None:
+    assert not read_safety("上个礼拜六夜里灶间有点煤气味道，叫了燃气公司来换了软管，"
+                           "现在一点味道也没有了").is_p1
+    assert not read_safety("我爸在台阶上滑倒了，手腕骨折，打了钢板，现在还在医院住着").is_p1
+    assert read_safety("我爸在台阶上滑倒了，手腕骨折，现在还在地上躺着").is_p1
+
+
+def test_a_bulb_and_firework_litter_are_no_danger() -> None:
+    assert not read_safety("卫生间的灯，开关按了没反应，换了个灯泡也不亮").is_p1
+    assert not read_safety("过完年楼道里全是烟花纸屑，没人扫").is_p1
+    assert read_safety("楼道里全是烟，看不清").is_p1
+
+
 def test_small_leak_is_not_p1_but_flooding_is() -> None:
     assert not read_safety("卫生间地上有点积水，擦了又有").is_p1
     assert read_safety("卫生间积水都漫到客厅了").is_p1

@@ -308,7 +308,25 @@ def test_vip_is_heard_in_the_callers_own_words(words: str, kind: str) -> None:
 def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     models = dataclasses.replace(learned.trained(), vip=None)
     assert detect_vip("我一个人住，七十八了。", models=models)[0] == "elderly"
-    assert detect_vip("我坐轮椅的。", models=models) == ("disabled", ["terms: 轮椅"])
+    assert detect_vip("我坐轮椅的。", models=models) == ("disabled", ["named: 坐轮椅"])
+    # Alone but no sign of age: not the definition's elderly person.
+    assert detect_vip("我一个人住，租的房子。", models=models)[0] == "none"
+
+
+@pytest.mark.parametrize(("words", "kind"), [
+    # A lasting disability named is heard whatever the model makes of the rest.
+    ("停电了，我妈瘫在床上好几年了，翻身都得靠我们。", "disabled"),
+    ("楼下装修太吵，我家公公中风以后半边身子不能动，一直躺在床上。", "disabled"),
+    # Someone else's, or passing: a neighbour, a borrowed wheelchair.
+    ("电梯坏了，我们单元还有个盲人邻居，他没法走楼梯。", "none"),
+    ("我摔断了腿，打着石膏借了个轮椅，坡道被车挡了。", "none"),
+    # An old neighbour living alone is not the caller's household.
+    ("停水了。我对门的老王一个人住，他也没水。", "none"),
+    # How older people name themselves: 老 + a surname.
+    ("我是五号楼的老孙，一个人住，楼道灯坏了。", "elderly"),
+])
+def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
+    assert detect_vip(words)[0] == kind
 
 
 def test_ivr_digit_is_only_a_hint() -> None:
