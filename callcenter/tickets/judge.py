@@ -155,7 +155,13 @@ def _urgency(
         # Recall first: the rules' P1 stands; one the model finds unlikely is asked.
         evidence = ["safety " + "; ".join(safety.evidence())]
         if p1 < t.p1_disputed:
-            return "P1", [*evidence, f"model P1 only {p1:.2f}"], True
+            disputed = [*evidence, f"model P1 only {p1:.2f}"]
+            if category == "consultation":
+                # Danger words in what both models read as a question (能不能装防高空抛物
+                # 的摄像头): files-CV, 9 such calls, all P4, while every P1 question
+                # there had a model P1 above p1_disputed. The agent is asked.
+                return "P4", [*disputed, "a question about the danger, not a report"], True
+            return "P1", disputed, True
         return "P1", evidence, False
     # The model alone: a likely P1, or a possible one where a danger was mentioned
     # (negated, hypothetical or without its second sign): the agent confirms.

@@ -117,6 +117,14 @@ def test_a_babys_age_is_not_a_month_of_waiting() -> None:
     assert sign.search("等了三个月还没修好")
 
 
+def test_a_price_paid_is_not_a_serious_loss() -> None:
+    sign = load_rules().major_signs["loss"]
+    assert not sign.search("我这个产权车位花了二十几万买的现在还被占着")
+    assert not sign.search("物业费一年交好几千电梯说停就停")
+    assert sign.search("泡坏了地板损失了好几万")
+    assert sign.search("几千块钱的车就这么没了")
+
+
 def test_unsure_judgements_ask_the_agent() -> None:
     # Nothing but a greeting and an address: the model cannot know.
     j = judge("喂你好，我是三栋二单元的", "0")
@@ -242,8 +250,16 @@ def test_a_question_whose_caller_says_nothing_is_wrong_now_leaves_p1_to_the_mode
     # The same words in a call judged a report: the rules' P1 stands.
     report = _models({"P1": 0.02, "P3": 0.08, "P4": 0.9})
     assert judge(past, "1", models=report).urgency == "P1"
-    # A question without the all-clear: recall first.
-    assert judge("我想问问，楼道里有煤气味怎么回事", "3", models=models).urgency == "P1"
+    # A question without the all-clear: recall first, unless the model finds no P1
+    # in it at all (a danger as the topic of a question), and then the agent is asked.
+    gas = "我想问问，楼道里有煤气味怎么回事"
+    wary = learned.Models(question, _Fixed({"P1": 0.1, "P3": 0.1, "P4": 0.8}),
+                          _Fixed({"minor": 1.0}), question,
+                          _Fixed({"P1": 0.1, "P3": 0.1, "P4": 0.8}),
+                          _Fixed({"minor": 1.0}))  # type: ignore[arg-type]
+    assert judge(gas, "3", models=wary).urgency == "P1"
+    topic = judge(gas, "3", models=models)
+    assert topic.urgency == "P4" and "urgency" in topic.needs_confirmation
 
 
 def test_a_caller_who_calls_it_a_complaint_is_complaining() -> None:

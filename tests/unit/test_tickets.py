@@ -659,3 +659,17 @@ def test_the_directory_address_is_checked_against_a_named_building() -> None:
     same = classify(call("我住紫荆苑三单元502，厨房水龙头坏了"), known, now=NOW)
     assert (same.building, same.unit, same.room) == ("紫荆苑", "3", "502")
     assert "address" not in same.needs_confirmation
+
+
+def test_a_question_about_a_danger_is_a_question_and_a_danger_reported_is_p1() -> None:
+    from callcenter.tickets.judge import judge
+
+    asked = judge("你好，我想咨询一下，小区里能不能装几个往上拍的摄像头，防高空抛物用的？"
+                  "我自己没遇到过，就是问问，费用谁出？", "3")
+    assert (asked.category, asked.urgency) == ("consultation", "P4")
+    assert "urgency" in asked.needs_confirmation  # the agent is asked all the same
+    told = judge("我本来想问物业费，可刚才厨房水管突然爆了，水喷得到处都是，快来人！", "3")
+    assert told.urgency == "P1"
+    # A danger now, told as a question, is still reported: the model finds P1 in it.
+    assert judge("我想问问，楼道里有一股煤气味是怎么回事", "3").urgency == "P1"
+    assert judge("问一下，我家电梯里有人被困住了该找谁", "3").urgency == "P1"
