@@ -138,6 +138,7 @@ class SafetyRules:
     story_window: int = 0
     present_markers: tuple[str, ...] = ()
     still_markers: tuple[str, ...] = ()
+    not_recurrence: tuple[str, ...] = ()
 
 
 def _expand(pattern: str, concepts: dict[str, str]) -> re.Pattern[str]:
@@ -191,6 +192,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         story_window=int(over.get("story_window", 0)),
         present_markers=tuple(map(str, over.get("present_markers", []))),
         still_markers=tuple(map(str, over.get("still_markers", []))),
+        not_recurrence=tuple(map(str, over.get("not_recurrence", []))),
     )
 
 
@@ -277,8 +279,9 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
 def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     w = rules.over_window
     around = text[max(0, start - w) : end + w]
-    # 还在 of 还在医院 is care going on, not the danger: over markers are read first.
-    for marker in rules.over_markers:
+    # 还在 of 还在医院 is care going on, not the danger, and 还有 of 旁边还有个碎花盆
+    # is "also": over markers and not_recurrence are read first.
+    for marker in (*rules.over_markers, *rules.not_recurrence):
         around = around.replace(marker, "_" * len(marker))
     if any(r in around for r in rules.recurrence_markers):
         return False

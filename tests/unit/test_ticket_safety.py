@@ -116,6 +116,13 @@ def test_a_smell_gone_and_an_injured_person_in_hospital_are_over() -> None:
     assert read_safety("我爸在台阶上滑倒了，手腕骨折，现在还在地上躺着").is_p1
 
 
+def test_also_is_not_still() -> None:
+    # 还有个 is "there is also a", not the danger still there.
+    assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"
+                           "旁边还有个碎花盆").is_p1
+    assert read_safety("上个礼拜六楼上往下扔花盆，今天还有人往下扔").is_p1
+
+
 def test_a_bulb_and_firework_litter_are_no_danger() -> None:
     assert not read_safety("卫生间的灯，开关按了没反应，换了个灯泡也不亮").is_p1
     assert not read_safety("过完年楼道里全是烟花纸屑，没人扫").is_p1
