@@ -208,14 +208,16 @@ def _aged(caller: str, terms: TicketTerms) -> list[str]:
 
 
 def vip_from(caller: str, probabilities: dict[str, float] | None,
-             terms: TicketTerms) -> tuple[str, list[str]]:
+             terms: TicketTerms, features: Sequence[str] = ()) -> tuple[str, list[str]]:
     """The VIP kind and why, from the VIP model's probabilities (None: no model, the
-    term lists alone) and the caller's words."""
+    term lists alone), the n-grams that pushed it (``features``) and the caller's
+    words."""
     named = terms.disabled.matches(caller)
     if probabilities is not None:
         kind = max(("elderly", "disabled"), key=lambda k: probabilities.get(k, 0.0))
         p = probabilities.get(kind, 0.0)
-        model = [f"model {kind} {p:.2f}"] if p >= VIP_PROBABILITY else []
+        pushed = f": {'、'.join(features)}" if features else ""
+        model = [f"model {kind} {p:.2f}{pushed}"] if p >= VIP_PROBABILITY else []
         if model and kind == "disabled":
             return "disabled", [*model, *(f"named: {w}" for w in named)]
     else:
@@ -238,10 +240,7 @@ def detect_vip(caller: str, key: str = "", terms: TicketTerms | None = None,
     if models.vip is None:  # models without one (tests): the term lists alone
         return vip_from(caller, None, terms)
     guess = models.vip.predict(learned.document(caller, key))
-    kind, why = vip_from(caller, guess.probabilities, terms)
-    if why and why[0].startswith("model"):
-        why[0] += ": " + "、".join(guess.features[:4])
-    return kind, why
+    return vip_from(caller, guess.probabilities, terms, guess.features[:4])
 
 
 def _severity(judgement: Judgement, repeat: bool) -> str | None:
