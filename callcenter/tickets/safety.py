@@ -276,14 +276,18 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
     return any(m in text[max(0, start - window) : start] for m in markers)
 
 
+def _says_again(span: str, rules: SafetyRules) -> bool:
+    """Whether ``span`` says the danger is back or still there (又, 还有味). The 还在
+    of 还在医院 is care going on, not the danger, and the 还有 of 旁边还有个碎花盆
+    is "also": over markers and not_recurrence are read first."""
+    for marker in (*rules.over_markers, *rules.not_recurrence):
+        span = span.replace(marker, "_" * len(marker))
+    return any(r in span for r in rules.recurrence_markers)
+
+
 def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     w = rules.over_window
-    around = text[max(0, start - w) : end + w]
-    # 还在 of 还在医院 is care going on, not the danger, and 还有 of 旁边还有个碎花盆
-    # is "also": over markers and not_recurrence are read first.
-    for marker in (*rules.over_markers, *rules.not_recurrence):
-        around = around.replace(marker, "_" * len(marker))
-    if any(r in around for r in rules.recurrence_markers):
+    if _says_again(text[max(0, start - w) : end + w], rules):
         return False
     before, after = text[max(0, start - w) : start], text[end : end + w]
     return (any(p in before for p in rules.past_markers)
@@ -320,7 +324,7 @@ def _told_as_past(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if since < 0:
         return False
     way = text[since:end]
-    return not (any(m in way for m in (*rules.present_markers, *rules.recurrence_markers))
+    return not (any(m in way for m in rules.present_markers) or _says_again(way, rules)
                 or _still_there(text, end, rules))
 
 
@@ -373,7 +377,7 @@ def _past_carries_on(hits: list[HazardHit], text: str, rules: SafetyRules) -> li
             over_end = hit.start + len(hit.words)
         elif hit.active and over_end is not None and hit.start - over_end <= rules.over_window:
             between = text[over_end : hit.start + len(hit.words)]
-            if not any(r in between for r in rules.recurrence_markers):
+            if not _says_again(between, rules):
                 hit = HazardHit(hit.hazard, hit.words, hit.start, "over")
                 over_end = hit.start + len(hit.words)
         carried.append(hit)
