@@ -39,6 +39,7 @@ from callcenter.tickets.safety import (
     HAZARD_CATEGORY,
     SafetyReading,
     SafetyRules,
+    danger_contexts,
     negated,
     read_basic_needs,
     read_safety,
@@ -64,6 +65,7 @@ class Thresholds:
     p1_probability: float = 0.45
     p1_possible: float = 0.15
     p1_disputed: float = 0.05
+    danger_context: float = 0.25
     basic_need_p2: float = 0.25
     department_p4: float = 0.5
     agent_weight: float = 0.5
@@ -144,25 +146,29 @@ def _category(
 
 def _urgency(
     pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds,
-    all_clear: str | None = None,
+    all_clear: str | None = None, context: Prediction | None = None,
 ) -> tuple[str, list[str], bool]:
     """(urgency, evidence, unsure): recall first for P1; a basic need of the home
     the caller lacks (``needs``) makes a problem P2 where the model finds P2
     plausible too; ``all_clear``: the words of a question's caller that nothing is
-    wrong now, which leave the safety rules' P1 to the model."""
+    wrong now, which leave the safety rules' P1 to the model; ``context``: the
+    context model's reading of the words around the rules' dangers."""
     p1 = pred.probabilities.get("P1", 0.0)
-    if safety.is_p1 and not all_clear:
+    aside = f"the caller said {all_clear}" if all_clear else None
+    if safety.is_p1 and not aside:
         # Recall first: the rules' P1 stands; one the model finds unlikely is asked.
         evidence = ["safety " + "; ".join(safety.evidence())]
-        if p1 < t.p1_disputed:
-            disputed = [*evidence, f"model P1 only {p1:.2f}"]
-            if category == "consultation":
-                # Danger words in what both models read as a question (能不能装防高空抛物
-                # 的摄像头): files-CV, 9 such calls, all P4, while every P1 question
-                # there had a model P1 above p1_disputed. The agent is asked.
-                return "P4", [*disputed, "a question about the danger, not a report"], True
+        if p1 >= t.p1_disputed:
+            return "P1", evidence, False
+        disputed = [*evidence, f"model P1 only {p1:.2f}"]
+        if category == "consultation":
+            # Danger words in what both models read as a question (能不能装防高空抛物
+            # 的摄像头): files-CV, 9 such calls, all P4, while every P1 question
+            # there had a model P1 above p1_disputed. The agent is asked.
+            return "P4", [*disputed, "a question about the danger, not a report"], True
+        aside = _told_as_no_danger(context, t)
+        if not aside:
             return "P1", disputed, True
-        return "P1", evidence, False
     # The model alone: a likely P1, or a possible one where a danger was mentioned
     # (negated, hypothetical or without its second sign): the agent confirms.
     danger_named = safety.doubtful or safety.is_p1
@@ -171,7 +177,7 @@ def _urgency(
     evidence = _model_evidence(pred)
     unsure = _unsure(pred, t) or danger_named
     if danger_named:
-        said = f" (the caller said {all_clear})" if safety.is_p1 else ""
+        said = f" ({aside})" if safety.is_p1 else ""
         evidence.append(f"safety not counted{said}: " + "; ".join(safety.evidence()))
     if category == "consultation":
         # A question: nothing to fix, whatever the words resemble.
@@ -189,6 +195,19 @@ def _urgency(
         # as one would wait twice as long: P4 needs the model's clear reading.
         return "P3", [*evidence, f"model P4 below {t.department_p4:g}"], True
     return pred.label, evidence, unsure
+
+
+def _told_as_no_danger(context: Prediction | None, t: Thresholds) -> str | None:
+    """Why a disputed P1 of the rules yields to the urgency model: the words around
+    every danger read as no danger now (昨天晚上…现在没有了, 上礼拜被狗咬了), by the
+    context model; None where it reads one as real or cannot tell."""
+    if context is None:
+        return None
+    real = context.probabilities.get(learned.DANGER_REAL, 1.0)
+    if real >= t.danger_context:
+        return None
+    words = f": {'、'.join(context.features[:3])}" if context.features else ""
+    return f"told as no danger now, context {real:.2f}{words}"
 
 
 _MIN_PART = 6  # characters: shorter parts are a word or two, not a problem told
@@ -329,8 +348,9 @@ def judge(
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
     needs = read_basic_needs(caller_text)
     clear = rules.all_clear.search(flat) if category == "consultation" else None
+    told = learned.danger_told_now(models, danger_contexts(caller_text, safety))
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
-                                                 clear.group(0) if clear else None)
+                                                 clear.group(0) if clear else None, told)
     if urgency != "P1" and category != "complaint":
         first = _most_urgent_problem(flat, key, models, rules)
         if first and first[0] != category:

@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 
 from callcenter.settings import default_cache_dir
 from callcenter.text import normalise
+from callcenter.tickets import safety
 from callcenter.tickets.corpus import CORPUS_DIR, Example, Split, load_corpus
 
 FAMILIES_FILE = Path(__file__).with_name("families.yaml")
@@ -157,7 +158,7 @@ class TextModel:
     ) -> None:
         # An n-gram seen in one document only says nothing general (min_df=2), and
         # the saga solver fits these sparse features about five times faster than
-        # lbfgs: training all seven takes about 60 s on two cores. C (the inverse of
+        # lbfgs: training all eight takes about 60 s on two cores. C (the inverse of
         # regularisation): grouped CV over the corpus, 8, 16, 32, 64, 128 gave urgency
         # 93.2, 93.5, 93.8, 94.1, 93.9 %; with whole corpus files held out (other
         # topics, other writers) 16, 32, 64 gave 92.9, 93.1, 93.1 %, and 64 lost a
@@ -225,6 +226,39 @@ class Models:
     # VIP (none / elderly / disabled) from the caller's words: elderly living alone,
     # disabled, said in more ways than a term list holds (classifier.detect_vip).
     vip: TextModel | None = None
+    # Whether a danger the safety rules found is told as one now (DANGER_REAL) or
+    # as past, over, someone else's or a topic: the words around each hit
+    # (safety.danger_contexts), learned from the corpus calls they occur in.
+    danger_context: TextModel | None = None
+
+
+DANGER_REAL, DANGER_NOT_REAL = "real", "not"
+
+
+def danger_examples(examples: Sequence[Example]) -> tuple[list[Reading], list[str]]:
+    """Each P1-making hit's surroundings in the corpus, labelled by its call: a
+    hit in a P1 call is real, one in any other call is not."""
+    docs, labels = [], []
+    for e in examples:
+        for context in safety.danger_contexts(e.text):
+            docs.append(reading(context))
+            labels.append(DANGER_REAL if e.urgency == "P1" else DANGER_NOT_REAL)
+    return docs, labels
+
+
+def _danger_model(examples: Sequence[Example]) -> TextModel | None:
+    docs, labels = danger_examples(examples)
+    return TextModel(docs, labels) if len(set(labels)) == 2 else None
+
+
+def danger_told_now(models: Models, contexts: Sequence[str]) -> Prediction | None:
+    """The most real of the dangers' readings (any one told as happening makes the
+    call P1); None without a context model or a danger."""
+    if models.danger_context is None or not contexts:
+        return None
+    model = models.danger_context
+    return max((model.predict(reading(c)) for c in contexts),
+               key=lambda p: p.probabilities.get(DANGER_REAL, 0.0))
 
 
 def agent_document(text: str) -> str:
@@ -272,14 +306,18 @@ def train(examples: Sequence[Example]) -> Models:
     # The solver runs without the GIL: the models train side by side.
     with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
-        return Models(**{name: f.result() for name, f in futures.items()})
+        danger = pool.submit(_danger_model, examples)
+        return Models(**{name: f.result() for name, f in futures.items()},
+                      danger_context=danger.result())
 
 
 def _cache_key(split: Split) -> str:
     """What the trained models depend on: the corpus, the word families, this code
     and the library that fits them."""
     digest = hashlib.sha256(f"{split}|{sklearn.__version__}".encode())
-    for path in [*sorted(CORPUS_DIR.glob("*.yaml")), FAMILIES_FILE, Path(__file__)]:
+    # The danger contexts come from the safety rules' hits: their rules count too.
+    for path in [*sorted(CORPUS_DIR.glob("*.yaml")), FAMILIES_FILE, Path(__file__),
+                 safety.SAFETY_FILE, Path(safety.__file__)]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:24]

@@ -410,6 +410,25 @@ def read_safety(text: str, rules: SafetyRules | None = None) -> SafetyReading:
     return SafetyReading(tuple(hits), tuple(p1))
 
 
+# Characters either side of a danger that the context model reads (learned.py):
+# files-CV over the corpus, 30, 45, 60 and 80 separated the disputed P1s about
+# alike; 60 holds a clause or two, enough for 昨天…现在没有了.
+CONTEXT_WINDOW = 60
+
+
+def danger_contexts(text: str, reading: SafetyReading | None = None,
+                    window: int = CONTEXT_WINDOW) -> list[str]:
+    """The words around each hit that makes the call P1, the hit itself replaced by
+    its hazard's name (…昨天晚上【gas】现在没有了…): what the context model judges,
+    so that it learns how a danger is told (now, past, over, someone else's) rather
+    than which danger it is."""
+    flat = normalise(text)
+    reading = reading or read_safety(text)
+    return [f"{flat[max(0, h.start - window):h.start]}【{h.hazard}】"
+            f"{flat[h.start + len(h.words):h.start + len(h.words) + window]}"
+            for h in reading.hits if h.active and h.hazard in reading.hazards]
+
+
 def read_basic_needs(text: str, rules: SafetyRules | None = None) -> SafetyReading:
     """The P2 problems (basic living affected) the caller's words describe: no
     water, power or gas at home, sewage backing up, the only toilet unusable, the

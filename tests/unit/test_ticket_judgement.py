@@ -3,6 +3,7 @@ combine with the safety rules (recall-first P1, needs_confirmation, evidence).""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -17,6 +18,7 @@ from callcenter.tickets.judge import (
     load_rules,
     problem_parts,
 )
+from callcenter.tickets.safety import danger_contexts
 
 
 def test_corpus_is_large_labelled_and_split_by_situation() -> None:
@@ -292,3 +294,41 @@ def test_a_call_with_several_problems_is_cut_where_the_caller_goes_on() -> None:
     parts = problem_parts("地库我车位上面那一排灯都不亮了还有今天我车位被一辆陌生的车占了", rules)
     assert parts == ["地库我车位上面那一排灯都不亮了", "还有今天我车位被一辆陌生的车占了"]
     assert problem_parts("楼道的灯不亮了好几天了", rules) == []
+
+
+def _with_context(urgency: dict[str, float], real: float) -> learned.Models:
+    told = _Fixed({learned.DANGER_REAL: real, learned.DANGER_NOT_REAL: 1 - real})
+    return dataclasses.replace(_models(urgency), danger_context=told)  # type: ignore[arg-type]
+
+
+def test_a_disputed_safety_p1_told_as_no_danger_now_yields_to_the_model() -> None:
+    text = "楼道里的插座冒烟了，一股焦味"
+    calm = {"P1": 0.01, "P2": 0.04, "P3": 0.95}
+    aside = judge(text, "1", models=_with_context(calm, 0.1))
+    assert aside.urgency == "P3" and "urgency" in aside.needs_confirmation
+    assert any("told as no danger now, context 0.10" in e for e in aside.evidence["urgency"])
+    # The words around the danger read as happening: recall first, the P1 stands.
+    assert judge(text, "1", models=_with_context(calm, 0.6)).urgency == "P1"
+    # The urgency model finds the P1 plausible: the context model is not asked.
+    agreed = judge(text, "1", models=_with_context({"P1": 0.2, "P3": 0.8}, 0.1))
+    assert agreed.urgency == "P1" and "urgency" not in agreed.needs_confirmation
+
+
+def test_danger_contexts_name_the_hazard_in_the_words_around_it() -> None:
+    contexts = danger_contexts("我家厨房有一股煤气味，我已经开窗了")
+    assert contexts == ["我家厨房有一股【gas】我已经开窗了"]
+    # Only dangers that make the call P1: a negated one has no context.
+    assert danger_contexts("厨房没有煤气味") == []
+
+
+def test_the_context_model_reads_a_danger_told_as_past_as_less_real_than_one_now() -> None:
+    models = learned.trained()
+    # Both are P1 to the rules (冒烟 with nothing they read as over right after it).
+    past = ("我跟你们说个事，楼道那个电箱里的开关冒烟了，电工师傅来换好了，"
+            "现在用着都正常，就是想问问这钱谁出")
+    now = "楼道那个电箱里的开关冒烟了，噼里啪啦的，一股焦味，你们快来人"
+    def real(text: str) -> float:
+        told = learned.danger_told_now(models, danger_contexts(text))
+        assert told is not None
+        return told.probabilities[learned.DANGER_REAL]
+    assert real(past) < real(now)
