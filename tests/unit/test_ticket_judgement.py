@@ -127,6 +127,13 @@ def test_a_price_paid_is_not_a_serious_loss() -> None:
     assert sign.search("几千块钱的车就这么没了")
 
 
+def test_an_injury_told_by_its_treatment_is_a_sign_of_a_major_complaint() -> None:
+    sign = load_rules().major_signs["injury"]
+    assert sign.search("我爸滑倒了磕在台阶上挂彩了")
+    assert sign.search("人摔了半天起不来，我们叫了120")
+    assert not sign.search("保洁拖地也不放个牌子，差点滑一跤")
+
+
 def test_unsure_judgements_ask_the_agent() -> None:
     # Nothing but a greeting and an address: the model cannot know.
     j = judge("喂你好，我是三栋二单元的", "0")
