@@ -312,10 +312,10 @@ def train(examples: Sequence[Example]) -> Models:
 
 
 def _cache_key(split: Split) -> str:
-    """What the trained models depend on: the corpus, the word families, this code
-    and the library that fits them."""
+    """What the trained models depend on: the corpus, the word families, the safety
+    rules (the danger contexts are their hits), this code and the library that fits
+    them."""
     digest = hashlib.sha256(f"{split}|{sklearn.__version__}".encode())
-    # The danger contexts come from the safety rules' hits: their rules count too.
     for path in [*sorted(CORPUS_DIR.glob("*.yaml")), FAMILIES_FILE, Path(__file__),
                  safety.SAFETY_FILE, Path(safety.__file__)]:
         digest.update(path.name.encode())
