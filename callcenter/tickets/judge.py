@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from callcenter.tickets.safety import (
     HAZARD_CATEGORY,
     SafetyReading,
     SafetyRules,
-    danger_contexts,
+    contexts_around,
     negated,
     read_basic_needs,
     read_safety,
@@ -146,13 +146,14 @@ def _category(
 
 def _urgency(
     pred: Prediction, safety: SafetyReading, needs: SafetyReading, category: str, t: Thresholds,
-    all_clear: str | None = None, context: Prediction | None = None,
+    all_clear: str | None = None, context: Callable[[], Prediction | None] | None = None,
 ) -> tuple[str, list[str], bool]:
     """(urgency, evidence, unsure): recall first for P1; a basic need of the home
     the caller lacks (``needs``) makes a problem P2 where the model finds P2
     plausible too; ``all_clear``: the words of a question's caller that nothing is
-    wrong now, which leave the safety rules' P1 to the model; ``context``: the
-    context model's reading of the words around the rules' dangers."""
+    wrong now, which leave the safety rules' P1 to the model; ``context``: gives
+    the context model's reading of the words around the rules' dangers, asked for
+    only where the model disputes the rules' P1."""
     p1 = pred.probabilities.get("P1", 0.0)
     aside = f"the caller said {all_clear}" if all_clear else None
     if safety.is_p1 and not aside:
@@ -166,7 +167,7 @@ def _urgency(
             # 的摄像头): files-CV, 9 such calls, all P4, while every P1 question
             # there had a model P1 above p1_disputed. The agent is asked.
             return "P4", [*disputed, "a question about the danger, not a report"], True
-        aside = _told_as_no_danger(context, t)
+        aside = _told_as_no_danger(context() if context else None, t)
         if not aside:
             return "P1", disputed, True
     # The model alone: a likely P1, or a possible one where a danger was mentioned
@@ -348,7 +349,7 @@ def judge(
     category, cat_evidence, cat_unsure = _category(cat_pred, safety, t)
     needs = read_basic_needs(caller_text)
     clear = rules.all_clear.search(flat) if category == "consultation" else None
-    told = learned.danger_told_now(models, danger_contexts(caller_text, safety))
+    told = partial(learned.danger_told_now, models, contexts_around(flat, safety))
     urgency, urg_evidence, urg_unsure = _urgency(urg_pred, safety, needs, category, t,
                                                  clear.group(0) if clear else None, told)
     if urgency != "P1" and category != "complaint":

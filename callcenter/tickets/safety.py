@@ -422,8 +422,12 @@ def danger_contexts(text: str, reading: SafetyReading | None = None,
     its hazard's name (…昨天晚上【gas】现在没有了…): what the context model judges,
     so that it learns how a danger is told (now, past, over, someone else's) rather
     than which danger it is."""
-    flat = normalise(text)
-    reading = reading or read_safety(text)
+    return contexts_around(normalise(text), reading or read_safety(text), window)
+
+
+def contexts_around(flat: str, reading: SafetyReading,
+                    window: int = CONTEXT_WINDOW) -> list[str]:
+    """danger_contexts for text already normalised (``flat``) and read."""
     return [f"{flat[max(0, h.start - window):h.start]}【{h.hazard}】"
             f"{flat[h.start + len(h.words):h.start + len(h.words) + window]}"
             for h in reading.hits if h.active and h.hazard in reading.hazards]
