@@ -113,6 +113,8 @@ class TicketTerms:
     old_age: TermList
     # 老 + a surname (我是八号楼的老周): how older people name themselves.
     old_by_name: re.Pattern[str]
+    lives_with_family: re.Pattern[str]
+    neighbour_elder: re.Pattern[str]
     disabled: TermList
     repeat: TermList
     prior_window_days: int
@@ -136,6 +138,8 @@ def terms_from_dict(data: dict[str, Any], sla: sla_mod.Sla | None = None) -> Tic
             rf"(?<![对楼隔门])老[{surnames}](头儿?)?(?=[，。,]|一个人|自己|自个|住)"
             rf"|我(是|就是)?[^，。]{{0,10}}的老[{surnames}]"
         ),
+        lives_with_family=re.compile(str(vip["lives_with_family"])),
+        neighbour_elder=re.compile(str(vip["neighbour_elder"])),
         disabled=TermList(vip["disabled"], neg, others),
         repeat=TermList(data["repeat"], neg),
         prior_window_days=int(data.get("prior_ticket_window_days", 90)),
@@ -207,6 +211,23 @@ def _aged(caller: str, terms: TicketTerms) -> list[str]:
             *(m.group(0) for m in terms.old_by_name.finditer(caller))]
 
 
+def _living_alone(caller: str, terms: TicketTerms) -> list[str]:
+    """The words saying the household's person lives alone: none where the call
+    says they live with family, and, where the caller calls about an old neighbour,
+    only those the caller says of themselves (我一个人住, 就剩我)."""
+    if terms.lives_with_family.search(caller):
+        return []
+    alone = terms.living_alone.matches(caller)
+    if terms.neighbour_elder.search(caller):
+        alone = [w for w in alone if _said_of_self(caller, w)]
+    return alone
+
+
+def _said_of_self(caller: str, words: str) -> bool:
+    at = caller.find(words)
+    return "我" in words or "我" in caller[max(0, at - 2) : at]
+
+
 def vip_from(caller: str, probabilities: dict[str, float] | None,
              terms: TicketTerms, features: Sequence[str] = ()) -> tuple[str, list[str]]:
     """The VIP kind and why, from the VIP model's probabilities (None: no model, the
@@ -224,7 +245,7 @@ def vip_from(caller: str, probabilities: dict[str, float] | None,
         kind, model = "elderly", ["terms"]
     if named:
         return "disabled", [f"named: {'、'.join(named)}"]
-    alone, age = terms.living_alone.matches(caller), _aged(caller, terms)
+    alone, age = _living_alone(caller, terms), _aged(caller, terms)
     if model and kind == "elderly" and alone and age:
         return "elderly", [*model, f"lives alone: {'、'.join(alone)}", f"age: {'、'.join(age)}"]
     return "none", []

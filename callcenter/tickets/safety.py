@@ -133,6 +133,7 @@ class SafetyRules:
     future_window: int
     over_markers: tuple[str, ...]
     past_markers: tuple[str, ...]
+    distant_past_markers: tuple[str, ...]
     recurrence_markers: tuple[str, ...]
     over_window: int
     story_window: int = 0
@@ -187,6 +188,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         future_window=int(hyp.get("future_window", 0)),
         over_markers=tuple(map(str, over["markers"])),
         past_markers=tuple(map(str, over["past_markers"])),
+        distant_past_markers=tuple(map(str, over.get("distant_past_markers", ()))),
         recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
         over_window=int(over["window"]),
         story_window=int(over.get("story_window", 0)),
@@ -287,9 +289,12 @@ def _says_again(span: str, rules: SafetyRules) -> bool:
 
 def _over(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     w = rules.over_window
+    before, after = text[max(0, start - w) : start], text[end : end + w]
+    if any(p in before for p in rules.distant_past_markers):
+        # Years ago (小时候脊髓受伤，一直在轮椅上): what goes on is what it left.
+        return True
     if _says_again(text[max(0, start - w) : end + w], rules):
         return False
-    before, after = text[max(0, start - w) : start], text[end : end + w]
     return (any(p in before for p in rules.past_markers)
             or any(o in after for o in rules.over_markers)
             or _told_as_past(text, start, end, rules))

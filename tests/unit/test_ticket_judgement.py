@@ -279,7 +279,8 @@ def test_a_caller_who_calls_it_a_complaint_is_complaining() -> None:
     assert _declared_complaint("我投诉你们电工，线头露在外面没装盖子", rules) == "我投诉"
     # Taken back, only supposed, or only a past one: not a declared complaint.
     for text in ("不是投诉啊，就是我家厨房水龙头一直滴水", "我想投诉一下，哦不对，就是报个修",
-                 "万一我投诉了你们不处理找谁", "上个月我投诉过一次楼上装修"):
+                 "万一我投诉了你们不处理找谁", "上个月我投诉过一次楼上装修",
+                 "也不是说现在就要投诉我先了解一下流程"):
         assert _declared_complaint(text, rules) is None, text
     repair = judge("不是投诉啊，就是我家厨房水龙头一直滴水，麻烦来修一下", "1")
     assert repair.category == "engineering"
@@ -339,3 +340,12 @@ def test_the_context_model_reads_a_danger_told_as_past_as_less_real_than_one_now
         assert told is not None
         return told.probabilities[learned.DANGER_REAL]
     assert real(past) < real(now)
+
+
+def test_a_promise_to_act_and_nothing_changing_is_a_broken_promise() -> None:
+    broken = load_rules().important_signs["promise_broken"]
+    for text in ("昨天我已经跟你们管家说过了他说会去打招呼结果今天照样干",
+                 "说马上派人结果等到现在", "通知上写的中午来水现在还是没水"):
+        assert broken.search(text), text
+    # Someone agreeing and then ignoring it is not a promise of the service.
+    assert broken.search("楼上说好好好第二天照样") is None

@@ -116,6 +116,18 @@ def test_a_smell_gone_and_an_injured_person_in_hospital_are_over() -> None:
     assert read_safety("我爸在台阶上滑倒了，手腕骨折，现在还在地上躺着").is_p1
 
 
+def test_an_injury_years_ago_is_over_whatever_it_left() -> None:
+    # What goes on since (一直在轮椅上) is the lasting disability, not the injury.
+    assert not read_safety("我儿子坐轮椅的，小时候脊髓受伤，一直在轮椅上").is_p1
+    assert read_safety("我儿子坐轮椅的，刚才摔下来受伤了，一直在流血").is_p1
+
+
+def test_hammering_told_as_a_sound_that_smashes_is_no_falling_object() -> None:
+    assert not read_safety("楼上装修的七点不到就开始咣咣砸，我孩子都被吵醒了").is_p1
+    # Bangs are also how falling things are heard.
+    assert read_safety("楼顶上那个砖头一直往下掉，叮叮咣咣的，俺家娃差一点就给砸着了").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"

@@ -324,6 +324,10 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     ("停水了。我对门的老王一个人住，他也没水。", "none"),
     # How older people name themselves: 老 + a surname.
     ("我是五号楼的老孙，一个人住，楼道灯坏了。", "elderly"),
+    # Alone today only: the family the caller lives with is said too.
+    ("家里停水了。我跟我儿子一块儿住，他上班去了，就我在家，我七十六了。", "none"),
+    # An old neighbour told of in one sentence, her living alone in another.
+    ("我帮我对门的老太太报个修，她家门锁坏了。她一个人住，八十多了。", "none"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
