@@ -47,6 +47,7 @@ def test_basic_needs_found(text: str, need: str) -> None:
         "墙根一直潮，但是没有水往下淌",  # no water running, not no water
         "我在家等到下午，师傅都没来电话",  # 没来电话 is no phone call
         "早上车在地库打不着火",  # a car, not the cooker
+        "燃气灶左边那个眼儿打不着火了，右边那个还能用",  # one burner, the gas is there
     ],
 )
 def test_look_alikes_are_not_basic_needs(text: str) -> None:

@@ -128,6 +128,17 @@ def test_hammering_told_as_a_sound_that_smashes_is_no_falling_object() -> None:
     assert read_safety("楼顶上那个砖头一直往下掉，叮叮咣咣的，俺家娃差一点就给砸着了").is_p1
 
 
+def test_out_of_the_lift_already_is_over_though_it_was_just_now() -> None:
+    assert not read_safety("电梯刚才把我关里头了，没有没有，已经出来了，人没事").is_p1
+    assert read_safety("电梯刚才把我关里头了，现在还在里面出不来").is_p1
+
+
+def test_smoke_smell_on_clothes_or_a_fire_in_the_news_is_no_fire() -> None:
+    assert not read_safety("平台上天天一地烟头，肯定是楼上哪个男的抽的，我家衣服上都是烟味").is_p1
+    assert not read_safety("有人在楼道给电动车充电，新闻上电动车着火的事那么多").is_p1
+    assert read_safety("楼道里全是烟，呛得不行").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"
