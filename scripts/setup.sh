@@ -3,7 +3,9 @@
 #   1. the virtualenv with the pinned dependencies (.venv),
 #   2. the Vosk model (verified and unpacked into the cache),
 #   3. Chromium and a Chinese font for the browser tests (apt; needs root),
-#   4. the Asterisk 22 sandbox root (Debian sid, cached; needs root).
+#   4. the Asterisk 22 sandbox root (Debian sid, cached; needs root),
+#   5. the ticket classifier's models, trained on the corpus once and cached (minutes
+#      on two cores: done here, not by the first call or test that needs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,3 +41,6 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "==> skipping the Asterisk sandbox (needs root: chroot and mounts)"
 fi
+
+echo "==> ticket models"
+.venv/bin/python -c "from callcenter.tickets import learned; learned.trained()"

@@ -115,6 +115,7 @@ class TicketTerms:
     old_by_name: re.Pattern[str]
     lives_with_family: re.Pattern[str]
     neighbour_elder: re.Pattern[str]
+    passing_disability: re.Pattern[str]
     disabled: TermList
     repeat: TermList
     prior_window_days: int
@@ -140,6 +141,7 @@ def terms_from_dict(data: dict[str, Any], sla: sla_mod.Sla | None = None) -> Tic
         ),
         lives_with_family=re.compile(str(vip["lives_with_family"])),
         neighbour_elder=re.compile(str(vip["neighbour_elder"])),
+        passing_disability=re.compile(str(vip["passing_disability"])),
         disabled=TermList(vip["disabled"], neg, others),
         repeat=TermList(data["repeat"], neg),
         prior_window_days=int(data.get("prior_ticket_window_days", 90)),
@@ -239,7 +241,8 @@ def vip_from(caller: str, probabilities: dict[str, float] | None,
         p = probabilities.get(kind, 0.0)
         pushed = f": {'、'.join(features)}" if features else ""
         model = [f"model {kind} {p:.2f}{pushed}"] if p >= VIP_PROBABILITY else []
-        if model and kind == "disabled":
+        if model and kind == "disabled" and (
+                named or not terms.passing_disability.search(caller)):
             return "disabled", [*model, *(f"named: {w}" for w in named)]
     else:
         kind, model = "elderly", ["terms"]

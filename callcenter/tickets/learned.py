@@ -330,9 +330,10 @@ def _cache_dir() -> Path:
 @lru_cache(maxsize=2)
 def trained(split: Split = "all") -> Models:
     """Models trained on one split of the corpus (``all`` in production; ``train``
-    when the validation split is being measured). Training takes seconds, so the
-    result is kept on disk under a key of everything it depends on; a cache that
-    cannot be read or written only costs the training."""
+    when the validation split is being measured). Training takes minutes on two
+    cores (scripts/setup.sh does it once), so the result is kept on disk under a
+    key of everything it depends on; a cache that cannot be read or written only
+    costs the training."""
     path = _cache_dir() / f"{_cache_key(split)}.joblib"
     try:
         models = joblib.load(path)

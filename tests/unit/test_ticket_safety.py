@@ -139,6 +139,13 @@ def test_smoke_smell_on_clothes_or_a_fire_in_the_news_is_no_fire() -> None:
     assert read_safety("楼道里全是烟，呛得不行").is_p1
 
 
+def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
+    assert not read_safety("卧室墙上有一块水印子，就在插座旁边，现在摸着是干的").is_p1
+    assert not read_safety("厨房上面往下滴水，插座那面墙是干的，离插座都远").is_p1
+    assert not read_safety("热水器底下在滴水，我把电源拔了，进水阀也关了").doubtful
+    assert read_safety("楼上漏水，水顺着墙流到插座里了").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"

@@ -328,6 +328,9 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     ("家里停水了。我跟我儿子一块儿住，他上班去了，就我在家，我七十六了。", "none"),
     # An old neighbour told of in one sentence, her living alone in another.
     ("我帮我对门的老太太报个修，她家门锁坏了。她一个人住，八十多了。", "none"),
+    # A wheelchair for a while after an operation.
+    ("单元门口的坡道老被电动车堵着。我前阵子膝盖做了手术，现在暂时坐轮椅，过一个来月就能拄拐了。",
+     "none"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
