@@ -226,8 +226,9 @@ def _living_alone(caller: str, terms: TicketTerms) -> list[str]:
 
 
 def _said_of_self(caller: str, words: str) -> bool:
-    at = caller.find(words)
-    return "我" in words or "我" in caller[max(0, at - 2) : at]
+    """Whether the caller says ``words`` of themselves somewhere (我一个人住, 就剩我)."""
+    return "我" in words or any("我" in caller[max(0, m.start() - 2) : m.start()]
+                               for m in re.finditer(re.escape(words), caller))
 
 
 def vip_from(caller: str, probabilities: dict[str, float] | None,

@@ -67,8 +67,6 @@ _NOT_A_DANGER_ALONE = frozenset({"urgent_plea"})
 # A strong negation inside a hit that spans several words negates its second part
 # (横在路上？没有，倒在草坪里).
 _NEGATION_INSIDE = ("没有", "不是", "并没", "没在", "不在")
-# Just now: a danger told with these is current, unless the caller says it is over.
-_RECENT = ("刚才", "刚刚")
 # How far after a "now" (现在, 今天) a caller says it is over (现在是不漏了).
 _NOW_OVER_WINDOW = 8
 
@@ -138,6 +136,7 @@ class SafetyRules:
     distant_past_markers: tuple[str, ...]
     hazard_over_markers: dict[str, tuple[str, ...]]
     recurrence_markers: tuple[str, ...]
+    recent_markers: tuple[str, ...]
     over_window: int
     story_window: int = 0
     present_markers: tuple[str, ...] = ()
@@ -194,6 +193,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         distant_past_markers=tuple(map(str, over.get("distant_past_markers", ()))),
         hazard_over_markers={str(k): _words(v) for k, v in over.get("by_hazard", {}).items()},
         recurrence_markers=tuple(map(str, over.get("recurrence_markers", []))),
+        recent_markers=tuple(map(str, over.get("recent_markers", []))),
         over_window=int(over["window"]),
         story_window=int(over.get("story_window", 0)),
         present_markers=tuple(map(str, over.get("present_markers", []))),
@@ -282,16 +282,18 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
     return any(m in text[max(0, start - window) : start] for m in markers)
 
 
-def _says_again(span: str, rules: SafetyRules, recent: bool = True) -> bool:
+def _says_again(span: str, rules: SafetyRules, over_words: tuple[str, ...] = (),
+                recent: bool = True) -> bool:
     """Whether ``span`` says the danger is back or still there (又, 还有味). The 还在
     of 还在医院 is care going on, not the danger, and the 还有 of 旁边还有个碎花盆
-    is "also": over markers and not_recurrence are read first. ``recent``: whether
-    刚才 counts (it makes a danger current against a time in the past, but not
-    against the caller saying it is over: 刚才把我关里头了…已经出来了)."""
-    for marker in (*rules.over_markers, *rules.not_recurrence):
+    is "also": over markers (the general ones and ``over_words``, a hazard's own)
+    and not_recurrence are read first. ``recent``: whether 刚才 counts (it makes a
+    danger current against a time in the past, but not against the caller saying
+    it is over: 刚才把我关里头了…已经出来了)."""
+    for marker in (*rules.over_markers, *over_words, *rules.not_recurrence):
         span = span.replace(marker, "_" * len(marker))
-    return any(r in span for r in rules.recurrence_markers
-               if recent or r not in _RECENT)
+    markers = (*rules.recurrence_markers, *(rules.recent_markers if recent else ()))
+    return any(r in span for r in markers)
 
 
 def _over(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> bool:
@@ -300,9 +302,9 @@ def _over(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> b
     if any(p in before for p in rules.distant_past_markers):
         # Years ago (小时候脊髓受伤，一直在轮椅上): what goes on is what it left.
         return True
-    said_over = any(o in after
-                    for o in (*rules.over_markers, *rules.hazard_over_markers.get(hazard, ())))
-    if _says_again(text[max(0, start - w) : end + w], rules, recent=not said_over):
+    hazard_over = rules.hazard_over_markers.get(hazard, ())
+    said_over = any(o in after for o in (*rules.over_markers, *hazard_over))
+    if _says_again(text[max(0, start - w) : end + w], rules, hazard_over, recent=not said_over):
         return False
     return (said_over or any(p in before for p in rules.past_markers)
             or _told_as_past(text, start, end, rules))
