@@ -129,6 +129,9 @@ class SafetyRules:
     hypothetical_window: int
     worry_markers: tuple[str, ...]
     worry_window: int
+    mistaken_markers: tuple[str, ...]
+    mistaken_until: tuple[str, ...]
+    mistaken_window: int
     future_markers: tuple[str, ...]
     future_window: int
     over_markers: tuple[str, ...]
@@ -141,6 +144,7 @@ class SafetyRules:
     story_window: int = 0
     present_markers: tuple[str, ...] = ()
     still_markers: tuple[str, ...] = ()
+    gone_markers: tuple[str, ...] = ()
     not_recurrence: tuple[str, ...] = ()
 
 
@@ -177,7 +181,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         signs={str(s): compiled(p) for s, p in signs.items()},
         unless={str(h): _words(w) for h, w in unless.items()},
         unless_window=window,
-        unless_anywhere={str(h): tuple(map(str, w)) for h, w in anywhere.items()},
+        unless_anywhere={str(h): _words(w) for h, w in anywhere.items()},
         sign_window=sign_window,
         negation_words=tuple(sorted(map(str, neg["words"]), key=len, reverse=True)),
         negation_window=int(neg["window"]),
@@ -186,6 +190,9 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         hypothetical_window=int(hyp["window"]),
         worry_markers=tuple(map(str, hyp.get("worry_markers", []))),
         worry_window=int(hyp.get("worry_window", 0)),
+        mistaken_markers=tuple(map(str, hyp.get("mistaken_markers", []))),
+        mistaken_until=tuple(map(str, hyp.get("mistaken_until", []))),
+        mistaken_window=int(hyp.get("mistaken_window", 0)),
         future_markers=tuple(map(str, hyp.get("future_markers", []))),
         future_window=int(hyp.get("future_window", 0)),
         over_markers=tuple(map(str, over["markers"])),
@@ -198,6 +205,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         story_window=int(over.get("story_window", 0)),
         present_markers=tuple(map(str, over.get("present_markers", []))),
         still_markers=tuple(map(str, over.get("still_markers", []))),
+        gone_markers=tuple(map(str, over.get("gone_markers", []))),
         not_recurrence=tuple(map(str, over.get("not_recurrence", []))),
     )
 
@@ -267,7 +275,8 @@ def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if text.startswith("的时候", end):  # 着火的时候才开: any time it might happen
         return True
     if (_said_before(text, start, rules.worry_markers, rules.worry_window)
-            or _said_before(text, start, rules.future_markers, rules.future_window)):
+            or _said_before(text, start, rules.future_markers, rules.future_window)
+            or _mistaken(text, start, rules)):
         return True
     w = rules.hypothetical_window
     # The clause may begin before the hit or inside it (报警器我想问问要是响了…).
@@ -275,6 +284,17 @@ def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if not any(m in opening for m in rules.hypothetical_markers):
         return False
     return any(q in text[start : end + w] for q in rules.question_markers)
+
+
+def _mistaken(text: str, start: int, rules: SafetyRules) -> bool:
+    """Whether the hit at ``start`` is what the caller wrongly believed (还以为是…烧了),
+    no words of what it really was (结果, 原来) standing between."""
+    lo = max(0, start - rules.mistaken_window)
+    for marker in rules.mistaken_markers:
+        at = text.rfind(marker, lo, start)
+        if at >= 0 and not any(u in text[at + len(marker) : start] for u in rules.mistaken_until):
+            return True
+    return False
 
 
 def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -> bool:
@@ -319,7 +339,7 @@ def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
         at = after.find(marker)
         while at >= 0:
             told = after[at + len(marker) : at + len(marker) + _NOW_OVER_WINDOW]
-            if not any(o in told for o in rules.over_markers):
+            if not any(o in told for o in (*rules.over_markers, *rules.gone_markers)):
                 return True
             at = after.find(marker, at + 1)
     return False

@@ -146,6 +146,32 @@ def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
     assert read_safety("楼上漏水，水顺着墙流到插座里了").is_p1
 
 
+def test_a_lift_with_nobody_in_it_traps_no_one() -> None:
+    assert not read_safety("整个单元电梯一台都下不来，两台都不动，没有，没人困在里面，我问了").is_p1
+    assert read_safety("电梯卡在十二楼了，我妈在里面出不来").is_p1
+
+
+def test_a_window_smashed_by_someone_is_no_falling_object() -> None:
+    # 让人砸, 叫人给砸: done by a person, as 被人砸 is.
+    assert not read_safety("我那车昨儿晚上副驾那块玻璃让人砸了，包里的钱全没了").is_p1
+    assert read_safety("楼上扔下来个酒瓶子，把我车玻璃砸了，差点砸到我").is_p1
+
+
+def test_what_the_caller_wrongly_believed_is_no_danger() -> None:
+    reading = read_safety("我刚才还以为是楼道里哪家电瓶车电池烧了，吓我一跳")
+    assert [h.cancelled_by for h in reading.hits if h.hazard == "electrical_fire"] == [
+        "hypothetical"]
+    # What it really was, told after 结果, is.
+    assert read_safety("我还以为是谁家炒菜，结果是楼道电箱里电线烧着了，冒黑烟").is_p1
+
+
+def test_a_past_danger_the_caller_says_is_gone_today_is_over() -> None:
+    assert not read_safety("昨天下午我在楼下走上面掉下来一个花盆啪一下就砸在我脚边上，"
+                           "今天没有了，就昨天那一下").is_p1
+    # Still falling today is not.
+    assert read_safety("昨天下午楼上掉下来一个花盆砸在我脚边上，今天还在往下掉东西").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"
