@@ -354,9 +354,19 @@ def trained(split: Split = "all") -> Models:
     return models
 
 
-def _forget_stale(folder: Path, max_age_s: float = 7 * 86400) -> None:
-    """Models of an older corpus, unused for a week."""
+def _forget_stale(folder: Path, max_age_s: float = 7 * 86400, keep: int = 6) -> None:
+    """Models of an older corpus: those unused for a week, and all but the ``keep``
+    used last (each is about 200 MB, and every change to the corpus or the rules
+    makes another)."""
     cutoff = time.time() - max_age_s
-    for old in folder.glob("*.joblib"):
-        if old.stat().st_mtime < cutoff:
+    by_use = sorted(folder.glob("*.joblib"), key=_last_used, reverse=True)
+    for rank, old in enumerate(by_use):
+        if rank >= keep or _last_used(old) < cutoff:
             old.unlink(missing_ok=True)
+
+
+def _last_used(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed by another process meanwhile
+        return 0.0

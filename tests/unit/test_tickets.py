@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -680,3 +682,15 @@ def test_a_question_about_a_danger_is_a_question_and_a_danger_reported_is_p1() -
     # A danger now, told as a question, is still reported: the model finds P1 in it.
     assert judge("我想问问，楼道里有一股煤气味是怎么回事", "3").urgency == "P1"
     assert judge("问一下，我家电梯里有人被困住了该找谁", "3").urgency == "P1"
+
+
+def test_the_model_cache_keeps_the_models_used_last_and_none_older_than_a_week(
+        tmp_path: Path) -> None:
+    now = time.time()
+    ages_h = [0, 1, 2, 3, 4, 5, 6, 7, 24 * 8]  # hours since each was last used
+    for index, age in enumerate(ages_h):
+        path = tmp_path / f"m{index}.joblib"
+        path.write_bytes(b"x")
+        os.utime(path, (now - age * 3600, now - age * 3600))
+    learned._forget_stale(tmp_path, keep=6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"m{i}.joblib" for i in range(6)]
