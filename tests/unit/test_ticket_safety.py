@@ -172,6 +172,19 @@ def test_a_past_danger_the_caller_says_is_gone_today_is_over() -> None:
     assert read_safety("昨天下午楼上掉下来一个花盆砸在我脚边上，今天还在往下掉东西").is_p1
 
 
+def test_regional_words_for_no_yesterday_and_all_right() -> None:
+    # 木有 (没有), 夜儿个 (昨天), 琴日 (昨天) and 冇事啦 (没事了).
+    assert not read_safety("消防通道天天有人停车，也木有着火啥的，俺就是寻思万一有个事儿").is_p1
+    assert not read_safety("夜儿个刮大风额们楼前头那个树倒咧，么有么有，么砸着人也么砸着车").is_p1
+    assert not read_safety("琴日夜晚我个仔困在电梯里面，困咗四十几分钟，而家冇事啦").is_p1
+    assert read_safety("我个仔而家困在电梯里面，出唔嚟").is_p1
+
+
+def test_a_kettle_plugged_into_a_socket_is_not_a_socket_burning() -> None:
+    assert not read_safety("我那个插座没电了，就是床头那个，我烧热水的壶插那儿的，插了不亮").is_p1
+    assert read_safety("床头那个插座烧黑了，一股焦味").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"

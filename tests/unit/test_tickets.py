@@ -333,6 +333,11 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     # A wheelchair for a while after an operation.
     ("单元门口的坡道老被电动车堵着。我前阵子膝盖做了手术，现在暂时坐轮椅，过一个来月就能拄拐了。",
      "none"),
+    # The family the caller lives with, told with 都 between (儿子儿媳都跟我一块住).
+    ("家里停电了。我儿子儿媳都跟我一块住，今天都加班还没回来，我一个老头子在家弄不来。", "none"),
+    # Regional words: 阿嬷 (an old woman), 瘫到床上 (bed-ridden).
+    ("我是八号楼那个老阿嬷啦，水龙头一直在滴。我一个人住，孩子都在外地。", "elderly"),
+    ("窗子外头那棵树挡光。额老汉瘫到床上好几年咧，就靠那点亮光。", "disabled"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
