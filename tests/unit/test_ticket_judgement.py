@@ -132,6 +132,10 @@ def test_an_injury_told_by_its_treatment_is_a_sign_of_a_major_complaint() -> Non
     assert sign.search("我爸滑倒了磕在台阶上挂彩了")
     assert sign.search("人摔了半天起不来，我们叫了120")
     assert not sign.search("保洁拖地也不放个牌子，差点滑一跤")
+    assert sign.search("有一个头破了流血了") and sign.search("孩子头磕破了")
+    # A pipe elbow and torn lagging, the pause between them gone once normalised.
+    assert not sign.search("拆下来的旧管子弯头破保温棉全堆在楼梯拐角")
+    assert sign.search("去医院缝了三针") and not sign.search("楼梯都只剩一条缝了")
 
 
 def test_unsure_judgements_ask_the_agent() -> None:
