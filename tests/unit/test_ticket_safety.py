@@ -185,6 +185,13 @@ def test_a_kettle_plugged_into_a_socket_is_not_a_socket_burning() -> None:
     assert read_safety("床头那个插座烧黑了，一股焦味").is_p1
 
 
+def test_a_walking_machine_and_a_near_fall_are_no_danger() -> None:
+    # 太空漫步机 is fitness equipment; 差点崴了脚 is nearly hurt, not hurt.
+    assert not read_safety("草坪那边的健身器材那个太空漫步机咯吱咯吱响得厉害").is_p1
+    assert not read_safety("路灯不亮，黑灯瞎火的，前儿个差点崴了脚").is_p1
+    assert read_safety("路灯不亮，我妈刚才在楼门口崴了脚，站不起来了").is_p1
+
+
 def test_also_is_not_still() -> None:
     # 还有个 is "there is also a", not the danger still there.
     assert not read_safety("上个礼拜六晚上车停在楼下，第二天早上一看，前挡风玻璃被砸了个坑，"
