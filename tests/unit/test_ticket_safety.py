@@ -146,15 +146,44 @@ def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
     assert read_safety("楼上漏水，水顺着墙流到插座里了").is_p1
 
 
-def test_a_lift_with_nobody_in_it_traps_no_one() -> None:
-    assert not read_safety("整个单元电梯一台都下不来，两台都不动，没有，没人困在里面，我问了").is_p1
-    assert read_safety("电梯卡在十二楼了，我妈在里面出不来").is_p1
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A lift nobody is in (没人困在里面).
+        "整个单元电梯一台都下不来，两台都不动，没有，没人困在里面，我问了",
+        # 让人砸, 叫人给砸: done by a person, as 被人砸 is.
+        "我那车昨儿晚上副驾那块玻璃让人砸了，包里的钱全没了",
+        # A past danger the caller says is gone today.
+        "昨天下午我在楼下走上面掉下来一个花盆啪一下就砸在我脚边上，今天没有了，就昨天那一下",
+        # Regional words: 木有 (没有), 夜儿个 and 琴日 (昨天), 冇事啦 (没事了).
+        "消防通道天天有人停车，也木有着火啥的，俺就是寻思万一有个事儿",
+        "夜儿个刮大风额们楼前头那个树倒咧，么有么有，么砸着人也么砸着车",
+        "琴日夜晚我个仔困在电梯里面，困咗四十几分钟，而家冇事啦",
+        # A kettle plugged into a socket, not a socket burning.
+        "我那个插座没电了，就是床头那个，我烧热水的壶插那儿的，插了不亮",
+        # 太空漫步机 is fitness equipment; 差点崴了脚 is nearly hurt, not hurt.
+        "草坪那边的健身器材那个太空漫步机咯吱咯吱响得厉害",
+        "路灯不亮，黑灯瞎火的，前儿个差点崴了脚",
+    ],
+)
+def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1
 
 
-def test_a_window_smashed_by_someone_is_no_falling_object() -> None:
-    # 让人砸, 叫人给砸: done by a person, as 被人砸 is.
-    assert not read_safety("我那车昨儿晚上副驾那块玻璃让人砸了，包里的钱全没了").is_p1
-    assert read_safety("楼上扔下来个酒瓶子，把我车玻璃砸了，差点砸到我").is_p1
+@pytest.mark.parametrize(
+    "text",
+    [
+        "电梯卡在十二楼了，我妈在里面出不来",
+        "楼上扔下来个酒瓶子，把我车玻璃砸了，差点砸到我",
+        # Still falling today.
+        "昨天下午楼上掉下来一个花盆砸在我脚边上，今天还在往下掉东西",
+        "我个仔而家困在电梯里面，出唔嚟",
+        "床头那个插座烧黑了，一股焦味",
+        "路灯不亮，我妈刚才在楼门口崴了脚，站不起来了",
+    ],
+)
+def test_their_real_neighbours_stay_p1(text: str) -> None:
+    assert read_safety(text).is_p1
 
 
 def test_what_the_caller_wrongly_believed_is_no_danger() -> None:
@@ -163,33 +192,6 @@ def test_what_the_caller_wrongly_believed_is_no_danger() -> None:
         "hypothetical"]
     # What it really was, told after 结果, is.
     assert read_safety("我还以为是谁家炒菜，结果是楼道电箱里电线烧着了，冒黑烟").is_p1
-
-
-def test_a_past_danger_the_caller_says_is_gone_today_is_over() -> None:
-    assert not read_safety("昨天下午我在楼下走上面掉下来一个花盆啪一下就砸在我脚边上，"
-                           "今天没有了，就昨天那一下").is_p1
-    # Still falling today is not.
-    assert read_safety("昨天下午楼上掉下来一个花盆砸在我脚边上，今天还在往下掉东西").is_p1
-
-
-def test_regional_words_for_no_yesterday_and_all_right() -> None:
-    # 木有 (没有), 夜儿个 (昨天), 琴日 (昨天) and 冇事啦 (没事了).
-    assert not read_safety("消防通道天天有人停车，也木有着火啥的，俺就是寻思万一有个事儿").is_p1
-    assert not read_safety("夜儿个刮大风额们楼前头那个树倒咧，么有么有，么砸着人也么砸着车").is_p1
-    assert not read_safety("琴日夜晚我个仔困在电梯里面，困咗四十几分钟，而家冇事啦").is_p1
-    assert read_safety("我个仔而家困在电梯里面，出唔嚟").is_p1
-
-
-def test_a_kettle_plugged_into_a_socket_is_not_a_socket_burning() -> None:
-    assert not read_safety("我那个插座没电了，就是床头那个，我烧热水的壶插那儿的，插了不亮").is_p1
-    assert read_safety("床头那个插座烧黑了，一股焦味").is_p1
-
-
-def test_a_walking_machine_and_a_near_fall_are_no_danger() -> None:
-    # 太空漫步机 is fitness equipment; 差点崴了脚 is nearly hurt, not hurt.
-    assert not read_safety("草坪那边的健身器材那个太空漫步机咯吱咯吱响得厉害").is_p1
-    assert not read_safety("路灯不亮，黑灯瞎火的，前儿个差点崴了脚").is_p1
-    assert read_safety("路灯不亮，我妈刚才在楼门口崴了脚，站不起来了").is_p1
 
 
 def test_also_is_not_still() -> None:
