@@ -53,6 +53,8 @@ class PriorTicket:
 
 
 _OTHERS_WINDOW = 14  # characters before a hit where TermList.others is looked for
+# A negation does not reach over the end of its clause (敲门没人。就我一个人).
+_CLAUSE_END = re.compile(r"[，。！？；,.!?;…]")
 
 
 class TermList:
@@ -103,7 +105,7 @@ class TermList:
     def _negated(self, text: str, start: int, matched: str) -> bool:
         if any(matched.startswith(n) for n in self.negations):
             return False  # the term itself is a negative phrase (没水, 不亮)
-        window = text[max(0, start - 3) : start]
+        window = _CLAUSE_END.split(text[max(0, start - 3) : start])[-1]
         return any(n in window for n in self.negations)
 
 
@@ -115,6 +117,7 @@ class TicketTerms:
     old_by_name: re.Pattern[str]
     lives_with_family: re.Pattern[str]
     neighbour_elder: re.Pattern[str]
+    stated_age: re.Pattern[str]
     passing_disability: re.Pattern[str]
     disabled: TermList
     repeat: TermList
@@ -141,6 +144,7 @@ def terms_from_dict(data: dict[str, Any], sla: sla_mod.Sla | None = None) -> Tic
         ),
         lives_with_family=re.compile(str(vip["lives_with_family"])),
         neighbour_elder=re.compile(str(vip["neighbour_elder"])),
+        stated_age=re.compile(str(vip["stated_age"])),
         passing_disability=re.compile(str(vip["passing_disability"])),
         disabled=TermList(vip["disabled"], neg, others),
         repeat=TermList(data["repeat"], neg),
@@ -250,6 +254,10 @@ def vip_from(caller: str, probabilities: dict[str, float] | None,
     if named:
         return "disabled", [f"named: {'、'.join(named)}"]
     alone, age = _living_alone(caller, terms), _aged(caller, terms)
+    stated = terms.stated_age.search(caller)
+    if alone and stated:
+        # The definition said outright (我七十八了，一个人过): no model needed.
+        return "elderly", [*model, f"lives alone: {'、'.join(alone)}", f"named: {stated.group(0)}"]
     if model and kind == "elderly" and alone and age:
         return "elderly", [*model, f"lives alone: {'、'.join(alone)}", f"age: {'、'.join(age)}"]
     return "none", []

@@ -338,6 +338,11 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     # Regional words: 阿嬷 (an old woman), 瘫到床上 (bed-ridden).
     ("我是八号楼那个老阿嬷啦，水龙头一直在滴。我一个人住，孩子都在外地。", "elderly"),
     ("窗子外头那棵树挡光。额老汉瘫到床上好几年咧，就靠那点亮光。", "disabled"),
+    # A negation of another clause (敲门没人。) does not reach the living alone.
+    ("楼上那家房子空着，我上去敲门没人。就我一个人，老伴前年走了，我腿脚不好。", "elderly"),
+    # The definition said outright: the caller's age in years and living alone.
+    ("我要投诉楼上装修，中午吵得没法睡。我七十八了，一个人过，就指着中午眯一会儿。", "elderly"),
+    ("我妈七十八了，跟我们一块住，楼道灯坏了。", "none"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
