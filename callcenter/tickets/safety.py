@@ -30,7 +30,7 @@ BASIC_NEEDS_FILE = Path(__file__).with_name("basic_needs.yaml")
 DEFINITE_HAZARDS = frozenset({
     "gas", "fire", "electrical_fire", "flood", "burst_pipe", "lift_trapped", "live_wire",
     "falling_object", "tree_down", "locked_in", "missing_person", "violence", "lift_fault",
-    "dog_attack",
+    "dog_attack", "unresponsive_person",
 })
 HAZARD_CATEGORY = {
     "gas": "engineering",
@@ -49,6 +49,8 @@ HAZARD_CATEGORY = {
     "violence": "security",
     "lift_fault": "engineering",
     "dog_attack": "security",
+    # Staff must go and knock or get in: the gate and patrol guards.
+    "unresponsive_person": "security",
     "deep_water": "engineering",
     "safety_equipment": "engineering",
     "urgent_plea": "engineering",

@@ -164,6 +164,11 @@ def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
         # 太空漫步机 is fitness equipment; 差点崴了脚 is nearly hurt, not hurt.
         "草坪那边的健身器材那个太空漫步机咯吱咯吱响得厉害",
         "路灯不亮，黑灯瞎火的，前儿个差点崴了脚",
+        # Not seen for days, but nothing says anything is wrong, or where she is is known.
+        "隔壁王阿姨这几天没见着，楼道灯坏了好几天了，你们来换一下",
+        "楼下那家好几天没人出来，敲门也没人应，后来问了保安，说是全家旅游去了",
+        # A water pipe whose valve the caller shut: the home is without water (P2).
+        "厨房水管崩了，我赶紧把总阀关了，这下一滴水都没有",
     ],
 )
 def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: str) -> None:
@@ -180,6 +185,11 @@ def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: s
         "我个仔而家困在电梯里面，出唔嚟",
         "床头那个插座烧黑了，一股焦味",
         "路灯不亮，我妈刚才在楼门口崴了脚，站不起来了",
+        # Not seen for days, and nobody answers: a welfare check.
+        "我对门那个老太太一个人住，三天没见她出门了，敲门没反应，电话也不接",
+        "楼上大爷好几天没下楼了，门口报纸堆了一摞，我怕他出什么事",
+        # The valve shut, but the pipe still pours.
+        "水管爆了，我把总阀关了，还在往外喷",
     ],
 )
 def test_their_real_neighbours_stay_p1(text: str) -> None:
