@@ -43,6 +43,7 @@ HAZARD_CATEGORY = {
     "falling_object": "security",
     "injury": "security",
     "structure": "engineering",
+    "loose_surface": "engineering",
     "tree_down": "landscaping",
     "locked_in": "engineering",
     "missing_person": "security",

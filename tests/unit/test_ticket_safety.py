@@ -169,6 +169,9 @@ def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
         "楼下那家好几天没人出来，敲门也没人应，后来问了保安，说是全家旅游去了",
         # A water pipe whose valve the caller shut: the home is without water (P2).
         "厨房水管崩了，我赶紧把总阀关了，这下一滴水都没有",
+        # Plaster skin that flakes and floor tiles that sink: a repair, no structure giving way.
+        "次卧那面墙返潮，墙皮一片一片往下掉，掉得柜子上都是白渣",
+        "单元门口那几块地砖塌下去了，一下雨就积水",
     ],
 )
 def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: str) -> None:
@@ -190,6 +193,9 @@ def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: s
         "楼上大爷好几天没下楼了，门口报纸堆了一摞，我怕他出什么事",
         # The valve shut, but the pipe still pours.
         "水管爆了，我把总阀关了，还在往外喷",
+        # Plaster that comes away as a heavy piece, or where children are.
+        "厨房顶上的墙皮鼓起来一个大包，刚掉下来一大块砸在灶台上",
+        "楼道墙砖松了往外翘，好多小孩天天从这儿跑过去",
     ],
 )
 def test_their_real_neighbours_stay_p1(text: str) -> None:
