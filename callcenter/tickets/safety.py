@@ -249,6 +249,11 @@ def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
     return False
 
 
+# A caller taking back the word just said, a few characters after it (关在里面了，不对不对;
+# 也不算关); not 不对劲 nor 味道不对 (it smells wrong), which say something is wrong.
+_TAKEN_BACK = re.compile(r".{0,3}?(不对不对|不对也不|不对没有|也不算|不算是)")
+
+
 def _denied_after(text: str, end: int) -> bool:
     """A hit that the words right after it deny (一点煤气味都没有, 烟也没有; the
     agent's question said back and answered, 焦味？没有，没闻到), but
@@ -256,6 +261,8 @@ def _denied_after(text: str, end: int) -> bool:
     rest = text[end : end + 6]
     after = (rest[:2].lstrip("味儿道") + rest[2:])[:4]  # the smell word of 煤气|味都没有
     if rest.startswith("不了"):  # the potential form: 水也烧不了 (cannot boil water)
+        return True
+    if _TAKEN_BACK.match(text, end):  # 关在里面了，不对，也不算关: the caller corrects it
         return True
     if rest.startswith(("没有没", "没没", "没有不")):  # 焦味？没有，没闻到: asked back, denied
         return True

@@ -172,6 +172,9 @@ def test_a_dry_stain_by_a_socket_or_an_inlet_valve_is_no_water_danger() -> None:
         # Plaster skin that flakes and floor tiles that sink: a repair, no structure giving way.
         "次卧那面墙返潮，墙皮一片一片往下掉，掉得柜子上都是白渣",
         "单元门口那几块地砖塌下去了，一下雨就积水",
+        # A word taken back (不对不对，也不算关); 到现在没人 is "so far nobody", not "still".
+        "刚才电梯把我爸关在里面了，不对不对，也不算关，就是门开得慢",
+        "我老公上个月在楼道里摔伤了，到现在没人给个说法",
     ],
 )
 def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: str) -> None:
@@ -196,6 +199,9 @@ def test_regional_words_near_misses_and_damage_done_by_people_are_not_p1(text: s
         # Plaster that comes away as a heavy piece, or where children are.
         "厨房顶上的墙皮鼓起来一个大包，刚掉下来一大块砸在灶台上",
         "楼道墙砖松了往外翘，好多小孩天天从这儿跑过去",
+        # 不对劲 says something is wrong; 到现在还在 says it goes on.
+        "电梯把我妈关在里面了，不对劲，怎么按都不开门",
+        "昨天晚上水管爆了，到现在还在往外冒水",
     ],
 )
 def test_their_real_neighbours_stay_p1(text: str) -> None:
