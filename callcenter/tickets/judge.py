@@ -174,7 +174,9 @@ def _urgency(
     # (negated, hypothetical or without its second sign): the agent confirms.
     danger_named = safety.doubtful or safety.is_p1
     if p1 >= t.p1_probability or (p1 >= t.p1_possible and danger_named):
-        return "P1", [*_model_evidence(pred), *safety.evidence()], True
+        # Say why P1 where the model's likeliest urgency is another (P3 0.68, P1 0.24).
+        why = f"model P1 {p1:.2f}" + ("" if p1 >= t.p1_probability else ", a danger named")
+        return "P1", [why, *_model_evidence(pred), *safety.evidence()], True
     evidence = _model_evidence(pred)
     unsure = _unsure(pred, t) or danger_named
     if danger_named:

@@ -345,6 +345,8 @@ def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
     there now (昨晚台风把树掀起来了…现在学生从底下过), and not that it is over now
     (现在是不漏了, 现在已经修好了)."""
     after = text[end : end + rules.story_window * 2]
+    for marker in rules.not_recurrence:  # 一直没人来: nobody came, not the danger there
+        after = after.replace(marker, "_" * len(marker))
     for marker in rules.still_markers:
         at = after.find(marker)
         while at >= 0:

@@ -369,3 +369,25 @@ def test_a_past_storm_whose_damage_is_still_there_stays_p1() -> None:
     assert read_safety(wall).is_p1
     # Back to now on the way to the danger: not a past story.
     assert read_safety("上礼拜修过的水管今天又爆了，水哗哗往外喷").is_p1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A toilet that will not flush fills up: a blockage (P2), not a flood.
+        "我家马桶间那个坑冲不下去，水眼看要漫到地上了",
+        "厕所堵了，拿搋子捅了半天，水都快溢出来了",
+        # Animals fighting is noise, not violence.
+        "小区的流浪猫太多了，半夜在花园里打架，叫得人睡不着",
+        # A past storm's branch on a car; 一直没人来 is the service, not the danger.
+        "上个礼拜五夜里，停车场那棵大树断了一根枝子砸在我车上，我报了两次一直没人来",
+    ],
+)
+def test_a_blocked_toilet_fighting_cats_and_a_past_branch_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_people_fighting_and_a_branch_still_hanging_stay_p1() -> None:
+    assert "violence" in read_safety("楼下有两个人打起来了，还拿着棍子").hazards
+    branch = "前天大风刮断的树枝，现在还挂在人行道上面晃，一直有人从底下走"
+    assert read_safety(branch).is_p1

@@ -343,6 +343,8 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     # The definition said outright: the caller's age in years and living alone.
     ("我要投诉楼上装修，中午吵得没法睡。我七十八了，一个人过，就指着中午眯一会儿。", "elderly"),
     ("我妈七十八了，跟我们一块住，楼道灯坏了。", "none"),
+    # At home with a grandchild while the family works: not living alone.
+    ("我八十一了，闺女上班去了，家里就我和外孙女，门禁卡刷不开。", "none"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
