@@ -127,6 +127,7 @@ class SafetyRules:
     sign_window: int
     negation_words: tuple[str, ...]
     negation_window: int
+    taken_back: re.Pattern[str]
     hypothetical_markers: tuple[str, ...]
     question_markers: tuple[str, ...]
     hypothetical_window: int
@@ -164,6 +165,12 @@ def _words(items: list[Any]) -> tuple[str, ...]:
                  for w in (item if isinstance(item, list) else [item]))
 
 
+def _taken_back(words: list[Any], window: int) -> re.Pattern[str]:
+    """Words that take back the hit right before them, a few characters after it."""
+    alternatives = "|".join(re.escape(str(w)) for w in words) or "(?!)"
+    return re.compile(f".{{0,{window}}}?(?:{alternatives})")
+
+
 def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
     concepts: dict[str, str] = {}
     for name, words in data["concepts"].items():  # a concept may use those above it
@@ -188,6 +195,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         sign_window=sign_window,
         negation_words=tuple(sorted(map(str, neg["words"]), key=len, reverse=True)),
         negation_window=int(neg["window"]),
+        taken_back=_taken_back(neg.get("taken_back") or [], int(neg.get("taken_back_window", 0))),
         hypothetical_markers=tuple(map(str, hyp["markers"])),
         question_markers=tuple(map(str, hyp["question_markers"])),
         hypothetical_window=int(hyp["window"]),
@@ -249,12 +257,7 @@ def _negated_inside(m: re.Match[str], rules: SafetyRules) -> bool:
     return False
 
 
-# A caller taking back the word just said, a few characters after it (关在里面了，不对不对;
-# 也不算关); not 不对劲 nor 味道不对 (it smells wrong), which say something is wrong.
-_TAKEN_BACK = re.compile(r".{0,3}?(不对不对|不对也不|不对没有|也不算|不算是)")
-
-
-def _denied_after(text: str, end: int) -> bool:
+def _denied_after(text: str, end: int, rules: SafetyRules) -> bool:
     """A hit that the words right after it deny (一点煤气味都没有, 烟也没有; the
     agent's question said back and answered, 焦味？没有，没闻到), but
     not a new clause after a finished event (瓷砖撬松了也没有粘) or 也没有人管."""
@@ -262,7 +265,7 @@ def _denied_after(text: str, end: int) -> bool:
     after = (rest[:2].lstrip("味儿道") + rest[2:])[:4]  # the smell word of 煤气|味都没有
     if rest.startswith("不了"):  # the potential form: 水也烧不了 (cannot boil water)
         return True
-    if _TAKEN_BACK.match(text, end):  # 关在里面了，不对，也不算关: the caller corrects it
+    if rules.taken_back.match(text, end):  # 关在里面了，不对，也不算关: the caller corrects it
         return True
     if rest.startswith(("没有没", "没没", "没有不")):  # 焦味？没有，没闻到: asked back, denied
         return True
@@ -389,7 +392,7 @@ def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules)
     if _other_context(hazard, text, start, end, rules):
         return "context"
     if (negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE)
-            or _negated_inside(m, rules) or _denied_after(text, end)):
+            or _negated_inside(m, rules) or _denied_after(text, end, rules)):
         return "negation"
     if _hypothetical(text, start, end, rules):
         return "hypothetical"
