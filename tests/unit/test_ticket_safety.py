@@ -381,6 +381,9 @@ def test_a_past_storm_whose_damage_is_still_there_stays_p1() -> None:
         "小区的流浪猫太多了，半夜在花园里打架，叫得人睡不着",
         # A past storm's branch on a car; 一直没人来 is the service, not the danger.
         "上个礼拜五夜里，停车场那棵大树断了一根枝子砸在我车上，我报了两次一直没人来",
+        # A lift stopped with nobody in it; an air conditioner's water dripping on a sill.
+        "电梯停在八楼九楼之间不动了，我扒着缝看了，里面是空的",
+        "楼上空调的水老往下滴，打在我家雨棚上啪啪响",
     ],
 )
 def test_a_blocked_toilet_fighting_cats_and_a_past_branch_are_not_p1(text: str) -> None:

@@ -27,7 +27,14 @@ from callcenter.tickets.address import (
     numeral_to_digits,
     with_address_readings,
 )
-from callcenter.tickets.classifier import PriorTicket, classify, detect_vip, read_call
+from callcenter.tickets.classifier import (
+    PriorTicket,
+    _living_alone,
+    classify,
+    detect_vip,
+    load_terms,
+    read_call,
+)
 
 DEV_DIR = SHARED_DIR / "scenarios" / "dev"
 NOW = datetime(2025, 6, 1, 10, 0, 0)
@@ -345,9 +352,20 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     ("我妈七十八了，跟我们一块住，楼道灯坏了。", "none"),
     # At home with a grandchild while the family works: not living alone.
     ("我八十一了，闺女上班去了，家里就我和外孙女，门禁卡刷不开。", "none"),
+    # 就我们家 is "only our flat", and 不是一个人住 says the family is there.
+    ("整栋楼就我们家没电。我七十九了，不是一个人住，跟闺女一家子。", "none"),
+    # Signs of age besides years: grown children abroad, a phone beyond the caller.
+    ("我一个人住，孩子都在国外，家里暖气片不热。", "elderly"),
+    ("我自己一个人住，这手机扫码我弄不明白，物业费怎么交啊？", "elderly"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
+
+
+def test_an_old_couple_on_their_own_live_alone_but_only_our_flat_does_not() -> None:
+    terms = load_terms()
+    assert _living_alone("楼道灯坏了，就我们老两口在家，晚上下楼看不见。", terms)
+    assert not _living_alone("整栋楼就我们家停电了，对门都有电。", terms)
 
 
 def test_ivr_digit_is_only_a_hint() -> None:
