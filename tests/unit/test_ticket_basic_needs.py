@@ -48,6 +48,8 @@ def test_basic_needs_found(text: str, need: str) -> None:
         "我在家等到下午，师傅都没来电话",  # 没来电话 is no phone call
         "早上车在地库打不着火",  # a car, not the cooker
         "燃气灶左边那个眼儿打不着火了，右边那个还能用",  # one burner, the gas is there
+        "中午突然停电，冰箱里东西都化了，现在是来电了，可你们得给个说法",  # back now
+        "昨晚整栋楼没水，一直到半夜，现在有水了，就是想问问怎么回事",  # back now
     ],
 )
 def test_look_alikes_are_not_basic_needs(text: str) -> None:
