@@ -138,6 +138,7 @@ class SafetyRules:
     mistaken_window: int
     future_markers: tuple[str, ...]
     future_window: int
+    topic_after: tuple[str, ...]
     over_markers: tuple[str, ...]
     past_markers: tuple[str, ...]
     distant_past_markers: tuple[str, ...]
@@ -206,6 +207,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         mistaken_window=int(hyp.get("mistaken_window", 0)),
         future_markers=tuple(map(str, hyp.get("future_markers", []))),
         future_window=int(hyp.get("future_window", 0)),
+        topic_after=tuple(map(str, hyp.get("topic_after", []))),
         over_markers=tuple(map(str, over["markers"])),
         past_markers=tuple(map(str, over["past_markers"])),
         distant_past_markers=tuple(map(str, over.get("distant_past_markers", ()))),
@@ -287,6 +289,10 @@ def _asks(text: str, at: int) -> bool:
 def _hypothetical(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     if text.startswith("的时候", end):  # 着火的时候才开: any time it might happen
         return True
+    # 高空抛(物)这个事儿: a topic, not an event (the hit may end a character or two short
+    # of the whole word).
+    if any(text.startswith(rules.topic_after, at) for at in range(end, end + 3)):
+        return True
     if (_said_before(text, start, rules.worry_markers, rules.worry_window)
             or _said_before(text, start, rules.future_markers, rules.future_window)
             or _mistaken(text, start, rules)):
@@ -315,6 +321,10 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
     return any(m in text[max(0, start - window) : start] for m in markers)
 
 
+# 又闷又黑 (both stuffy and dark): the 又 of "both ... and", not "again".
+_BOTH_AND = re.compile(r"又(.)又")
+
+
 def _says_again(span: str, rules: SafetyRules, over_words: tuple[str, ...] = (),
                 recent: bool = True) -> bool:
     """Whether ``span`` says the danger is back or still there (又, 还有味). The 还在
@@ -325,6 +335,7 @@ def _says_again(span: str, rules: SafetyRules, over_words: tuple[str, ...] = (),
     it is over: 刚才把我关里头了…已经出来了)."""
     for marker in (*rules.over_markers, *over_words, *rules.not_recurrence):
         span = span.replace(marker, "_" * len(marker))
+    span = _BOTH_AND.sub(r"_\1_", span)
     markers = (*rules.recurrence_markers, *(rules.recent_markers if recent else ()))
     return any(r in span for r in markers)
 

@@ -394,3 +394,28 @@ def test_people_fighting_and_a_branch_still_hanging_stay_p1() -> None:
     assert "violence" in read_safety("楼下有两个人打起来了，还拿着棍子").hazards
     branch = "前天大风刮断的树枝，现在还挂在人行道上面晃，一直有人从底下走"
     assert read_safety(branch).is_p1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A danger named as the topic of a complaint, not an event.
+        "我想投诉，楼上往下扔东西这种事你们物业得管管",
+        # Cordoned off since: kept from people.
+        "单元门口那块雨棚塌了一半，昨天你们已经拉了警戒线",
+        # An injury the caller says left the person all right.
+        "孩子在滑梯上刮破了，流了点血，人没事，贴了创可贴",
+        # 又闷又热 is "both stuffy and hot", not "again".
+        "前天晚上电梯停在半道，我在里面困了半小时，又闷又热",
+        # A car alarm; bleeding air from a radiator.
+        "楼下有辆车一直在报警，响了半个钟头了，吵得睡不着",
+        "暖气片上头不热，我拧了放气的阀门，呲了点气出来",
+    ],
+)
+def test_a_topic_a_cordon_a_car_alarm_and_a_radiator_valve_are_not_p1(text: str) -> None:
+    assert not read_safety(text).is_p1, read_safety(text).hits
+
+
+def test_again_and_a_gas_alarm_stay_p1() -> None:
+    assert read_safety("前天修好的电梯又停在半道了，我闺女在里面困着").is_p1
+    assert "gas" in read_safety("厨房的燃气报警器一直在响，我闻着也有股味").hazards

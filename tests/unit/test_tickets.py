@@ -357,6 +357,8 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     # Signs of age besides years: grown children abroad, a phone beyond the caller.
     ("我一个人住，孩子都在国外，家里暖气片不热。", "elderly"),
     ("我自己一个人住，这手机扫码我弄不明白，物业费怎么交啊？", "elderly"),
+    # 炕: the bed of a northern home.
+    ("屋里暖气不热，我老伴瘫在炕上好些年了。", "disabled"),
 ])
 def test_vip_checks_from_the_definition(words: str, kind: str) -> None:
     assert detect_vip(words)[0] == kind
