@@ -419,3 +419,12 @@ def test_a_topic_a_cordon_a_car_alarm_and_a_radiator_valve_are_not_p1(text: str)
 def test_again_and_a_gas_alarm_stay_p1() -> None:
     assert read_safety("前天修好的电梯又停在半道了，我闺女在里面困着").is_p1
     assert "gas" in read_safety("厨房的燃气报警器一直在响，我闻着也有股味").hazards
+
+
+def test_also_before_a_past_time_and_a_sealant_are_not_p1() -> None:
+    # 还有 before a past time is "and also, back then", not "still".
+    gas = "门禁卡坏了。还有前天晚上厨房闻到一股煤气味，师傅来换了管子，现在没事了"
+    assert not read_safety(gas).is_p1, read_safety(gas).hits
+    assert not read_safety("下雨前窗户外面打的胶掉了一截，怕漏水").is_p1
+    # ... but 还有 as "still" keeps a smell current.
+    assert read_safety("昨天报过煤气味，到现在还有味，越来越冲").is_p1
