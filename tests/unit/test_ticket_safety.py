@@ -428,3 +428,10 @@ def test_also_before_a_past_time_and_a_sealant_are_not_p1() -> None:
     assert not read_safety("下雨前窗户外面打的胶掉了一截，怕漏水").is_p1
     # ... but 还有 as "still" keeps a smell current.
     assert read_safety("昨天报过煤气味，到现在还有味，越来越冲").is_p1
+
+
+def test_wet_wiring_with_its_circuit_cut_and_a_fallen_hinge_are_not_p1() -> None:
+    assert not read_safety("洗衣机旁边的插座那块全湿了，我已经把电闸关了").is_p1
+    assert not read_safety("柜门的合页掉下来了，砸在地上，门歪着关不上").is_p1
+    # The circuit still live: a danger.
+    assert read_safety("洗衣机旁边的插座那块全湿了，还在往外冒水").is_p1
