@@ -321,6 +321,13 @@ def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -
     return any(m in text[max(0, start - window) : start] for m in markers)
 
 
+def _masked(text: str, words: tuple[str, ...]) -> str:
+    """``text`` with each of ``words`` blanked out (same length, so offsets hold)."""
+    for word in words:
+        text = text.replace(word, "_" * len(word))
+    return text
+
+
 # 又闷又黑 (both stuffy and dark): the 又 of "both ... and", not "again".
 _BOTH_AND = re.compile(r"又(.)又")
 
@@ -333,8 +340,7 @@ def _says_again(span: str, rules: SafetyRules, over_words: tuple[str, ...] = (),
     and not_recurrence are read first. ``recent``: whether 刚才 counts (it makes a
     danger current against a time in the past, but not against the caller saying
     it is over: 刚才把我关里头了…已经出来了)."""
-    for marker in (*rules.over_markers, *over_words, *rules.not_recurrence):
-        span = span.replace(marker, "_" * len(marker))
+    span = _masked(span, (*rules.over_markers, *over_words, *rules.not_recurrence))
     span = _BOTH_AND.sub(r"_\1_", span)
     markers = (*rules.recurrence_markers, *(rules.recent_markers if recent else ()))
     return any(r in span for r in markers)
@@ -358,9 +364,8 @@ def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
     """Whether the caller says, after a hit told in the past, that what it left is
     there now (昨晚台风把树掀起来了…现在学生从底下过), and not that it is over now
     (现在是不漏了, 现在已经修好了)."""
-    after = text[end : end + rules.story_window * 2]
-    for marker in rules.not_recurrence:  # 一直没人来: nobody came, not the danger there
-        after = after.replace(marker, "_" * len(marker))
+    # 一直没人来: nobody came, not the danger still there.
+    after = _masked(text[end : end + rules.story_window * 2], rules.not_recurrence)
     for marker in rules.still_markers:
         at = after.find(marker)
         while at >= 0:
