@@ -44,6 +44,7 @@ def test_basic_needs_found(text: str, need: str) -> None:
         "地漏这两天一直往上返臭味，水下得挺快",  # a smell, not sewage
         "看到公告说电梯要停两天做年检，我住十八楼",  # a planned stop, announced
         "电梯到九楼停下来，门口有个台阶",  # 停下来: it stops, as lifts do
+        "单元里两台电梯坏了一台，另一台还能用，我住二十一楼，就是等得久",  # the other runs
         "墙根一直潮，但是没有水往下淌",  # no water running, not no water
         "我在家等到下午，师傅都没来电话",  # 没来电话 is no phone call
         "早上车在地库打不着火",  # a car, not the cooker

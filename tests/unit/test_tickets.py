@@ -337,6 +337,10 @@ def test_vip_falls_back_to_the_term_lists_without_a_vip_model() -> None:
     ("家里停水了。我跟我儿子一块儿住，他上班去了，就我在家，我七十六了。", "none"),
     # An old neighbour told of in one sentence, her living alone in another.
     ("我帮我对门的老太太报个修，她家门锁坏了。她一个人住，八十多了。", "none"),
+    # A call made for a neighbour, the old person told of in the next sentence; an old
+    # neighbour named after the flat number (隔壁三零二那个老大爷).
+    ("我是替楼上邻居打的。七号楼二零三，住着个老大爷，一个人住，阳台门关不严。", "none"),
+    ("我隔壁三零二那个老大爷，一个人住的，他家水管在漏。", "none"),
     # A wheelchair for a while after an operation.
     ("单元门口的坡道老被电动车堵着。我前阵子膝盖做了手术，现在暂时坐轮椅，过一个来月就能拄拐了。",
      "none"),
