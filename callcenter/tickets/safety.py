@@ -223,10 +223,24 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
     )
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return data
+
+
 @lru_cache(maxsize=2)
 def load_rules(path: Path = SAFETY_FILE) -> SafetyRules:
-    with open(path, encoding="utf-8") as fh:
-        return rules_from_dict(yaml.safe_load(fh))
+    """The rules in ``path``; a file whose negation names ``taken_back_from`` shares
+    that file's take-back words, so the two lists cannot drift apart."""
+    data = _read_yaml(path)
+    neg = data["negation"]
+    source = neg.pop("taken_back_from", None)
+    if source:
+        shared = _read_yaml(path.with_name(str(source)))["negation"]
+        neg["taken_back"] = shared["taken_back"]
+        neg["taken_back_window"] = shared["taken_back_window"]
+    return rules_from_dict(data)
 
 
 def negated(text: str, start: int, rules: SafetyRules | None = None) -> bool:
