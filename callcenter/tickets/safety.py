@@ -363,7 +363,7 @@ def _says_again(span: str, rules: SafetyRules, over_words: tuple[str, ...] = (),
 def _over(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> bool:
     w = rules.over_window
     before, after = text[max(0, start - w) : start], text[end : end + w]
-    if any(p in before for p in rules.distant_past_markers):
+    if any(p in before for p in rules.distant_past_markers) or _years_ago_story(text, start, rules):
         # Years ago (小时候脊髓受伤，一直在轮椅上): what goes on is what it left.
         return True
     hazard_over = rules.hazard_over_markers.get(hazard, ())
@@ -372,6 +372,17 @@ def _over(hazard: str, text: str, start: int, end: int, rules: SafetyRules) -> b
         return False
     return (said_over or any(p in before for p in rules.past_markers)
             or _told_as_past(text, start, end, rules))
+
+
+def _years_ago_story(text: str, start: int, rules: SafetyRules) -> bool:
+    """A hit in a story begun years ago (前年发大水那次你还记得吧？就是楼上热水管爆了),
+    the caller not back to now on the way (老伴前年走了…我闻着有点糊味: now)."""
+    lo = max(0, start - rules.story_window)
+    since = max((text.rfind(p, lo, start) for p in rules.distant_past_markers), default=-1)
+    if since < 0:
+        return False
+    way = _masked(text[since:start], rules.not_recurrence)
+    return not any(m in way for m in rules.present_markers)
 
 
 def _still_there(text: str, end: int, rules: SafetyRules) -> bool:
@@ -403,7 +414,7 @@ def _told_as_past(text: str, start: int, end: int, rules: SafetyRules) -> bool:
     since = max(told, default=-1)
     if since < 0:
         return False
-    way = text[since:end]
+    way = _masked(text[since:end], rules.not_recurrence)
     return not (any(m in way for m in rules.present_markers) or _says_again(way, rules)
                 or _still_there(text, end, rules))
 

@@ -435,3 +435,25 @@ def test_wet_wiring_with_its_circuit_cut_and_a_fallen_hinge_are_not_p1() -> None
     assert not read_safety("柜门的合页掉下来了，砸在地上，门歪着关不上").is_p1
     # The circuit still live: a danger.
     assert read_safety("洗衣机旁边的插座那块全湿了，还在往外冒水").is_p1
+
+
+def test_a_story_years_ago_stays_past_unless_the_caller_comes_back_to_now() -> None:
+    # 还记得 is a memory, and 一直往下流 how the water ran back then.
+    assert not read_safety("大前年冬天那回你们还记得吗？楼上暖气管子爆开了，水顺着墙一直往下流，"
+                           "今天就是想问下物业费的发票").is_p1
+    # A sense at work now (闻着) brings the caller back: a smell now.
+    assert read_safety("我家老头前年走了，现在一个人住，我闻着门口好像有点煤气味").is_p1
+    # 闻到 is told of last night as well as of now.
+    assert not read_safety("昨天半夜我在走廊闻到一股烧焦的味道，后来找着了，是谁家锅烧干了，"
+                           "我就是问问这种事找谁").is_p1
+
+
+def test_cooking_smoke_a_button_name_and_no_gas_after_all_are_not_p1() -> None:
+    assert not read_safety("我家油烟机坏了，不转，一做饭屋里全是烟，师傅啥时候能来").is_p1
+    assert not read_safety("上周三电梯停在半路，按了紧急呼叫按钮，出来以后想问问"
+                           "那天为什么对讲一直没人接").is_p1
+    assert not read_safety("厨房好像有股煤气味……哦，是垃圾桶里的菜坏了，"
+                           "原来不是煤气，吓我一跳").is_p1
+    # Their real neighbours stay P1.
+    assert read_safety("做饭的时候插座那儿突然冒烟了，一股焦味").is_p1
+    assert read_safety("紧急！三号楼电梯卡住了，我被困在里面，快来").is_p1
