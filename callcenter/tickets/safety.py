@@ -223,9 +223,24 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping: PyYAML keeps the
+    last silently, so a second ``gas:`` list would drop the first one's words."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ValueError(f"{key_node.start_mark.name}, line {key_node.start_mark.line + 1}:"
+                                 f" {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
-        data: dict[str, Any] = yaml.safe_load(fh)
+        data: dict[str, Any] = yaml.load(fh, Loader=_UniqueKeyLoader)
     return data
 
 

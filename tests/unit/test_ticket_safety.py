@@ -3,9 +3,11 @@ dangers already over and look-alikes do not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from callcenter.tickets.safety import read_safety
+from callcenter.tickets.safety import load_rules, read_safety
 
 
 @pytest.mark.parametrize(
@@ -457,3 +459,12 @@ def test_cooking_smoke_a_button_name_and_no_gas_after_all_are_not_p1() -> None:
     # Their real neighbours stay P1.
     assert read_safety("做饭的时候插座那儿突然冒烟了，一股焦味").is_p1
     assert read_safety("紧急！三号楼电梯卡住了，我被困在里面，快来").is_p1
+
+
+def test_a_rule_file_that_gives_a_key_twice_is_refused(tmp_path: Path) -> None:
+    # PyYAML would keep the second list silently and drop the first one's words.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("concepts: {}\nhazards: {}\nunless_anywhere:\n  gas: [a]\n  gas: [b]\n",
+                     encoding="utf-8")
+    with pytest.raises(ValueError, match="'gas' is given twice"):
+        load_rules(rules)
