@@ -70,8 +70,9 @@ _NOT_A_DANGER_ALONE = frozenset({"urgent_plea"})
 # A strong negation inside a hit that spans several words negates its second part
 # (横在路上？没有，倒在草坪里).
 _NEGATION_INSIDE = ("没有", "不是", "并没", "没在", "不在")
-# How far after a "now" (现在, 今天) a caller says it is over (现在是不漏了).
-_NOW_OVER_WINDOW = 8
+# How far after a "now" (现在, 今天) a caller says it is over (现在是不漏了,
+# 今天早上一点味儿都没有了).
+_NOW_OVER_WINDOW = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ class SafetyRules:
     mistaken_markers: tuple[str, ...]
     mistaken_until: tuple[str, ...]
     mistaken_window: int
+    mistaken_lead: int
     future_markers: tuple[str, ...]
     future_window: int
     topic_after: tuple[str, ...]
@@ -205,6 +207,7 @@ def rules_from_dict(data: dict[str, Any]) -> SafetyRules:
         mistaken_markers=tuple(map(str, hyp.get("mistaken_markers", []))),
         mistaken_until=tuple(map(str, hyp.get("mistaken_until", []))),
         mistaken_window=int(hyp.get("mistaken_window", 0)),
+        mistaken_lead=int(hyp.get("mistaken_lead", 0)),
         future_markers=tuple(map(str, hyp.get("future_markers", []))),
         future_window=int(hyp.get("future_window", 0)),
         topic_after=tuple(map(str, hyp.get("topic_after", []))),
@@ -345,6 +348,21 @@ def _mistaken(text: str, start: int, rules: SafetyRules) -> bool:
     return False
 
 
+def _taken_for(text: str, end: int, rules: SafetyRules) -> bool:
+    """Whether what the caller sensed was first taken for this danger, wrongly
+    (闻着一股焦糊味，还以为是电瓶车电池烧了): the sense is real, the danger it seemed
+    to be is not. Only when the belief names a danger (墙皮鼓起来了，还以为是回南天
+    names none: the bulge stays what it is)."""
+    for marker in rules.mistaken_markers:
+        at = text.find(marker, end, end + rules.mistaken_lead)
+        if at < 0:
+            continue
+        belief = text[at + len(marker) : at + len(marker) + rules.mistaken_window]
+        if any(p.search(belief) for patterns in rules.hazards.values() for p in patterns):
+            return True
+    return False
+
+
 def _said_before(text: str, start: int, markers: tuple[str, ...], window: int) -> bool:
     """Whether one of ``markers`` stands in the ``window`` characters before ``start``."""
     return any(m in text[max(0, start - window) : start] for m in markers)
@@ -450,7 +468,7 @@ def _cancel_reason(hazard: str, text: str, m: re.Match[str], rules: SafetyRules)
     if (negated(text, start, rules) or any(n in m.group(0)[2:] for n in _NEGATION_INSIDE)
             or _negated_inside(m, rules) or _denied_after(text, end, rules)):
         return "negation"
-    if _hypothetical(text, start, end, rules):
+    if _hypothetical(text, start, end, rules) or _taken_for(text, end, rules):
         return "hypothetical"
     if _over(hazard, text, start, end, rules):
         return "over"

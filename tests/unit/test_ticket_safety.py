@@ -461,6 +461,23 @@ def test_cooking_smoke_a_button_name_and_no_gas_after_all_are_not_p1() -> None:
     assert read_safety("紧急！三号楼电梯卡住了，我被困在里面，快来").is_p1
 
 
+def test_a_loose_handrail_a_smell_taken_for_a_fire_and_a_smell_gone_by_morning_are_not_p1() -> None:
+    # A handrail that wobbles or has lost a piece is a repair, even up the stairs.
+    assert not read_safety("二号楼六楼到七楼那段楼梯扶手松了，一扶就晃，麻烦派人来紧一下").is_p1
+    assert not read_safety("楼道扶手断了一截，木头掉在台阶上了，小孩上下楼得注意点").is_p1
+    # What was sensed, first taken for a danger that it was not.
+    assert not read_safety("下午我闻着一股焦糊味，还以为是配电箱烧了，下去一看是隔壁在熏腊肉，"
+                           "就想问问阳台上能不能熏").is_p1
+    # A smell last night, gone by this morning: 今天 brings back its absence.
+    assert not read_safety("昨晚十点多走廊里有股烧焦的味道，等了一会儿就散了，今天早上起来"
+                           "一点味儿都没有了，问问是怎么回事").is_p1
+    # Their real neighbours stay P1.
+    assert read_safety("楼梯扶手拆走好些天了，边上就是个空档，底下直通楼梯井，"
+                       "孩子天天跑上跑下").is_p1
+    assert read_safety("闻着一股焦糊味，越来越冲，配电箱那儿在冒烟").is_p1
+    assert read_safety("昨晚就闻到煤气味了，今天早上起来味道更大了").is_p1
+
+
 def test_a_rule_file_that_gives_a_key_twice_is_refused(tmp_path: Path) -> None:
     # PyYAML would keep the second list silently and drop the first one's words.
     rules = tmp_path / "rules.yaml"
